@@ -1,0 +1,86 @@
+"""The in-memory description of a labelled image data set (no pixels are read here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Dataset:
+    """Labelled images from one source.
+
+    ``records`` is indexed by image id and has columns ``path``, ``label`` and ``group``
+    (lesion id, else the image id). ``problems`` holds what the reader found wrong; they are
+    reported together with the image-level problems before training starts.
+    """
+
+    name: str
+    spec: str
+    records: pd.DataFrame
+    classes: tuple[str, ...]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    weights: pd.Series | None = None
+    defaults: dict = field(default_factory=dict)
+    is_demo: bool = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.records.index.tolist()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer class index of each image, in ``classes`` order."""
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return self.records["label"].map(lookup).to_numpy(dtype=np.int64)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the sorted (image id, label) pairs: same data, same fingerprint."""
+        lines = sorted(
+            f"{i}\t{lab}" for i, lab in zip(self.records.index, self.records["label"], strict=True)
+        )
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = self.records["label"].value_counts()
+        return {c: int(counts.get(c, 0)) for c in self.classes}
+
+    def subset(self, ids) -> Dataset:
+        """The same data set restricted to ``ids`` (in that order)."""
+        records = self.records.loc[list(ids)]
+        weights = None if self.weights is None else self.weights.loc[list(ids)]
+        return dataclasses.replace(self, records=records, weights=weights)
+
+    def truth(self) -> pd.DataFrame:
+        """One-hot ground truth in ISIC format (index ``image``, one column per class)."""
+        onehot = np.eye(len(self.classes), dtype=float)[self.labels]
+        return pd.DataFrame(
+            onehot, index=pd.Index(self.ids, name="image"), columns=list(self.classes)
+        )
+
+    def describe(self) -> dict:
+        """Source, size and fingerprint, as recorded in member.json."""
+        return {
+            "name": self.name,
+            "source": self.spec,
+            "count": len(self),
+            "fingerprint": self.fingerprint,
+            "classes": list(self.classes),
+            "class_counts": self.class_counts(),
+            "demo": self.is_demo,
+        }
+
+
+def safe_name(text: str) -> str:
+    """A lower-case tag for member names: letters, digits, '-' and '_' only."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "data"

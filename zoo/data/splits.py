@@ -1,0 +1,123 @@
+"""Leak-free splits: stratified by class, grouped by lesion, seeded, recorded in members.
+
+The test part (20 % by default) depends only on the data and the split seed, so every member
+trained on the same data shares it and can join one ensemble. The rest is divided into
+train and validation (70/10 overall), or into ``folds`` folds of which ``fold`` validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from zoo.data.dataset import Dataset
+from zoo.errors import ZooError
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Image ids of each part, and how they were drawn."""
+
+    seed: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    fold: int | None = None
+    folds: int | None = None
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+
+    def ids(self, part: str) -> tuple[str, ...]:
+        if part not in PARTS:
+            raise ZooError(f"unknown split {part!r}; expected one of {', '.join(PARTS)} or all.")
+        return getattr(self, part)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["ids"] = {p: list(data.pop(p)) for p in PARTS}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Split:
+        data = dict(data)
+        ids = data.pop("ids")
+        return cls(**data, **{p: tuple(ids[p]) for p in PARTS})
+
+
+def _one_fold(labels, groups, n_splits: int, seed: int, which: int):
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for k, (rest, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        if k == which:
+            return rest, held
+    raise AssertionError("unreachable")
+
+
+def _check_enough_lesions(dataset: Dataset, needed: int, why: str) -> None:
+    lesions = dataset.records.groupby("label")["group"].nunique()
+    short = [
+        f"{c} ({int(lesions.get(c, 0))})" for c in dataset.classes if lesions.get(c, 0) < needed
+    ]
+    if short:
+        raise ZooError(
+            f"{dataset.spec}: class(es) {', '.join(short)} have fewer than {needed} lesions, too few for {why}; "
+            "add images of them or drop those classes."
+        )
+
+
+def make_split(
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    fold: int | None = None,
+    folds: int | None = None,
+) -> Split:
+    """Grouped, stratified train/val/test (or k-fold) split of ``dataset``."""
+    if folds is not None and (folds < 2 or fold is None or not 0 <= fold < folds):
+        raise ZooError(
+            f"--fold K --folds N needs N ≥ 2 and 0 ≤ K < N; got fold={fold}, folds={folds}."
+        )
+    if fold is not None and folds is None:
+        raise ZooError("--fold needs --folds N as well.")
+    if not 0 < test_fraction < 0.5:
+        raise ZooError(f"test fraction must be in (0, 0.5); got {test_fraction}.")
+    _check_enough_lesions(
+        dataset,
+        max(3, folds or 0),
+        "a train/val/test split" if folds is None else f"{folds} folds plus a test part",
+    )
+    labels, groups, ids = (
+        dataset.labels,
+        dataset.records["group"].to_numpy(),
+        np.asarray(dataset.ids),
+    )
+    rest, test = _one_fold(labels, groups, round(1 / test_fraction), seed, 0)
+    if folds is None:
+        inner = max(2, round((1 - test_fraction) / val_fraction))
+        train, val = _one_fold(labels[rest], groups[rest], inner, seed, 0)
+    else:
+        train, val = _one_fold(labels[rest], groups[rest], folds, seed, fold)
+    split = Split(
+        seed=seed,
+        train=tuple(ids[rest][train]),
+        val=tuple(ids[rest][val]),
+        test=tuple(ids[test]),
+        fold=fold,
+        folds=folds,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+    )
+    present = {p: set(dataset.records.loc[list(split.ids(p)), "label"]) for p in PARTS}
+    for part in PARTS:
+        missing = [c for c in dataset.classes if c not in present[part]]
+        if missing:
+            raise ZooError(
+                f"{dataset.spec}: the {part} part has no image of class(es) {', '.join(missing)}: "
+                "too few lesions for a grouped split; add images of them or drop those classes."
+            )
+    return split

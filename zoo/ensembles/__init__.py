@@ -1,0 +1,29 @@
+"""Ensembles: combination rules over member predictions and ensemble definition files."""
+
+from zoo.ensembles.combine import (
+    COMBINE_RULES,
+    Combiner,
+    GreedyCombiner,
+    MeanCombiner,
+    PredictionSet,
+    RankCombiner,
+    WeightedCombiner,
+    combiner_from_dict,
+    make_combiner,
+)
+from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
+
+__all__ = [
+    "COMBINE_RULES",
+    "Combiner",
+    "EnsembleSpec",
+    "GreedyCombiner",
+    "MeanCombiner",
+    "PredictionSet",
+    "RankCombiner",
+    "WeightedCombiner",
+    "combiner_from_dict",
+    "load_spec",
+    "make_combiner",
+    "resolve_members",
+]

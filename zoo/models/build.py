@@ -1,0 +1,144 @@
+"""Build a member's network: preprocessing → backbone → dropout → softmax head.
+
+The model takes RGB images in [0, 255] (float32, ``size × size × 3``) so that the data
+pipeline, TTA and export never need to know a backbone's normalisation. It is made of two
+named parts, ``features`` (preprocessing + backbone + pooling) and ``head``, so a frozen
+stage can train the head alone on cached features (:func:`split_model`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from zoo.console import warn
+from zoo.errors import ZooError
+from zoo.models.layers import ImagePreprocess
+from zoo.models.small_cnn import small_cnn
+from zoo.recipes import Recipe
+
+APPLICATIONS = {
+    "InceptionV3": keras.applications.InceptionV3,
+    "InceptionResNetV2": keras.applications.InceptionResNetV2,
+    "Xception": keras.applications.Xception,
+    "NASNetLarge": keras.applications.NASNetLarge,
+    "EfficientNetB0": keras.applications.EfficientNetB0,
+    "EfficientNetB4": keras.applications.EfficientNetB4,
+    "EfficientNetB5": keras.applications.EfficientNetB5,
+    "MobileNetV3Small": keras.applications.MobileNetV3Small,
+    "MobileNetV3Large": keras.applications.MobileNetV3Large,
+    "ResNet50": keras.applications.ResNet50,
+    "DenseNet121": keras.applications.DenseNet121,
+    "ConvNeXtTiny": keras.applications.ConvNeXtTiny,
+}
+OWN_BACKBONES = {"small_cnn": small_cnn}
+
+
+def _application_backbone(recipe: Recipe, shape, weights):
+    kwargs = dict(include_top=False, weights=weights, input_shape=shape, pooling="avg")
+    kwargs.update(recipe.backbone_options)
+    return APPLICATIONS[recipe.backbone](**kwargs)
+
+
+def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
+    """The backbone with ImageNet weights from Keras' cache (downloaded when online)."""
+    try:
+        return _application_backbone(recipe, shape, "imagenet")
+    except Exception as exc:  # keras raises a bare Exception for a failed download
+        cache = (
+            Path(
+                keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras"
+            ).expanduser()
+            / "models"
+        )
+        reason = str(exc).split("\n")[0]
+        message = (
+            f"ImageNet weights for {recipe.backbone} are not in Keras' cache ({cache}) and could not be "
+            f"downloaded ({reason}). Use --weights none to train from scratch, or --weights PATH "
+            "for a local backbone weights file."
+        )
+        if required:
+            raise ZooError(message) from None
+        warn(
+            message.replace(
+                "Use --weights none",
+                "Training from scratch instead; pass --weights none to silence this, or use",
+            )
+        )
+        return None
+
+
+def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[keras.Model, str]:
+    """The feature extractor and the weights actually used (``imagenet``, ``none`` or a path).
+
+    ``weights``: ``imagenet`` (required), ``auto`` (ImageNet when obtainable, else random
+    initialisation with a warning), ``none``, or a path to a backbone weights file.
+    """
+    shape = (image_size, image_size, 3)
+    if recipe.backbone in OWN_BACKBONES:
+        backbone = OWN_BACKBONES[recipe.backbone](input_shape=shape, **recipe.backbone_options)
+        if weights == "imagenet":
+            raise ZooError(
+                f"recipe {recipe.name} (backbone {recipe.backbone}) has no ImageNet weights; use --weights none or PATH."
+            )
+        used = "none"
+    elif recipe.backbone in APPLICATIONS:
+        backbone, used = None, "none"
+        if weights in ("imagenet", "auto"):
+            backbone = _imagenet_backbone(recipe, shape, required=weights == "imagenet")
+            used = "imagenet" if backbone is not None else "none"
+        if backbone is None:
+            backbone = _application_backbone(recipe, shape, None)
+    else:
+        known = sorted(APPLICATIONS) + sorted(OWN_BACKBONES)
+        raise ZooError(
+            f"recipe {recipe.name}: unknown backbone {recipe.backbone!r}; known: {', '.join(known)}."
+        )
+    if weights not in ("imagenet", "auto", "none"):
+        load_backbone_weights(backbone, weights)
+        used = str(Path(weights).resolve())
+    return backbone, used
+
+
+def load_backbone_weights(backbone: keras.Model, path: str) -> None:
+    """Load a local weights file (``.weights.h5`` or a keras.applications ``.h5``) into a backbone."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ZooError(
+            f"--weights {path}: no such file. Pass imagenet, none, or the path of a backbone weights file."
+        )
+    try:
+        backbone.load_weights(str(file))
+    except Exception as exc:
+        raise ZooError(
+            f"--weights {path}: could not load it into backbone {backbone.name}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def build_model(
+    recipe: Recipe, *, num_classes: int, image_size: int | None = None, weights: str | None = None
+) -> tuple[keras.Model, str]:
+    """The full network (``features`` then ``head``) and the weights actually used."""
+    size = image_size or recipe.input.size
+    backbone, used = build_backbone(recipe, image_size=size, weights=weights or recipe.weights)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = ImagePreprocess(recipe.input.preprocessing, name="preprocess")(inputs)
+    features = keras.Model(inputs, backbone(x), name="features")
+    head = keras.Sequential(
+        [
+            keras.Input(features.output_shape[1:]),
+            keras.layers.Dropout(recipe.dropout, name="dropout"),
+            keras.layers.Dense(
+                num_classes, activation="softmax", dtype="float32", name="classifier"
+            ),
+        ],
+        name="head",
+    )
+    model = keras.Model(inputs, head(features(inputs)), name=recipe.name)
+    return model, used
+
+
+def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The ``features`` and ``head`` parts of a model made by :func:`build_model`."""
+    return model.get_layer("features"), model.get_layer("head")

@@ -1,0 +1,50 @@
+"""Serializable layers that live inside saved members (load with safe_mode=True)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# ImageNet statistics used by the "torch" and "caffe" conventions of keras.applications.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ImagePreprocess(keras.layers.Layer):
+    """Maps RGB pixels in [0, 255] to what a backbone expects.
+
+    Modes follow keras.applications: ``inception`` → [-1, 1]; ``torch`` → ImageNet mean/std
+    on [0, 1]; ``caffe`` → BGR minus the ImageNet mean; ``unit`` → [0, 1]; ``raw`` → unchanged
+    (the backbone normalises itself, e.g. EfficientNet, MobileNetV3, ConvNeXt).
+    """
+
+    MODES = ("inception", "torch", "caffe", "unit", "raw")
+
+    def __init__(self, mode: str = "inception", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"ImagePreprocess mode must be one of {self.MODES}; got {mode!r}.")
+        self.mode = mode
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        if self.mode == "inception":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_IMAGENET_MEAN, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_IMAGENET_STD, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            return ops.flip(x, axis=-1) - mean
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

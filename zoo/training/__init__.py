@@ -1,0 +1,1 @@
+"""Training: class weights, learning-rate schedules, the epoch monitor and the trainer."""

@@ -1,0 +1,53 @@
+"""Where training runs: mixed precision and tf.distribute strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from zoo.errors import ZooError
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+def configure_precision(mixed_precision: bool) -> str:
+    """Set Keras' global dtype policy: mixed_float16 on GPU, mixed_bfloat16 on CPU."""
+    if not mixed_precision:
+        policy = "float32"
+    else:
+        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    keras.config.set_dtype_policy(policy)
+    return policy
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``default`` (one device), ``mirrored`` (all GPUs of this machine, or its logical CPUs
+    when there is no GPU) or ``multi-worker`` (several machines described by ``TF_CONFIG``)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ZooError(
+                "--strategy multi-worker needs TF_CONFIG (cluster and task of this worker); see README."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ZooError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}.")
+
+
+def is_chief() -> bool:
+    """True unless this process is a non-chief worker of a multi-worker cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = config.get("task", {})
+    if not task:
+        return True
+    kinds = config.get("cluster", {})
+    if "chief" in kinds:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0

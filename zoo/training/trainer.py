@@ -1,0 +1,476 @@
+"""Train one member: data → split → cached pixels → stages of fit → saved member.
+
+The run lives in ``<workspace>/runs/<name>/`` while it trains (a checkpoint and ``state.json``
+after every epoch, so ``--resume`` continues where it stopped) and becomes
+``<workspace>/members/<name>/`` in one rename when it is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from zoo import console
+from zoo.data import Dataset, load_dataset
+from zoo.data.images import ImageTable, load_images
+from zoo.data.pipeline import inference_dataset, training_dataset
+from zoo.data.splits import Split, make_split
+from zoo.errors import ZooError
+from zoo.members import library_versions, model_card, predictions_frame, write_predictions
+from zoo.models import build_model, split_model
+from zoo.priors import effective_priors
+from zoo.recipes import Recipe, Stage, get_recipe
+from zoo.training.batchnorm import recompute_statistics
+from zoo.training.class_weights import class_weights
+from zoo.training.monitor import LearningRateSchedule, TrainingMonitor
+from zoo.training.runtime import configure_precision, is_chief, make_strategy
+from zoo.training.schedules import learning_rate
+from zoo.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "nadam": keras.optimizers.Nadam,
+}
+
+
+@dataclass
+class TrainOptions:
+    """What ``zoo train`` was asked to do (``None`` = the recipe's or the data set's default)."""
+
+    recipe: str
+    workspace: Path
+    data: str | None = None
+    images: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    weights: str | None = None
+    seed: int = 0
+    split_seed: int = 0
+    fold: int | None = None
+    folds: int | None = None
+    name: str | None = None
+    resume: bool = False
+    mixed_precision: bool = False
+    strategy: str = "default"
+    jit_compile: str = "auto"
+    feature_cache: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["workspace"] = str(self.workspace)
+        return data
+
+
+def default_name(recipe: str, dataset: Dataset, options: TrainOptions) -> str:
+    """``<recipe>.<data>.s<seed>[.f<fold>]`` (STYLE.md: names carry identity)."""
+    name = f"{recipe}.{dataset.name}.s{options.seed}"
+    return f"{name}.f{options.fold}" if options.fold is not None else name
+
+
+def make_optimizer(config: dict, learning_rate: float) -> keras.optimizers.Optimizer:
+    settings = {k: v for k, v in config.items() if k != "name"}
+    name = config.get("name", "adam")
+    if name not in OPTIMIZERS:
+        raise ZooError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
+    return OPTIMIZERS[name](learning_rate=learning_rate, **settings)
+
+
+def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+    """Softmax outputs for decoded pixels, batched and prefetched."""
+    if len(pixels) == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    return model.predict(inference_dataset(pixels, batch_size=batch_size), verbose=0)
+
+
+def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Balanced accuracy, accuracy and macro AUC (over the classes present) for member.json."""
+    predicted = probs.argmax(axis=1)
+    present = np.unique(labels)
+    macro_auc = None
+    if len(present) > 1:
+        aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+        macro_auc = float(np.mean(aucs))
+    return {
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "macro_auc": macro_auc,
+        "n_images": int(len(labels)),
+    }
+
+
+@dataclass
+class _Run:
+    """Everything one training run needs, resolved."""
+
+    options: TrainOptions
+    recipe: Recipe
+    dataset: Dataset
+    split: Split
+    name: str
+    weights: str
+    directory: Path
+    pixels: ImageTable | None = None
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -1.0
+    epochs_since_best: int = 0
+    seconds: float = 0.0
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "state.json"
+
+    def labels(self, part: str) -> np.ndarray:
+        return self.dataset.subset(self.split.ids(part)).labels
+
+
+def _resolve(options: TrainOptions) -> _Run:
+    """Recipe, data, defaults, name, split and run directory; checks before any work."""
+    workspace = options.workspace
+    recipe = get_recipe(options.recipe, workspace=workspace)
+    dataset = load_dataset(
+        options.data, workspace=workspace, images=Path(options.images) if options.images else None
+    )
+    if dataset.is_demo:
+        console.info(
+            "[bold yellow]Using the embedded demo data set[/bold yellow] (synthetic lesion-like images, "
+            "7 classes, 420 images) — pass --data to train on real images."
+        )
+        defaults = dataset.defaults
+        if options.image_size is None:
+            options.image_size = max(defaults["image_size"], recipe.input.min_size)
+        if options.epochs is None:
+            options.epochs = defaults["epochs"]
+    for note in dataset.notes:
+        console.info(f"  note: {note}")
+    weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
+    recipe = recipe.with_overrides(
+        image_size=options.image_size, epochs=options.epochs, batch_size=options.batch_size
+    )
+    name = options.name or default_name(recipe.name, dataset, options)
+    split = make_split(dataset, seed=options.split_seed, fold=options.fold, folds=options.folds)
+    directory = options.workspace / "runs" / name
+    member_dir = options.workspace / "members" / name
+    if member_dir.exists():
+        raise ZooError(
+            f"member {name!r} already exists in {member_dir.parent}; pass --name to train another, "
+            "or delete that directory to retrain it."
+        )
+    if directory.exists() and not options.resume:
+        raise ZooError(
+            f"an interrupted run of {name!r} exists in {directory}; pass --resume to continue it, "
+            "or delete that directory to start over."
+        )
+    if options.resume and not (directory / "state.json").exists():
+        raise ZooError(
+            f"--resume: no interrupted run of {name!r} in {directory.parent}; run without --resume."
+        )
+    return _Run(options, recipe, dataset, split, name, weights, directory)
+
+
+def _stage_plan(stages: tuple[Stage, ...]) -> list[tuple[int, Stage]]:
+    """(first global epoch, stage) for every stage."""
+    plan, start = [], 0
+    for stage in stages:
+        plan.append((start, stage))
+        start += stage.epochs
+    return plan
+
+
+def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> None:
+    run.history.append(row)
+    if is_best:
+        run.best_epoch, run.best_score, run.epochs_since_best = (
+            epoch,
+            row["val_balanced_accuracy"],
+            0,
+        )
+        with atomic_path(run.directory / "best.weights.h5", suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+    else:
+        run.epochs_since_best += 1
+    with atomic_path(run.directory / "checkpoint.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    atomic_write_json(
+        run.state_file,
+        {
+            "name": run.name,
+            "options": run.options.to_dict(),
+            "recipe": run.recipe.to_dict(),
+            "weights": run.weights,
+            "split": run.split.to_dict(),
+            "fingerprint": run.dataset.fingerprint,
+            "epochs_done": epoch,
+            "best_epoch": run.best_epoch,
+            "best_score": run.best_score,
+            "epochs_since_best": run.epochs_since_best,
+            "history": run.history,
+            "seconds": run.seconds + row["seconds"],
+        },
+    )
+    run.seconds += row["seconds"]
+
+
+def _fit_stage(
+    run: _Run,
+    model,
+    stage: Stage,
+    *,
+    index: int,
+    first_epoch: int,
+    start_in_stage: int,
+    sample_weight_of_class: np.ndarray,
+    jit,
+    strategy,
+) -> bool:
+    """Train one stage from ``start_in_stage``; returns False when early stopping ended training."""
+    recipe, opts = run.recipe, run.options
+    train_ids, val_ids = run.split.train, run.split.val
+    y_train, y_val = run.labels("train"), run.labels("val")
+    features, head = split_model(model)
+    features.trainable = stage.trainable == "all"
+    use_features = stage.trainable == "head" and not stage.augment and opts.feature_cache
+    label = f"stage {index + 1}/{len(recipe.stages)} ({stage.name})"
+    console.info(
+        f"[bold]{label}[/bold]: {stage.epochs} epoch(s), lr {stage.learning_rate:g}, "
+        f"{'backbone frozen' if stage.trainable == 'head' else 'all layers train'}"
+        f"{', features cached' if use_features else ''}"
+    )
+    train_x, val_x = run.pixels.take(train_ids), run.pixels.take(val_ids)
+    trained = model
+    if use_features:
+        train_x = features.predict(inference_dataset(train_x, batch_size=128), verbose=0)
+        val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
+        trained = head
+    augmenter = None
+    if stage.augment and recipe.augment and not use_features:
+        from zoo.augment import build_augmenter
+
+        augmenter = build_augmenter(recipe.augment, seed=opts.seed)
+    dataset, steps = training_dataset(
+        train_x,
+        y_train,
+        num_classes=len(run.dataset.classes),
+        batch_size=recipe.batch_size,
+        sample_weights=sample_weight_of_class[y_train],
+        augmenter=augmenter,
+        balanced=recipe.sampling == "balanced",
+        seed=opts.seed + index,
+    )
+    with strategy.scope():
+        if getattr(trained, "optimizer", None) is None or start_in_stage == 0:
+            optimizer = make_optimizer(recipe.optimizer, stage.learning_rate)
+        else:
+            optimizer = trained.optimizer
+        trained.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=jit,
+        )
+    monitor = TrainingMonitor(
+        predict_val=lambda: predict_probabilities(trained, val_x),
+        val_labels=y_val,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        stage_label=label,
+        epoch_offset=first_epoch,
+        total_epochs=recipe.epochs,
+        best_score=run.best_score,
+        patience=recipe.early_stopping,
+        epochs_since_best=run.epochs_since_best,
+        on_checkpoint=lambda epoch, row, best: _save_checkpoint(run, model, row, best, epoch),
+        before_validation=lambda: recompute_statistics(
+            trained, train_x, batch_size=recipe.batch_size, max_batches=20, seed=opts.seed
+        ),
+    )
+    schedule = LearningRateSchedule(
+        lambda e: learning_rate(
+            stage.schedule, base=stage.learning_rate, epoch=e, epochs=stage.epochs
+        ),
+        steps=steps,
+        initial_epoch=start_in_stage,
+    )
+    trained.fit(
+        dataset,
+        steps_per_epoch=steps,
+        epochs=stage.epochs,
+        initial_epoch=start_in_stage,
+        callbacks=[schedule, monitor],
+        verbose=0,
+    )
+    return not trained.stop_training
+
+
+def train(options: TrainOptions) -> Path:
+    """Train the member ``options`` describe and return its directory."""
+    options.workspace = Path(options.workspace)
+    run = _resolve(options)
+    strategy = make_strategy(options.strategy)
+    policy = configure_precision(options.mixed_precision)
+    state = None
+    if options.resume:
+        import json
+
+        state = json.loads(run.state_file.read_text())
+        if state["fingerprint"] != run.dataset.fingerprint:
+            raise ZooError(
+                f"--resume: the data changed since {run.name} started (fingerprint "
+                f"{state['fingerprint']} → {run.dataset.fingerprint}); start a new run."
+            )
+        run.recipe, run.split, run.weights = (
+            Recipe.from_dict(state["recipe"]),
+            Split.from_dict(state["split"]),
+            state["weights"],
+        )
+        run.history, run.best_epoch, run.best_score = (
+            state["history"],
+            state["best_epoch"],
+            state["best_score"],
+        )
+        run.epochs_since_best, run.seconds = state["epochs_since_best"], state["seconds"]
+        console.info(
+            f"Resuming {run.name} after epoch {state['epochs_done']} of {run.recipe.epochs}."
+        )
+    recipe, dataset = run.recipe, run.dataset
+    console.info(
+        f"Training [bold]{run.name}[/bold]: recipe {recipe.name} ({recipe.backbone}), "
+        f"{recipe.input.size} px, {recipe.epochs} epoch(s), batch {recipe.batch_size}, precision {policy}, "
+        f"split train {len(run.split.train)} / val {len(run.split.val)} / test {len(run.split.test)}"
+    )
+    run.pixels = load_images(
+        dataset,
+        size=recipe.input.size,
+        crop_borders=recipe.input.crop_borders,
+        interpolation=recipe.input.interpolation,
+        cache_dir=options.workspace / "cache" / "images",
+    )
+    counts = np.bincount(run.labels("train"), minlength=len(dataset.classes))
+    weights_of_class = class_weights(
+        counts, scheme=recipe.class_weight, beta=recipe.class_weight_beta
+    )
+    priors = effective_priors(counts, None if recipe.sampling == "balanced" else weights_of_class)
+    if recipe.sampling == "balanced":
+        priors = np.full(len(counts), 1 / len(counts))
+    keras.utils.set_random_seed(options.seed)
+    run.directory.mkdir(parents=True, exist_ok=True)
+    with strategy.scope():
+        if state is not None:
+            import zoo.augment  # noqa: F401
+            import zoo.models.layers  # noqa: F401
+
+            model = keras.saving.load_model(run.directory / "checkpoint.keras", safe_mode=True)
+        else:
+            model, run.weights = build_model(
+                recipe, num_classes=len(dataset.classes), weights=run.weights
+            )
+    console.info(f"  weights: {run.weights}; {model.count_params():,} parameters")
+    jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
+    done = state["epochs_done"] if state else 0
+    for index, (first, stage) in enumerate(_stage_plan(recipe.stages)):
+        if done >= first + stage.epochs:
+            continue
+        keep_going = _fit_stage(
+            run,
+            model,
+            stage,
+            index=index,
+            first_epoch=first,
+            start_in_stage=done - first if done > first else 0,
+            sample_weight_of_class=weights_of_class,
+            jit=jit,
+            strategy=strategy,
+        )
+        done = first + stage.epochs
+        if not keep_going:
+            break
+    model.load_weights(run.directory / "best.weights.h5")
+    return _save_member(run, model, counts, weights_of_class, priors)
+
+
+def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
+    dataset, classes = run.dataset, run.dataset.classes
+    predictions, metrics = {}, {}
+    for part in ("val", "test"):
+        ids = run.split.ids(part)
+        probs = predict_probabilities(model, run.pixels.take(ids))
+        predictions[part] = predictions_frame(ids, probs, classes)
+        metrics[part] = headline_metrics(run.labels(part), probs)
+    epochs_run = len(run.history)
+    seen = sum(r["images_per_second"] * (r["seconds"]) for r in run.history) or 1
+    info = {
+        "name": run.name,
+        "recipe": run.recipe.name,
+        "config": {"recipe": run.recipe.to_dict(), "options": run.options.to_dict()},
+        "classes": list(classes),
+        "weights": run.weights,
+        "priors": {
+            "train_counts": counts.tolist(),
+            "train_frequency": (counts / counts.sum()).tolist(),
+            "class_weights": weights_of_class.tolist(),
+            "effective": list(map(float, priors)),
+        },
+        "input": {
+            **dataclasses.asdict(run.recipe.input),
+            "dtype": "float32",
+            "range": [0, 255],
+            "layout": "NHWC",
+        },
+        "data": dataset.describe(),
+        "split": run.split.to_dict(),
+        "versions": library_versions(),
+        "training": {
+            "seconds": run.seconds,
+            "best_epoch": run.best_epoch,
+            "epochs_run": epochs_run,
+            "images_per_second": seen / max(sum(r["seconds"] for r in run.history), 1e-9),
+            "parameters": int(model.count_params()),
+        },
+        "metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    final = run.options.workspace / "members" / run.name
+    if not is_chief():
+        return final
+    with atomic_directory(final) as tmp:
+        model.save(tmp / "model.keras")
+        atomic_write_json(tmp / "member.json", info)
+        for part, frame in predictions.items():
+            write_predictions(tmp / "predictions" / f"{part}.csv", frame)
+        pd.DataFrame(run.history).to_csv(tmp / "history.csv", index=False)
+        atomic_write_text(tmp / "card.md", model_card(info))
+    shutil.rmtree(run.directory, ignore_errors=True)
+    _print_summary(run, info, final)
+    return final
+
+
+def _print_summary(run: _Run, info: dict, final: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{run.name}", show_edge=False)
+    for column in ("split", "images", "balanced acc.", "macro AUC", "accuracy"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for part, m in info["metrics"].items():
+        auc = "–" if m["macro_auc"] is None else f"{m['macro_auc']:.3f}"
+        table.add_row(
+            part, str(m["n_images"]), f"{m['balanced_accuracy']:.3f}", auc, f"{m['accuracy']:.3f}"
+        )
+    if not console.is_quiet():
+        console.console.print(table)
+    console.info(
+        f"best epoch {run.best_epoch} of {len(run.history)}, {run.seconds:.0f} s of training"
+    )
+    console.console.print(f"Saved member [bold]{run.name}[/bold] to {final}")
