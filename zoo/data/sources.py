@@ -16,7 +16,7 @@ import pandas as pd
 
 from zoo.data import demo
 from zoo.data.dataset import Dataset, safe_name
-from zoo.errors import ZooError
+from zoo.errors import ZooError, close_matches
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -284,6 +284,11 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
     kind, sep, rest = spec.partition(":")
     if sep and kind in KINDS:
         path = Path(rest).expanduser()
+    elif sep and len(kind) > 1 and kind.isidentifier() and not Path(spec).expanduser().exists():
+        raise ZooError(
+            f"--data {spec}: unknown data kind {kind!r}.{close_matches(kind, list(KINDS))} "
+            "Use ham10000:DIR, isic:CSV, folder:DIR, csv:FILE or demo."
+        )
     else:
         kind, path = None, Path(spec).expanduser()
     if not path.exists():

@@ -50,9 +50,15 @@ class Split:
 
 def _one_fold(labels, groups, n_splits: int, seed: int, which: int):
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for k, (rest, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-        if k == which:
-            return rest, held
+    try:
+        for k, (rest, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            if k == which:
+                return rest, held
+    except ValueError as exc:  # e.g. every class has fewer images than n_splits
+        raise ZooError(
+            f"cannot divide {len(labels)} images into {n_splits} stratified, lesion-grouped parts "
+            f"({exc}); add images or use fewer folds."
+        ) from None
     raise AssertionError("unreachable")
 
 

@@ -8,6 +8,8 @@ stage can train the head alone on cached features (:func:`split_model`).
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import keras
@@ -42,29 +44,27 @@ def _application_backbone(recipe: Recipe, shape, weights):
 
 
 def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
-    """The backbone with ImageNet weights from Keras' cache (downloaded when online)."""
+    """The backbone with ImageNet weights from Keras' cache (downloaded when online).
+
+    ``required``: raise a one-line ZooError when the weights cannot be had; otherwise warn
+    and return None (the caller then initialises at random).
+    """
     try:
         return _application_backbone(recipe, shape, "imagenet")
     except Exception as exc:  # keras raises a bare Exception for a failed download
-        cache = (
-            Path(
-                keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras"
-            ).expanduser()
-            / "models"
-        )
-        reason = str(exc).split("\n")[0]
-        message = (
-            f"ImageNet weights for {recipe.backbone} are not in Keras' cache ({cache}) and could not be "
-            f"downloaded ({reason}). Use --weights none to train from scratch, or --weights PATH "
-            "for a local backbone weights file."
-        )
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        found = re.search(r"([\w.-]+\.h5)", reason)
+        cache = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
+        file = cache / found.group(1) if found else cache
+        what = f"ImageNet weights for {recipe.backbone} ({file}) are not in Keras' cache and could not be downloaded"
         if required:
-            raise ZooError(message) from None
+            raise ZooError(
+                f"{what}. Copy the file there, or use --weights none (train from scratch) or "
+                "--weights PATH (a local backbone weights file)."
+            ) from None
         warn(
-            message.replace(
-                "Use --weights none",
-                "Training from scratch instead; pass --weights none to silence this, or use",
-            )
+            f"{what}; training from scratch instead (--weights none says so explicitly, "
+            "--weights PATH loads a local file)."
         )
         return None
 

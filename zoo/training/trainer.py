@@ -20,7 +20,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from zoo import console
 from zoo.data import Dataset, load_dataset
-from zoo.data.images import ImageTable, load_images
+from zoo.data.images import ImageTable, load_images, validate
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, make_split
 from zoo.errors import ZooError
@@ -161,6 +161,8 @@ def _resolve(options: TrainOptions) -> _Run:
         image_size=options.image_size, epochs=options.epochs, batch_size=options.batch_size
     )
     name = options.name or default_name(recipe.name, dataset, options)
+    if dataset.problems:  # report them with every unreadable image, before splitting on bad labels
+        validate(dataset)
     split = make_split(dataset, seed=options.split_seed, fold=options.fold, folds=options.folds)
     directory = options.workspace / "runs" / name
     member_dir = options.workspace / "members" / name
@@ -308,6 +310,7 @@ def _fit_stage(
         dataset,
         steps_per_epoch=steps,
         epochs=stage.epochs,
+        shuffle=False,  # the tf.data pipeline shuffles
         initial_epoch=start_in_stage,
         callbacks=[schedule, monitor],
         verbose=0,
@@ -351,6 +354,18 @@ def train(options: TrainOptions) -> Path:
         f"{recipe.input.size} px, {recipe.epochs} epoch(s), batch {recipe.batch_size}, precision {policy}, "
         f"split train {len(run.split.train)} / val {len(run.split.val)} / test {len(run.split.test)}"
     )
+    keras.utils.set_random_seed(options.seed)
+    with strategy.scope():
+        if state is not None:
+            import zoo.augment  # noqa: F401
+            import zoo.models.layers  # noqa: F401
+
+            model = keras.saving.load_model(run.directory / "checkpoint.keras", safe_mode=True)
+        else:
+            model, run.weights = build_model(
+                recipe, num_classes=len(dataset.classes), weights=run.weights
+            )
+    console.info(f"  weights: {run.weights}; {model.count_params():,} parameters")
     run.pixels = load_images(
         dataset,
         size=recipe.input.size,
@@ -365,19 +380,7 @@ def train(options: TrainOptions) -> Path:
     priors = effective_priors(counts, None if recipe.sampling == "balanced" else weights_of_class)
     if recipe.sampling == "balanced":
         priors = np.full(len(counts), 1 / len(counts))
-    keras.utils.set_random_seed(options.seed)
     run.directory.mkdir(parents=True, exist_ok=True)
-    with strategy.scope():
-        if state is not None:
-            import zoo.augment  # noqa: F401
-            import zoo.models.layers  # noqa: F401
-
-            model = keras.saving.load_model(run.directory / "checkpoint.keras", safe_mode=True)
-        else:
-            model, run.weights = build_model(
-                recipe, num_classes=len(dataset.classes), weights=run.weights
-            )
-    console.info(f"  weights: {run.weights}; {model.count_params():,} parameters")
     jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
     done = state["epochs_done"] if state else 0
     for index, (first, stage) in enumerate(_stage_plan(recipe.stages)):

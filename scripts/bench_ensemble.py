@@ -1,0 +1,156 @@
+"""Time ``zoo ensemble build`` on cached predictions: 10 members × 10,000 images × 7 classes.
+
+Creates a synthetic workspace in a temporary folder — a ``csv:`` data set (ids and labels
+only) and fake member directories whose ``predictions/{val,test}[.steppan].csv`` are
+written like the trainer writes them — then times :func:`zoo.ensembles.build.build_ensemble`
+(the library call behind the command, not a subprocess) for the mean, greedy and weighted
+rules with prior correction and the Steppan TTA. Import time is excluded: modules are
+imported before timing, and each rule's build is repeated (the median is reported).
+
+    python scripts/bench_ensemble.py            # a table, then the JSON line
+    python scripts/bench_ensemble.py --json     # only {"ensemble_build_s": ..., ...}
+
+``ensemble_build_s`` is the slowest rule's median; the issue asks for under 1 second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zoo.data import load_dataset  # noqa: E402
+from zoo.ensembles.build import build_ensemble  # noqa: E402
+from zoo.ensembles.spec import EnsembleSpec  # noqa: E402
+from zoo.members import predictions_frame, write_predictions  # noqa: E402
+
+CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+FREQUENCIES = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+RULES = ("mean", "greedy", "weighted")
+
+
+def synthetic_workspace(
+    root: Path, *, members: int, images: int, tta: str = "steppan", seed: int = 0
+) -> Path:
+    """A workspace whose members share one split of ``images`` val and ``images`` test images."""
+    rng = np.random.default_rng(seed)
+    n_train = max(images // 5, 10)
+    parts = {
+        "train": [f"ISIC_{i:07d}" for i in range(n_train)],
+        "val": [f"ISIC_{i:07d}" for i in range(n_train, n_train + images)],
+        "test": [f"ISIC_{i:07d}" for i in range(n_train + images, n_train + 2 * images)],
+    }
+    all_ids = [i for ids in parts.values() for i in ids]
+    labels = rng.choice(len(CLASSES), size=len(all_ids), p=FREQUENCIES)
+    csv = root / "data.csv"
+    pd.DataFrame({"image": all_ids, "label": np.asarray(CLASSES)[labels]}).to_csv(csv, index=False)
+    source = f"csv:{csv}"
+    dataset = load_dataset(source, workspace=root)
+    data = {
+        **{k: v for k, v in dataset.describe().items() if k != "class_counts"},
+        "class_counts": dataset.class_counts(),
+    }
+    by_id = dict(zip(all_ids, labels, strict=True))
+    for m in range(members):
+        name = f"fake_{m:02d}.bench.s{m}"
+        folder = root / "members" / name
+        (folder / "predictions").mkdir(parents=True)
+        quality = 0.15 + 0.5 * rng.random()  # how much each member's softmax leans to the truth
+        priors = FREQUENCIES * rng.uniform(0.8, 1.2, len(CLASSES))
+        info = {
+            "name": name,
+            "recipe": "fake",
+            "classes": list(CLASSES),
+            "priors": {"effective": list(priors / priors.sum())},
+            "data": data,
+            "split": {"seed": 0, "fold": None, "ids": parts},
+        }
+        (folder / "member.json").write_text(json.dumps(info))
+        (folder / "model.keras").write_bytes(rng.bytes(1 << 16))
+        for part in ("val", "test"):
+            ids = parts[part]
+            truth = np.eye(len(CLASSES))[[by_id[i] for i in ids]]
+            noise = rng.dirichlet(FREQUENCIES * 5 + 0.1, len(ids))
+            probs = quality * truth + (1 - quality) * noise
+            for key in (part, f"{part}.{tta}") if tta != "none" else (part,):
+                write_predictions(
+                    folder / "predictions" / f"{key}.csv", predictions_frame(ids, probs, CLASSES)
+                )
+    return root
+
+
+def bench(*, members: int, images: int, repeat: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-ensemble-") as tmp:
+        ws = synthetic_workspace(Path(tmp), members=members, images=images)
+        # import what the rules use before timing (import time is excluded)
+        import scipy.optimize  # noqa: F401
+        import scipy.stats  # noqa: F401
+        import sklearn.metrics  # noqa: F401
+
+        import zoo.priors  # noqa: F401
+        import zoo.workspace  # noqa: F401
+
+        result: dict = {}
+        for rule in RULES:
+            spec = EnsembleSpec(
+                name=f"bench-{rule}",
+                members=("*",),
+                combine=rule,
+                prior_correction=True,
+                tta="steppan",
+            )
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                build_ensemble(spec, workspace=ws)
+                times.append(time.perf_counter() - start)
+            result[f"{rule}_s"] = round(statistics.median(times), 4)
+            result[f"{rule}_first_s"] = round(times[0], 4)
+        heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
+    return {
+        "ensemble_build_s": max(result[f"{rule}_s"] for rule in RULES),
+        **result,
+        "members": members,
+        "images_per_split": images,
+        "classes": len(CLASSES),
+        "repeat": repeat,
+        "imported_tensorflow_or_keras": bool(heavy),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--images", type=int, default=10_000, help="images per split (val, test)")
+    parser.add_argument("--repeat", type=int, default=3, help="builds per rule (median reported)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    result = bench(members=args.members, images=args.images, repeat=args.repeat)
+    if not args.json:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            title=f"ensemble build: {args.members} members × {args.images:,} images × "
+            f"{len(CLASSES)} classes (cached predictions)"
+        )
+        for column in ("rule", "median s", "first s"):
+            table.add_column(column, justify="left" if column == "rule" else "right")
+        for rule in RULES:
+            table.add_row(rule, f"{result[f'{rule}_s']:.3f}", f"{result[f'{rule}_first_s']:.3f}")
+        Console().print(table)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

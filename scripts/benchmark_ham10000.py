@@ -1,0 +1,152 @@
+"""Reproducible HAM10000 benchmark: train CPU-friendly members, evaluate, ensemble, publish.
+
+    python scripts/benchmark_ham10000.py [--data ../shared/data/ham10000] [--workspace DIR]
+                                         [--publish docs/leaderboard] [--stage all|train|evaluate|ensemble|publish]
+
+Trains from scratch on the lesion-grouped 70/10/20 split (no ImageNet weights are needed),
+evaluates every member raw, with prior correction and with TTA, builds the shipped
+ensembles and publishes the leaderboard. Every step is resumable: finished members,
+evaluations and ensembles are kept, an interrupted member continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# (recipe, seed, image size, epochs): sized so the whole benchmark fits in about an hour and a
+# half of 2 CPU cores; members differ in seed, sampling and input size, for ensemble diversity.
+MEMBERS = [
+    ("small_cnn", 0, 64, 16),
+    ("small_cnn_balanced", 1, 64, 16),
+    ("small_cnn", 2, 80, 12),
+]
+TTA = "steppan"
+ENSEMBLES = ["steppan2020", "greedy", "weighted"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def member_name(recipe: str, seed: int, size: int) -> str:
+    return f"{recipe}.ham10000.s{seed}.{size}px"
+
+
+def train_members(data: str, workspace: Path) -> list[str]:
+    from zoo.training.trainer import TrainOptions, train
+
+    names = []
+    for recipe, seed, size, epochs in MEMBERS:
+        name = member_name(recipe, seed, size)
+        names.append(name)
+        if (workspace / "members" / name / "member.json").exists():
+            log(f"member {name} exists; skipped")
+            continue
+        resume = (workspace / "runs" / name / "state.json").exists()
+        log(f"training {name} ({'resuming' if resume else 'new'})")
+        train(
+            TrainOptions(
+                recipe=recipe,
+                workspace=workspace,
+                data=f"ham10000:{data}",
+                seed=seed,
+                image_size=size,
+                epochs=epochs,
+                name=name,
+                resume=resume,
+            )
+        )
+    return names
+
+
+def evaluate_members(names: list[str], workspace: Path) -> None:
+    from zoo.data import load_dataset
+    from zoo.evaluate import evaluate_target
+    from zoo.inference import MemberTarget
+
+    for name in names:
+        target = MemberTarget.from_path(workspace / "members" / name)
+        dataset = load_dataset(target.data_info["source"], workspace=workspace)
+        for tta, prior in (("none", False), ("none", True), (TTA, True)):
+            log(f"evaluating {name}: tta {tta}, prior correction {prior}")
+            evaluate_target(
+                target, dataset, split="test", tta=tta, prior_correction=prior, workspace=workspace
+            )
+
+
+def build_ensembles(workspace: Path) -> None:
+    from zoo.data import load_dataset
+    from zoo.ensembles.build import build_ensemble
+    from zoo.evaluate import evaluate_target
+    from zoo.targets import resolve_target
+
+    for name in ENSEMBLES:
+        log(f"building ensemble {name}")
+        path = build_ensemble(REPO / "ensembles" / f"{name}.toml", workspace=workspace)
+        target = resolve_target(str(path), workspace)
+        dataset = load_dataset(target.data_info["source"], workspace=workspace)
+        evaluate_target(
+            target,
+            dataset,
+            split="test",
+            tta=target.default_tta,
+            prior_correction=target.default_prior_correction,
+            workspace=workspace,
+        )
+
+
+def publish(workspace: Path, out: Path) -> None:
+    from zoo.leaderboard import publish_leaderboard
+
+    log(f"publishing the leaderboard to {out}")
+    publish_leaderboard(workspace, out=out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("ZOO_HAM10000", str(REPO.parent / "shared" / "data" / "ham10000")),
+    )
+    parser.add_argument("--workspace", default=str(REPO / "zoo-runs" / "benchmark-ham10000"))
+    parser.add_argument("--publish", default=str(REPO / "docs" / "leaderboard"))
+    parser.add_argument(
+        "--stage", default="all", choices=["all", "train", "evaluate", "ensemble", "publish"]
+    )
+    args = parser.parse_args(argv)
+    if not (Path(args.data) / "HAM10000_metadata.csv").exists():
+        print(
+            f"error: no HAM10000 at {args.data} (HAM10000_metadata.csv missing); pass --data DIR.",
+            file=sys.stderr,
+        )
+        return 2
+    workspace = Path(args.workspace).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    names = [member_name(r, s, px) for r, s, px, _ in MEMBERS]
+    if args.stage in ("all", "train"):
+        names = train_members(args.data, workspace)
+    if args.stage in ("all", "evaluate"):
+        evaluate_members(names, workspace)
+    if args.stage in ("all", "ensemble"):
+        build_ensembles(workspace)
+    if args.stage in ("all", "publish"):
+        publish(workspace, Path(args.publish))
+    seconds = time.perf_counter() - start
+    log(f"benchmark stage {args.stage} done in {seconds / 60:.1f} min")
+    (workspace / f"benchmark-{args.stage}-seconds.json").write_text(
+        json.dumps({"seconds": seconds})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""zoo.models: every registered recipe builds; weights options; the preprocessing layer."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from zoo.errors import ZooError
+from zoo.models import build, build_model, split_model
+from zoo.models.build import build_backbone
+from zoo.models.layers import ImagePreprocess
+from zoo.recipes import get_recipe, load_registry
+
+# Backbones whose build + forward pass takes more than ~5 s on a shared 2-core CPU.
+SLOW_BACKBONES = {"DenseNet121", "EfficientNetB4", "EfficientNetB5", "InceptionResNetV2", "NASNetLarge"}
+OFFLINE = (
+    "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/"
+    "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5: None -- "
+    "[Errno -2] Name or service not known"
+)
+
+
+def _recipe_params():
+    return [
+        pytest.param(
+            r.name,
+            id=r.name,
+            marks=[pytest.mark.slow] if r.backbone in SLOW_BACKBONES else [],
+        )
+        for r in load_registry()
+    ]
+
+
+@pytest.mark.parametrize("name", _recipe_params())
+def test_every_recipe_builds_a_softmax_classifier(name):
+    """STYLE.md 10: one parametrized test builds every registered recipe, no download."""
+    recipe = get_recipe(name)
+    size = max(recipe.input.min_size, 32)  # the smallest the backbone accepts, 32–75 px
+    model, used = build_model(recipe, num_classes=7, image_size=size, weights="none")
+    try:
+        assert used == "none"
+        assert model.input_shape == (None, size, size, 3)
+        assert model.output_shape == (None, 7)
+        features, head = split_model(model)
+        assert features.name == "features" and head.name == "head"
+        assert head.get_layer("classifier").units == 7
+        images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+        probs = keras.ops.convert_to_numpy(model(images, training=False))
+        assert probs.shape == (2, 7) and probs.dtype == np.float32
+        assert np.all(probs >= 0)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        feats = keras.ops.convert_to_numpy(features(images, training=False))
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(head(feats, training=False)), probs, atol=1e-5
+        )
+    finally:
+        keras.backend.clear_session()
+
+
+def _backbone_weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _assert_same_weights(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "mobilenet_v3_small"])
+def test_weights_path_round_trip(tmp_path, name):
+    """``--weights PATH``: a backbone saved with save_weights loads back exactly."""
+    recipe = get_recipe(name)
+    backbone, used = build_backbone(recipe, image_size=32, weights="none")
+    assert used == "none"
+    file = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(file)
+    saved = _backbone_weights(backbone)
+
+    again, used = build_backbone(recipe, image_size=32, weights=str(file))
+    assert used == str(file.resolve())
+    _assert_same_weights(_backbone_weights(again), saved)
+
+    model, used = build_model(recipe, num_classes=7, image_size=32, weights=str(file))
+    assert used == str(file.resolve())
+    features, _ = split_model(model)
+    inner = [layer for layer in features.layers if isinstance(layer, keras.Model)]
+    assert len(inner) == 1
+    _assert_same_weights(_backbone_weights(inner[0]), saved)
+    keras.backend.clear_session()
+
+
+def test_missing_weights_file_is_an_error(tmp_path):
+    missing = tmp_path / "nope.weights.h5"
+    with pytest.raises(ZooError, match="no such file") as info:
+        build_backbone(get_recipe("small_cnn"), image_size=32, weights=str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_weights_of_another_backbone_are_an_error(tmp_path):
+    small, _ = build_backbone(get_recipe("small_cnn"), image_size=32, weights="none")
+    file = tmp_path / "small.weights.h5"
+    small.save_weights(file)
+    with pytest.raises(ZooError, match="could not load it"):
+        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights=str(file))
+    keras.backend.clear_session()
+
+
+def test_own_backbone_has_no_imagenet_weights():
+    with pytest.raises(ZooError, match="no ImageNet weights.*--weights none"):
+        build_backbone(get_recipe("small_cnn"), image_size=32, weights="imagenet")
+    backbone, used = build_backbone(get_recipe("small_cnn"), image_size=32, weights="auto")
+    assert used == "none" and backbone.output_shape == (None, 256)
+
+
+def test_unknown_backbone_is_an_error():
+    import dataclasses
+
+    recipe = dataclasses.replace(get_recipe("small_cnn"), backbone="VGG99")
+    with pytest.raises(ZooError, match="unknown backbone 'VGG99'.*InceptionV3"):
+        build_backbone(recipe, image_size=32, weights="none")
+
+
+@pytest.fixture
+def offline_applications(monkeypatch):
+    """keras.applications as without network: asking for ImageNet weights fails like Keras does."""
+    calls = []
+
+    def offline(real):
+        def application(**kwargs):
+            calls.append(kwargs["weights"])
+            if kwargs["weights"] == "imagenet":
+                raise Exception(OFFLINE)
+            return real(**kwargs)
+
+        return application
+
+    for name, real in list(build.APPLICATIONS.items()):
+        monkeypatch.setitem(build.APPLICATIONS, name, offline(real))
+    return calls
+
+
+def test_imagenet_without_network_is_a_clear_error(offline_applications):
+    with pytest.raises(ZooError) as info:
+        build_model(get_recipe("inception_v3"), num_classes=7, image_size=75, weights="imagenet")
+    message = str(info.value)
+    assert "--weights none" in message and "--weights PATH" in message
+    assert "InceptionV3" in message
+    assert "\n" not in message
+    assert offline_applications == ["imagenet"]
+
+
+def test_auto_weights_fall_back_with_a_warning(offline_applications, capsys):
+    recipe = get_recipe("mobilenet_v3_small")
+    model, used = build_model(recipe, num_classes=7, image_size=32, weights="auto")
+    assert used == "none"
+    assert offline_applications == ["imagenet", None]
+    out = capsys.readouterr().out
+    assert "warning" in out and "MobileNetV3Small" in out and "from scratch" in out
+    assert model.output_shape == (None, 7)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize(
+    ("mode", "pixel", "expected"),
+    [
+        ("inception", (0.0, 127.5, 255.0), (-1.0, 0.0, 1.0)),
+        ("unit", (0.0, 127.5, 255.0), (0.0, 0.5, 1.0)),
+        ("raw", (10.0, 20.0, 30.0), (10.0, 20.0, 30.0)),
+        (
+            "torch",
+            (0.485 * 255, 0.456 * 255, 0.406 * 255),
+            (0.0, 0.0, 0.0),
+        ),
+        ("caffe", (123.68, 116.779, 103.939), (0.0, 0.0, 0.0)),  # RGB in, BGR − mean out
+    ],
+)
+def test_image_preprocess_modes(mode, pixel, expected):
+    layer = ImagePreprocess(mode)
+    out = keras.ops.convert_to_numpy(layer(np.array(pixel, "float32").reshape(1, 1, 1, 3)))
+    np.testing.assert_allclose(out.reshape(3), expected, atol=1e-4)
+
+
+def test_image_preprocess_caffe_flips_to_bgr_like_keras():
+    x = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    ours = keras.ops.convert_to_numpy(ImagePreprocess("caffe")(x))
+    theirs = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    ours = keras.ops.convert_to_numpy(ImagePreprocess("torch")(x))
+    theirs = keras.applications.densenet.preprocess_input(x.copy())
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_image_preprocess_config_and_bad_mode():
+    layer = ImagePreprocess("torch", name="p")
+    again = ImagePreprocess.from_config(layer.get_config())
+    assert again.mode == "torch" and again.name == "p"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ImagePreprocess("imagenet")
+
+
+def test_model_saves_and_loads_in_safe_mode(tmp_path):
+    import zoo.augment  # noqa: F401
+    import zoo.models.layers  # noqa: F401
+
+    recipe = get_recipe("small_cnn")
+    model, _ = build_model(recipe, num_classes=3, image_size=32, weights="none")
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x, training=False)), expected, atol=1e-6
+    )
+    assert [layer.name for layer in loaded.layers][-2:] == ["features", "head"]
+    keras.backend.clear_session()

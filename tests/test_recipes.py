@@ -1,0 +1,246 @@
+"""zoo.recipes: the registry, recipe files, overrides and the paper's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import ZooError
+from zoo.recipes import (
+    BUILTIN_RECIPES,
+    Recipe,
+    Stage,
+    get_recipe,
+    load_registry,
+    parse_recipe,
+    recipe_dirs,
+    scale_stages,
+)
+
+MINIMAL = """\
+name = "{name}"
+source = "a test"
+backbone = "small_cnn"
+weights = "none"
+
+[input]
+size = 32
+
+[[stages]]
+name = "all"
+epochs = 2
+learning_rate = 0.01
+"""
+
+
+def write_recipe(folder: Path, name: str, text: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(textwrap.dedent(text) if text is not None else MINIMAL.format(name=name))
+    return path
+
+
+def test_builtin_registry_has_every_recipe_file():
+    registry = load_registry([BUILTIN_RECIPES])
+    files = sorted(p.stem for p in BUILTIN_RECIPES.glob("*.toml"))
+    assert registry.names() == files
+    for name in ("inception_v3", "small_cnn", "efficientnet_b4", "nasnet_large"):
+        assert name in registry.names()
+    for recipe in registry:
+        assert recipe.source and recipe.backbone and recipe.stages
+        assert recipe.input.min_size <= recipe.input.size
+        assert Path(recipe.path).is_file()
+
+
+def test_duplicate_name_is_an_error_naming_both_files(tmp_path):
+    first = write_recipe(tmp_path / "a", "twin")
+    second = write_recipe(tmp_path / "b", "twin")
+    with pytest.raises(ZooError, match="defined twice") as info:
+        load_registry([tmp_path / "a", tmp_path / "b"])
+    assert str(first) in str(info.value) and str(second) in str(info.value)
+
+
+def test_user_recipe_shadowing_a_builtin_is_an_error(tmp_path, monkeypatch):
+    write_recipe(tmp_path, "other_file", MINIMAL.format(name="inception_v3"))
+    monkeypatch.setenv("ZOO_RECIPE_PATH", str(tmp_path))
+    with pytest.raises(ZooError, match="inception_v3.*defined twice"):
+        get_recipe("small_cnn")
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ZooError, match="unknown recipe 'inception_v4'") as info:
+        get_recipe("inception_v4")
+    assert "Did you mean" in str(info.value) and "inception_v3" in str(info.value)
+    with pytest.raises(ZooError, match="Known: .*small_cnn"):
+        get_recipe("zzzzzz")
+
+
+def test_user_recipe_from_zoo_recipe_path(tmp_path, monkeypatch):
+    write_recipe(tmp_path / "mine", "my_cnn")
+    other = tmp_path / "empty"
+    other.mkdir()
+    monkeypatch.setenv("ZOO_RECIPE_PATH", f"{other}{os.pathsep}{tmp_path / 'mine'}")
+    assert tmp_path / "mine" in recipe_dirs()
+    recipe = get_recipe("my_cnn")
+    assert recipe.backbone == "small_cnn" and recipe.path == str(tmp_path / "mine" / "my_cnn.toml")
+    assert get_recipe("small_cnn").name == "small_cnn"  # built-ins still there
+
+
+def test_workspace_recipes_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZOO_RECIPE_PATH", raising=False)
+    write_recipe(tmp_path / "recipes", "ws_cnn")
+    assert get_recipe("ws_cnn", workspace=tmp_path).name == "ws_cnn"
+    with pytest.raises(ZooError):
+        get_recipe("ws_cnn")
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    path = write_recipe(tmp_path, "stem_name", MINIMAL.replace('name = "{name}"\n', ""))
+    assert parse_recipe(path).name == "stem_name"
+
+
+BAD_RECIPES = {
+    "unknown key": ('colour = "blue"\n' + MINIMAL, r"unknown key.*colour"),
+    "bad preprocessing": (
+        MINIMAL.replace("size = 32", 'size = 32\npreprocessing = "imagenet"'),
+        r"input.preprocessing must be one of .*'imagenet'",
+    ),
+    "unknown input key": (
+        MINIMAL.replace("size = 32", "size = 32\nresolution = 7"),
+        r"bad \[input\] table",
+    ),
+    "missing stages": (MINIMAL.split("[[stages]]")[0], r"missing required key 'stages'"),
+    "empty stages": ("stages = []\n" + MINIMAL.split("[[stages]]")[0], r"at least one"),
+    "missing backbone": (MINIMAL.replace('backbone = "small_cnn"\n', ""), r"'backbone'"),
+    "bad trainable": (MINIMAL + 'trainable = "some"\n', r"trainable must be one of"),
+    "bad schedule": (MINIMAL + 'schedule = { name = "linear" }\n', r"schedule.name must be"),
+    "bad stage key": (MINIMAL + "momentum = 0.9\n", r"bad \[\[stages\]\] entry 1"),
+    "bad class weight": (
+        MINIMAL.replace('weights = "none"', 'weights = "none"\nclass_weight = "sqrt"'),
+        r"class_weight must be one of",
+    ),
+    "balanced and weights": (
+        MINIMAL.replace(
+            'weights = "none"', 'weights = "none"\nclass_weight = "inverse"\nsampling = "balanced"'
+        ),
+        r"not both",
+    ),
+    "not toml": ("name = = 3\n", r"not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_bad_recipe_file_is_an_error_naming_the_file(tmp_path, case):
+    text, pattern = BAD_RECIPES[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace("{name}", "bad"))
+    with pytest.raises(ZooError, match=pattern) as info:
+        parse_recipe(path)
+    assert str(path) in str(info.value)
+
+
+def _stages(*epochs: int) -> tuple[Stage, ...]:
+    return tuple(Stage(name=f"s{i}", epochs=e, learning_rate=0.1) for i, e in enumerate(epochs))
+
+
+@pytest.mark.parametrize(
+    ("own", "total", "expected"),
+    [
+        ((2, 20), 22, (2, 20)),
+        ((2, 20), 6, (1, 5)),
+        ((2, 20), 44, (4, 40)),
+        ((2, 20), 2, (1, 1)),
+        ((90,), 3, (3,)),
+        ((1, 1, 1), 9, (3, 3, 3)),
+        ((10, 1), 4, (3, 1)),
+    ],
+)
+def test_scale_stages_examples(own, total, expected):
+    assert tuple(s.epochs for s in scale_stages(_stages(*own), total)) == expected
+
+
+def test_scale_stages_fewer_epochs_than_stages_keeps_the_last():
+    scaled = scale_stages(_stages(2, 3, 20), 1)
+    assert [(s.name, s.epochs) for s in scaled] == [("s2", 1)]
+    scaled = scale_stages(_stages(2, 3, 20), 2)
+    assert [(s.name, s.epochs) for s in scaled] == [("s1", 1), ("s2", 1)]
+
+
+@pytest.mark.parametrize("own", [(2, 20), (1, 1, 30), (5,), (30, 1), (3, 3, 3, 1)])
+def test_scale_stages_always_sums_to_the_budget(own):
+    for total in range(1, 60):
+        scaled = scale_stages(_stages(*own), total)
+        assert sum(s.epochs for s in scaled) == total
+        assert all(s.epochs >= 1 for s in scaled)
+        assert len(scaled) == min(len(own), total)
+
+
+def test_scale_stages_rejects_nonpositive_budget():
+    with pytest.raises(ZooError, match="--epochs must be a positive integer; got 0"):
+        scale_stages(_stages(1), 0)
+
+
+def test_with_overrides():
+    recipe = get_recipe("inception_v3")
+    small = recipe.with_overrides(image_size=75, epochs=3, batch_size=4, weights="none")
+    assert (small.input.size, small.epochs, small.batch_size, small.weights) == (75, 3, 4, "none")
+    assert small.input.preprocessing == recipe.input.preprocessing
+    assert recipe.input.size == 299 and recipe.epochs == 90  # frozen original untouched
+    with pytest.raises(ZooError, match="--image-size 64 is too small for inception_v3.*75"):
+        recipe.with_overrides(image_size=64)
+    with pytest.raises(ZooError, match="--batch-size"):
+        recipe.with_overrides(batch_size=0)
+
+
+def test_to_dict_round_trip_through_json():
+    """member.json and a resumed run's state.json store the resolved recipe as JSON."""
+    for recipe in load_registry([BUILTIN_RECIPES]):
+        assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_recipe("small_cnn").name = "x"  # type: ignore[misc]
+
+
+def test_inception_v3_carries_esteva_settings():
+    """Esteva et al. 2017, Nature 542:115: the methods paragraph, field by field."""
+    r = get_recipe("inception_v3")
+    assert r.backbone == "InceptionV3" and r.weights == "imagenet"
+    assert "Esteva" in r.source
+    assert r.input.size == 299 and r.input.preprocessing == "inception"
+    assert r.optimizer == {"name": "rmsprop", "rho": 0.9, "momentum": 0.9, "epsilon": 0.1}
+    assert len(r.stages) == 1
+    stage = r.stages[0]
+    assert stage.trainable == "all" and stage.augment
+    assert stage.learning_rate == 0.001
+    assert stage.schedule == {"name": "step", "every": 30, "factor": 1 / 16}
+    assert r.augment == {"rotation": "inscribed", "flip": "vertical"}
+    assert r.class_weight == "none" and r.sampling == "none" and r.dropout == 0.0
+    assert r.label_smoothing == 0.0
+
+
+def test_inception_v3_optimizer_is_keras_rmsprop_with_those_settings():
+    from zoo.training.trainer import make_optimizer
+
+    r = get_recipe("inception_v3")
+    opt = make_optimizer(r.optimizer, r.stages[0].learning_rate)
+    assert type(opt).__name__ == "RMSprop"
+    assert (opt.rho, opt.momentum, opt.epsilon) == (0.9, 0.9, 0.1)
+    assert float(opt.learning_rate) == pytest.approx(0.001)
+
+
+def test_every_recipe_schedule_and_optimizer_are_valid():
+    from zoo.training.schedules import learning_rate
+    from zoo.training.trainer import make_optimizer
+
+    for recipe in load_registry([BUILTIN_RECIPES]):
+        make_optimizer(recipe.optimizer, 0.001)
+        for stage in recipe.stages:
+            for epoch in (0, stage.epochs / 2, stage.epochs):
+                lr = learning_rate(
+                    stage.schedule, base=stage.learning_rate, epoch=epoch, epochs=stage.epochs
+                )
+                assert 0 <= lr <= stage.learning_rate * (1 + 1e-9)

@@ -1,0 +1,277 @@
+"""A built ensemble as a TARGET (:class:`zoo.targets.Target`): ``evaluate`` and ``predict`` on it.
+
+An ensemble runs only on the exact members it was built from: opening one checks that
+every member is present and that the sha256 of its ``model.keras`` and ``member.json``
+match the recorded ones, and refuses otherwise (rebuild the ensemble).
+
+Probabilities: each member's raw probabilities with the chosen TTA
+(:func:`zoo.inference.member_probabilities`, cached per member), prior-corrected per member
+if asked, then combined by the stored, fitted combiner. The build's own validation and test
+predictions are reused when the data, images, TTA and prior correction are the build's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from zoo.ensembles.build import (
+    ENSEMBLE_FILE,
+    correct_priors,
+    member_hashes,
+    tta_name,
+)
+from zoo.ensembles.combine import Combiner, PredictionSet, combiner_from_dict
+from zoo.errors import ZooError
+from zoo.members import MEMBER_FILE, Member, members_dir, read_predictions
+
+if TYPE_CHECKING:
+    from zoo.data import Dataset
+
+__all__ = ["EnsembleTarget"]
+
+# Rules whose prediction is the weights_-weighted mean of (a transform of) each member:
+# a member with weight 0 contributes nothing, so its model need not run.
+_WEIGHTED_RULES = ("mean", "rank", "weighted", "greedy")
+
+
+class EnsembleTarget:
+    """A built ensemble in ``<workspace>/ensembles/<name>/``; open it with :meth:`from_path`."""
+
+    kind = "ensemble"
+
+    def __init__(self, *, path: Path, info: dict, members: list[Member]):
+        self.path = Path(path)
+        self.info = info
+        self.name = str(info["name"])
+        self.members = members
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, workspace: Path, verify: bool = True) -> EnsembleTarget:
+        """Open a built ensemble; refuses (ZooError) when a member is missing or has changed."""
+        path = Path(path)
+        file = path / ENSEMBLE_FILE
+        try:
+            info = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ZooError(
+                f"{file} is missing or unreadable ({exc}); rebuild the ensemble with "
+                "`zoo ensemble build FILE.toml`"
+            ) from None
+        members = [
+            cls._locate(record, info, path=path, workspace=Path(workspace))
+            for record in info["members"]
+        ]
+        target = cls(path=path, info=info, members=members)
+        if verify:
+            target.verify()
+        return target
+
+    @staticmethod
+    def _locate(record: dict, info: dict, *, path: Path, workspace: Path) -> Member:
+        name = record["name"]
+        candidates = [
+            members_dir(workspace) / name,
+            path.resolve().parent.parent / "members" / name,
+        ]
+        for candidate in dict.fromkeys(candidates):
+            if (candidate / MEMBER_FILE).is_file():
+                return Member(candidate)
+        raise ZooError(
+            f"ensemble {info['name']}: member {name} is missing from {members_dir(workspace)}; "
+            f"restore it, or rebuild the ensemble with `zoo ensemble build {_spec_hint(info)}`"
+        )
+
+    def verify(self) -> None:
+        """Every member's ``model.keras`` and ``member.json`` still hash to the recorded values."""
+        for record, member in zip(self.info["members"], self.members, strict=True):
+            try:
+                current = member_hashes(member.path)
+            except ZooError as exc:
+                raise ZooError(
+                    f"ensemble {self.name}: {exc}, or rebuild the ensemble with "
+                    f"`zoo ensemble build {_spec_hint(self.info)}`"
+                ) from None
+            for file, recorded in record["sha256"].items():
+                if current.get(file) != recorded:
+                    raise ZooError(
+                        f"ensemble {self.name}: member {record['name']} has changed since the "
+                        f"ensemble was built ({file} sha256 {current.get(file, 'missing')[:12]}… "
+                        f"≠ recorded {recorded[:12]}…); rebuild the ensemble with "
+                        f"`zoo ensemble build {_spec_hint(self.info)}`"
+                    )
+
+    # --- Target protocol ---------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def data_info(self) -> dict:
+        return dict(self.info["data"])
+
+    def split_ids(self, part: str) -> list[str]:
+        """Test and val: the ids the members share; train: every id any member trained on."""
+        if part in ("test", "val"):
+            return list(self.info["split"]["ids"][part])
+        if part == "train":
+            seen: dict[str, None] = {}
+            for member in self.members:
+                seen.update(dict.fromkeys(member.split_ids("train")))
+            return list(seen)
+        raise ZooError(f"unknown split part {part!r}; choose train, val or test")
+
+    @property
+    def default_tta(self) -> str:
+        return str(self.info["tta"])
+
+    @property
+    def default_prior_correction(self) -> bool:
+        return bool(self.info["prior_correction"])
+
+    @cached_property
+    def combiner(self) -> Combiner:
+        return combiner_from_dict(self.info["combiner"])
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self.info["weights"])
+
+    def probabilities(
+        self,
+        dataset: Dataset,
+        ids: Sequence[str],
+        *,
+        tta: str,
+        prior_correction: bool,
+        workspace: Path,
+    ) -> pd.DataFrame:
+        """Ensemble probabilities (index ``image``, columns = classes) for ``ids`` of ``dataset``."""
+        ids = [str(i) for i in ids]
+        stored = self._stored(dataset, ids, tta=tta, prior_correction=prior_correction)
+        if stored is not None:
+            return stored
+        from zoo.inference import member_probabilities
+
+        def member_output(member: Member) -> pd.DataFrame:
+            return member_probabilities(member, dataset, ids, tta=tta, workspace=workspace)
+
+        stacked = self._member_stack(member_output, ids, prior_correction=prior_correction)
+        return self._combine(stacked, ids)
+
+    def predict_files(
+        self, paths: Sequence[Path], *, tta: str, prior_correction: bool
+    ) -> pd.DataFrame:
+        """Ensemble probabilities for image files (index = file stem, as the members give it)."""
+        from zoo.inference import MemberTarget
+
+        index: list[pd.Index] = []
+
+        def member_output(member: Member) -> pd.DataFrame:
+            frame = MemberTarget.from_path(member.path).predict_files(
+                paths, tta=tta, prior_correction=False
+            )
+            if not index:
+                index.append(frame.index)
+            elif len(frame) != len(index[0]):
+                raise ZooError(
+                    f"member {member.path.name} predicted {len(frame)} images but another member "
+                    f"{len(index[0])} for the same files; check that the files are readable"
+                )
+            return frame.set_axis(index[0])
+
+        stacked = self._member_stack(member_output, None, prior_correction=prior_correction)
+        return self._combine(stacked, [str(i) for i in index[0]], name=index[0].name or "image")
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _stored(self, dataset, ids: list[str], *, tta: str, prior_correction: bool):
+        """The build's own predictions, when they answer exactly this question."""
+        if tta_name(tta) != tta_name(self.default_tta):
+            return None
+        if bool(prior_correction) != self.default_prior_correction:
+            return None
+        wanted = set(ids)
+        for part in ("test", "val"):
+            stored_ids = self.info["split"]["ids"][part]
+            file = self.path / "predictions" / f"{part}.csv"
+            if len(stored_ids) != len(ids) or set(stored_ids) != wanted or not file.is_file():
+                continue
+            if dataset.fingerprint != self.info["data"]["fingerprint"]:
+                return None
+            frame = read_predictions(file)
+            frame.index = frame.index.astype(str)
+            return frame.loc[ids]
+        return None
+
+    def _member_stack(self, member_output, ids, *, prior_correction: bool) -> np.ndarray:
+        """(members, images, classes): each member's output, prior-corrected if asked.
+
+        Rows follow ``ids``; with ``ids=None`` they are taken in the order given.
+
+        Members with weight 0 in a weighted-mean rule are not run (their rows are uniform
+        placeholders that the combiner multiplies by 0).
+        """
+        weights = np.asarray(self.combiner.weights_, dtype=float)
+        skip = self.info["rule"] in _WEIGHTED_RULES
+        runs = [not (skip and w == 0) for w in weights]
+        outputs: list[np.ndarray | None] = []
+        for member, run in zip(self.members, runs, strict=True):
+            if not run:
+                outputs.append(None)
+                continue
+            frame = member_output(member)
+            values = self._check_frame(frame, member, ids)
+            if prior_correction:
+                values = correct_priors(member, values)
+            outputs.append(values)
+        shape = next(o for o in outputs if o is not None).shape
+        placeholder = np.full(shape, 1.0 / shape[1])
+        return np.stack([placeholder if o is None else o for o in outputs])
+
+    def _check_frame(self, frame: pd.DataFrame, member: Member, ids) -> np.ndarray:
+        columns = [str(c) for c in frame.columns]
+        if columns != self.classes:
+            raise ZooError(
+                f"member {member.path.name} gives classes {columns} but ensemble {self.name} "
+                f"was built with {self.classes}; rebuild the ensemble"
+            )
+        if ids is None:
+            return frame.to_numpy(dtype=np.float64)
+        index = frame.index.astype(str)
+        if not (len(index) == len(ids) and (index == pd.Index(ids)).all()):
+            frame = frame.set_axis(index)
+            missing = pd.Index(ids).difference(index)
+            if len(missing):
+                raise ZooError(
+                    f"member {member.path.name} returned no probabilities for {len(missing)} "
+                    f"image(s) (e.g. {', '.join(map(str, missing[:3]))}); check the data set"
+                )
+            frame = frame.loc[ids]
+        return frame.to_numpy(dtype=np.float64)
+
+    def _combine(self, stacked: np.ndarray, ids: list[str], name: str = "image") -> pd.DataFrame:
+        prediction_set = PredictionSet(
+            split="predict",
+            ids=tuple(ids),
+            classes=tuple(self.classes),
+            members=tuple(self.combiner.members_),
+            probabilities=stacked,
+        )
+        out = self.combiner.predict(prediction_set)
+        return pd.DataFrame(out, index=pd.Index(ids, name=name), columns=self.classes)
+
+    def __repr__(self) -> str:
+        return f"EnsembleTarget({self.name!r}, rule={self.info['rule']!r}, members={len(self.members)})"
+
+
+def _spec_hint(info: dict) -> str:
+    spec = info.get("spec") or {}
+    return str(spec.get("file") or f"ensembles/{info.get('name', 'NAME')}.toml")

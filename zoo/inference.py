@@ -1,0 +1,410 @@
+"""Inference of a saved member: class probabilities with test-time augmentation, cached.
+
+Raw probabilities (TTA averaged, no prior correction) of one member on one unit of data are
+computed once and kept in ``<member>/predictions/<key>.csv`` (ISIC format):
+
+- ``<part>[.<tta>]`` for a recorded part (``test``, ``val``, ``train``) or ``all`` of the
+  member's own training data (same fingerprint), e.g. ``test.csv``, ``test.steppan.csv``;
+- ``<data name>-<fingerprint8>-all[.<tta>]`` for any other data set.
+
+A sidecar ``<key>.json`` records the sha256 of ``model.keras``, the sha256 of the sorted image
+ids and the TTA name; the CSV is reused only if all three still match. The trainer writes
+``val.csv`` and ``test.csv`` without a sidecar: they are trusted when their ids are exactly the
+recorded ones and ``model.keras`` is not newer than them, and get their sidecar then.
+
+Images are decoded once per data set and input setting (:func:`zoo.data.images.load_images`,
+cached in ``<workspace>/cache/images``); the model sees large batches, TTA views included
+(:func:`zoo.tta.predict_tta`). Prior correction (Steppan & Hanke) is applied after TTA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoo import console
+from zoo.data import Dataset
+from zoo.data.dataset import safe_name
+from zoo.errors import ZooError
+from zoo.members import Member, predictions_frame, read_predictions, write_predictions
+from zoo.priors import PriorCorrection
+from zoo.tta import TTAScheme, parse_tta, predict_tta
+from zoo.workspace import atomic_write_json
+
+MODEL_BATCH = 128  # images per model call, views included (never below 64 for n_views <= 64)
+PROGRESS_STEP = 1024  # original images per progress-bar step
+OWN_PARTS = ("test", "val", "train")
+TRAINER_KEYS = ("val", "test")  # written by the trainer without a sidecar
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_MODELS: dict[Path, tuple[str, object]] = {}
+
+
+# --- hashes ---------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, mtime, size) in this process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """sha256 of the sorted image ids, one per line."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+
+
+def model_sha256(member: Member) -> str:
+    return file_sha256(member.path / "model.keras")
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def load_model(member: Member):
+    """The member's Keras model, loaded once per process (reloaded if model.keras changed)."""
+    path = member.path.resolve()
+    digest = model_sha256(member)
+    hit = _MODELS.get(path)
+    if hit is not None and hit[0] == digest:
+        return hit[1]
+    model = member.load_model()
+    _MODELS[path] = (digest, model)
+    return model
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model (frees their memory)."""
+    _MODELS.clear()
+
+
+def run_model(
+    model, pixels: np.ndarray, scheme: TTAScheme, *, batch_size: int = MODEL_BATCH
+) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of decoded ``pixels`` under ``scheme``, with progress.
+
+    The model sees about ``batch_size`` images per call: ``batch_size // n_views`` originals,
+    each expanded into all of its views.
+    """
+    n = len(pixels)
+    if n == 0:
+        return np.zeros((0, int(model.output_shape[-1])))
+    per_call = max(1, batch_size // scheme.n_views)
+    step = per_call * max(1, PROGRESS_STEP // per_call)
+    out = []
+    with console.progress() as bar:
+        task = bar.add_task(f"predicting ({scheme.spec})", total=n, status="")
+        for start in range(0, n, step):
+            chunk = pixels[start : start + step]
+            out.append(predict_tta(model, chunk, scheme, batch_size=per_call))
+            bar.advance(task, len(chunk))
+    return np.concatenate(out, axis=0)
+
+
+def image_settings(member: Member) -> dict:
+    """Size, border crop and interpolation of the member's input (member.json ``input``)."""
+    spec = member.input
+    return {
+        "size": int(spec["size"]),
+        "crop_borders": bool(spec.get("crop_borders", False)),
+        "interpolation": str(spec.get("interpolation", "bilinear")),
+    }
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+def is_training_data(member: Member, dataset: Dataset) -> bool:
+    """Whether ``dataset`` is the data the member was trained on (same fingerprint)."""
+    return dataset.fingerprint == member.info["data"]["fingerprint"]
+
+
+def cache_part(member: Member, dataset: Dataset, ids: Sequence[str]) -> tuple[str, list[str]]:
+    """The cached unit that holds ``ids``: the smallest recorded part of the training data
+    that contains them, else all of ``dataset``."""
+    if is_training_data(member, dataset):
+        wanted = set(ids)
+        for part in OWN_PARTS:
+            part_ids = member.split_ids(part)
+            if wanted <= set(part_ids):
+                return part, part_ids
+    return "all", dataset.ids
+
+
+def cache_key(member: Member, dataset: Dataset, part: str, scheme: TTAScheme) -> str:
+    """``test``, ``test.steppan``, ``isic2019-1a2b3c4d-all.rotations-8``, …"""
+    base = part
+    if not is_training_data(member, dataset):
+        base = f"{safe_name(dataset.name)}-{dataset.fingerprint[:8]}-{part}"
+    return base if scheme.kind == "none" else f"{base}.{scheme.name}"
+
+
+def _sidecar(member: Member, key: str) -> Path:
+    return member.predictions_file(key).with_suffix(".json")
+
+
+def _read_frame(file: Path, classes: list[str], ids: Sequence[str]) -> pd.DataFrame | None:
+    try:
+        frame = read_predictions(file)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return None
+    if list(frame.columns) != classes or not frame.index.is_unique:
+        return None
+    if len(frame) != len(ids) or set(frame.index) != set(ids):
+        return None
+    return frame
+
+
+def _trainer_file_is_current(member: Member, key: str, file: Path) -> bool:
+    """A sidecar-less ``val.csv``/``test.csv`` counts only if model.keras is not newer."""
+    if key not in TRAINER_KEYS:
+        return False
+    return (member.path / "model.keras").stat().st_mtime_ns <= file.stat().st_mtime_ns
+
+
+def cached_probabilities(
+    member: Member, key: str, ids: Sequence[str], scheme: TTAScheme
+) -> pd.DataFrame | None:
+    """The cached raw probabilities for ``key`` if still valid, else ``None``."""
+    file = member.predictions_file(key)
+    if not file.exists():
+        return None
+    sidecar = _sidecar(member, key)
+    try:
+        meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta is None:
+        if not _trainer_file_is_current(member, key, file):
+            return None
+        frame = _read_frame(file, member.classes, ids)
+        if frame is not None:
+            _write_sidecar(member, key, frame.index, scheme, seconds=None, origin="trainer")
+        return frame
+    current = {"model_sha256": model_sha256(member), "ids_sha256": ids_sha256(ids)}
+    if any(meta.get(k) != v for k, v in current.items()) or meta.get("tta") != scheme.name:
+        return None
+    frame = _read_frame(file, member.classes, ids)
+    if frame is not None:
+        frame.attrs["inference"] = {
+            "cached": True,
+            "seconds": meta.get("seconds"),
+            "images_per_second": meta.get("images_per_second"),
+        }
+    return frame
+
+
+def _write_sidecar(member, key, ids, scheme, *, seconds, origin="zoo.inference") -> None:
+    atomic_write_json(
+        _sidecar(member, key),
+        {
+            "key": key,
+            "model_sha256": model_sha256(member),
+            "ids_sha256": ids_sha256(ids),
+            "tta": scheme.name,
+            "n_images": len(ids),
+            "seconds": seconds,
+            "images_per_second": (len(ids) / seconds) if seconds else None,
+            "origin": origin,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def _store(member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme) -> pd.DataFrame:
+    """Write the cache entry and return the probabilities as cached (8 significant digits),
+    so a first run and every later run see the very same numbers."""
+    file = member.predictions_file(key)
+    try:
+        write_predictions(file, frame)
+        seconds = frame.attrs.get("inference", {}).get("seconds")
+        _write_sidecar(member, key, frame.index, scheme, seconds=seconds)
+    except OSError as exc:
+        console.warn(f"cannot cache predictions in {file.parent} ({exc}); they are not reused.")
+        return frame
+    stored = read_predictions(file)
+    stored.attrs = dict(frame.attrs)
+    return stored
+
+
+def _compute(member, dataset, ids, scheme, workspace) -> pd.DataFrame:
+    from zoo.data.images import load_images
+
+    table = load_images(
+        dataset, **image_settings(member), cache_dir=Path(workspace) / "cache" / "images"
+    )
+    pixels = table.take(ids)
+    model = load_model(member)
+    start = time.perf_counter()
+    probs = run_model(model, pixels, scheme)
+    seconds = time.perf_counter() - start
+    frame = predictions_frame(ids, probs, member.classes)
+    frame.attrs["inference"] = {
+        "cached": False,
+        "seconds": seconds,
+        "images_per_second": len(ids) / seconds if seconds > 0 else None,
+    }
+    return frame
+
+
+def member_probabilities(
+    member: Member,
+    dataset: Dataset,
+    ids: Sequence[str],
+    *,
+    tta: str | TTAScheme = "none",
+    workspace: Path,
+) -> pd.DataFrame:
+    """Raw class probabilities (TTA averaged, no prior correction) of ``ids`` of ``dataset``.
+
+    Index ``image`` in the order of ``ids``, one column per class of the member. Computed for
+    the whole cached unit that holds ``ids`` (see :func:`cache_part`) and reused while
+    ``model.keras``, the unit's ids and the TTA scheme are unchanged. ``attrs["inference"]``
+    says whether the cache answered and how long the model took when it ran.
+    """
+    scheme = parse_tta(tta)
+    ids = [str(i) for i in ids]
+    unknown = pd.Index(ids).difference(dataset.records.index)
+    if len(unknown):
+        raise ZooError(
+            f"{len(unknown)} image id(s) are not in data set {dataset.spec}, e.g. "
+            f"{list(unknown[:3])}; ask only for ids of that data set."
+        )
+    part, part_ids = cache_part(member, dataset, ids)
+    key = cache_key(member, dataset, part, scheme)
+    frame = cached_probabilities(member, key, part_ids, scheme)
+    if frame is None:
+        computed = _compute(member, dataset, part_ids, scheme, workspace)
+        frame = _store(member, key, computed, scheme)
+    attrs = dict(frame.attrs.get("inference") or {"cached": True})
+    out = frame.loc[ids]
+    out.attrs["inference"] = {**attrs, "key": key, "n_images": len(part_ids)}
+    return out
+
+
+# --- files outside any data set -------------------------------------------------------------
+
+
+def image_names(paths: Sequence[Path]) -> list[str]:
+    """Row names for image files: the file stem, or the path relative to the files' common
+    folder (without extension, with it if still ambiguous) where stems collide."""
+    paths = [Path(p).resolve() for p in paths]
+    stems = pd.Series([p.stem for p in paths])
+    clash = stems.duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return stems.tolist()
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    relative = [p.relative_to(root) for p in paths]
+    names = [
+        r.with_suffix("").as_posix() if c else s
+        for r, c, s in zip(relative, clash, stems, strict=True)
+    ]
+    if len(set(names)) < len(names):
+        names = [r.as_posix() if c else s for r, c, s in zip(relative, clash, stems, strict=True)]
+    return names
+
+
+def decode_files(paths: Sequence[Path], member: Member) -> np.ndarray:
+    """Pixels of image files at the member's input settings; an unreadable file is an error."""
+    from zoo.data.images import decode_many
+
+    pixels, problems = decode_many(
+        [str(p) for p in paths], **image_settings(member), description="decoding images"
+    )
+    if problems:
+        first = min(problems)
+        more = f" (and {len(problems) - 1} more unreadable file(s))" if len(problems) > 1 else ""
+        raise ZooError(
+            f"cannot read image {paths[first]}: {problems[first]}{more}; fix or remove it."
+        )
+    return pixels
+
+
+# --- the Target ----------------------------------------------------------------------------
+
+
+@dataclass
+class MemberTarget:
+    """A saved member as a :class:`zoo.targets.Target` of ``evaluate`` and ``predict``."""
+
+    member: Member
+    kind: str = field(default="member", init=False)
+    default_tta: str = field(default="none", init=False)
+    default_prior_correction: bool = field(default=True, init=False)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> MemberTarget:
+        return cls(Member(Path(path).resolve()))
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+    @property
+    def path(self) -> Path:
+        return self.member.path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.member.classes
+
+    @property
+    def data_info(self) -> dict:
+        return dict(self.member.info["data"])
+
+    def split_ids(self, part: str) -> list[str]:
+        if part not in OWN_PARTS:
+            raise ZooError(f"unknown part {part!r}; expected one of {', '.join(OWN_PARTS)}.")
+        return self.member.split_ids(part)
+
+    def prior_correction(self) -> PriorCorrection:
+        """Steppan & Hanke: from the effective training priors to uniform priors."""
+        priors = pd.Series(self.member.effective_priors, index=self.classes)
+        return PriorCorrection().fit(priors)
+
+    def _finish(self, raw: pd.DataFrame, prior_correction: bool) -> pd.DataFrame:
+        if not prior_correction:
+            return raw
+        corrected = self.prior_correction().transform(raw)
+        corrected.attrs = dict(raw.attrs)
+        return corrected
+
+    def probabilities(
+        self,
+        dataset: Dataset,
+        ids: Sequence[str],
+        *,
+        tta: str = "none",
+        prior_correction: bool = True,
+        workspace: Path,
+    ) -> pd.DataFrame:
+        """TTA-averaged (cached) probabilities of ``ids``, then prior-corrected if asked."""
+        raw = member_probabilities(self.member, dataset, ids, tta=tta, workspace=workspace)
+        return self._finish(raw, prior_correction)
+
+    def predict_files(
+        self, paths: Sequence[Path], *, tta: str = "none", prior_correction: bool = True
+    ) -> pd.DataFrame:
+        """Probabilities for image files (index: :func:`image_names`); not cached."""
+        scheme = parse_tta(tta)
+        paths = [Path(p) for p in paths]
+        pixels = decode_files(paths, self.member)
+        probs = run_model(load_model(self.member), pixels, scheme)
+        raw = predictions_frame(image_names(paths), probs, self.classes)
+        return self._finish(raw, prior_correction)
