@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # (recipe, seed, image size, epochs): sized so the whole benchmark fits in about an hour and a
 # half of 2 CPU cores; members differ in seed, sampling and input size, for ensemble diversity.
+# Training runs in mixed bfloat16 (about 3x faster than float32 on a CPU with AVX512-BF16).
 MEMBERS = [
     ("small_cnn", 0, 64, 16),
     ("small_cnn_balanced", 1, 64, 16),

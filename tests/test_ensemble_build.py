@@ -118,7 +118,20 @@ def make_member(
     write_predictions(folder / "predictions" / "test.csv", frame(test, test_ids, classes))
     for key, extra_frame in (extra or {}).items():
         write_predictions(folder / "predictions" / f"{key}.csv", extra_frame)
+        write_sidecar(folder, key, list(extra_frame.index))
     return folder
+
+
+def write_sidecar(folder: Path, key: str, ids: list[str], **override) -> None:
+    """The sidecar zoo.inference writes beside a cached TTA variant (its validity record)."""
+    meta = {
+        "key": key,
+        "model_sha256": hashlib.sha256((folder / "model.keras").read_bytes()).hexdigest(),
+        "ids_sha256": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(),
+        "tta": key.split(".", 1)[1] if "." in key else "none",
+        **override,
+    }
+    (folder / "predictions" / f"{key}.json").write_text(json.dumps(meta))
 
 
 def write_spec(ws: Path, text: str, name: str = "e") -> Path:
@@ -251,6 +264,44 @@ def test_cached_tta_variant_is_read_and_a_missing_one_computed(tmp_path, fake_in
     test = read_predictions(out / "predictions" / "test.csv")
     np.testing.assert_allclose(test.to_numpy(), expected, atol=1e-7)
     assert info_of(out)["tta"] == "steppan"
+
+
+@pytest.mark.parametrize("stale", ["model", "ids", "no sidecar", "trainer file older"])
+def test_stale_cached_predictions_are_recomputed(ws, fake_inference, stale):
+    folder = ws / "members" / "m1"
+    if stale == "trainer file older":
+        key, tta = "test", "none"
+        (folder / "model.keras").touch()  # newer than the trainer's test.csv
+        import os
+
+        old = (folder / "model.keras").stat().st_mtime_ns - 10**9
+        os.utime(folder / "predictions" / "test.csv", ns=(old, old))
+    else:
+        key, tta = "test.steppan", "steppan"
+        write_predictions(folder / "predictions" / "val.steppan.csv", frame(M1_VAL, VAL))
+        write_sidecar(folder, "val.steppan", VAL)
+        write_predictions(folder / "predictions" / f"{key}.csv", frame(M1_TEST, TEST))
+        if stale == "model":
+            write_sidecar(folder, key, TEST, model_sha256="0" * 64)
+        elif stale == "ids":
+            write_sidecar(folder, key, TEST[:3])
+        for part, values in (("val", M2_VAL), ("test", M2_TEST)):  # m2 is current
+            write_predictions(
+                ws / "members" / "m2" / "predictions" / f"{part}.steppan.csv",
+                frame(values, VAL if part == "val" else TEST),
+            )
+            write_sidecar(ws / "members" / "m2", f"{part}.steppan", VAL if part == "val" else TEST)
+    fake_inference.outputs[("m1", tta)] = frame(np.full((10, 3), 1 / 3), VAL + TEST)
+    spec = write_spec(
+        ws, f'members = ["*"]\ncombine = "mean"\nprior_correction = false\ntta = "{tta}"\n'
+    )
+    out = build_ensemble(spec, workspace=ws)
+    expected_calls = [("m1", tuple(TEST), tta)]
+    if stale == "trainer file older":  # the model is newer than both trainer files
+        expected_calls.insert(0, ("m1", tuple(VAL), tta))
+    assert fake_inference.calls == expected_calls
+    test = read_predictions(out / "predictions" / "test.csv")
+    np.testing.assert_allclose(test.to_numpy(), (1 / 3 + M2_TEST) / 2, atol=1e-7)
 
 
 def test_tta_names_and_cache_keys():
@@ -414,6 +465,7 @@ def test_target_reuses_the_build_predictions(ws, built, fake_inference):
     ids = TEST[::-1]
     got = target.probabilities(dataset, ids, tta="none", prior_correction=True, workspace=ws)
     assert fake_inference.calls == []  # nothing recomputed
+    assert got.attrs["inference"]["cached"] is True
     expected = (corrected(M1_TEST, M1_PRIORS) + corrected(M2_TEST, M2_PRIORS)) / 2
     assert list(got.index) == ids
     np.testing.assert_allclose(got.to_numpy(), expected[::-1], atol=1e-7)
@@ -507,6 +559,7 @@ def test_cli_glob_matching_nothing_exits_2(ws, capsys):
     assert not (ws / "ensembles" / "e").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter: a few seconds of imports
 def test_cached_build_never_imports_tensorflow(ws):
     spec = write_spec(ws, 'members = ["*"]\ncombine = "greedy"\n')
     code = (
@@ -517,3 +570,81 @@ def test_cached_build_never_imports_tensorflow(ws):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# --- labels: from the members' data set, cached by its fingerprint ------------------------------
+
+
+def test_labels_are_cached_by_fingerprint_and_checked(ws):
+    spec = write_spec(ws, 'members = ["*"]\ncombine = "mean"\n')
+    fingerprint = info_of(build_ensemble(spec, workspace=ws))["data"]["fingerprint"]
+    cache = ws / "cache" / "labels" / f"{fingerprint}.csv"
+    assert dict(pd.read_csv(cache, dtype=str).itertuples(index=False)) == LABELS
+
+    # a tampered cache is not trusted: the labels are read again from the data set
+    cache.write_text(cache.read_text().replace("v0,mel", "v0,nv"))
+    first = info_of(build_ensemble(spec, workspace=ws))["metrics"]["val"]
+    assert "v0,mel" in cache.read_text()
+
+    # with the data set changed and no cache, the build refuses
+    cache.unlink()
+    data = ws / "data.csv"
+    data.write_text(data.read_text().replace("v0,mel", "v0,bcc"))
+    with pytest.raises(ZooError, match="has changed since the members were trained"):
+        build_ensemble(spec, workspace=ws)
+    assert first["n_images"] == len(VAL)
+
+
+def test_unknown_tta_is_refused_before_any_work(ws):
+    spec = write_spec(ws, 'members = ["*"]\ncombine = "mean"\ntta = "flips"\n')
+    with pytest.raises(ZooError, match="unknown TTA scheme 'flips'"):
+        build_ensemble(spec, workspace=ws)
+
+
+@pytest.mark.parametrize("ids", [["ISIC_0000001", "x-2", "3"], ["a,b", 'q"uote', "c"]])
+def test_prediction_files_are_byte_identical_to_write_predictions(tmp_path, ids):
+    from zoo.ensembles.build import _write_predictions
+
+    values = np.array([[0.1, 0.2, 0.7], [1 / 3, 2e-9, 1 - 1 / 3 - 2e-9], [0.0, 1.0, 0.0]])
+    write_predictions(tmp_path / "pandas.csv", frame(values, ids))
+    _write_predictions(tmp_path / "fast.csv", ids, values, CLASSES)
+    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
+
+
+def test_members_without_shared_val_images(tmp_path):
+    labels = {**LABELS, **{f"w{i}": CLASSES[i % 3] for i in range(6)}}
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    data = write_dataset(ws, labels)
+    make_member(ws, "alpha", data=data, val=M1_VAL, test=M1_TEST)
+    make_member(ws, "beta", data=data, val=M2_VAL, test=M2_TEST, val_ids=list(labels)[-6:])
+    spec = write_spec(ws, 'members = ["*"]\ncombine = "mean"\n')
+    info = info_of(build_ensemble(spec, workspace=ws))  # disjoint folds: a mean still builds
+    assert info["split"]["ids"]["val"] == [] and info["metrics"]["val"]["balanced_accuracy"] is None
+    assert not (ws / "ensembles" / "e" / "predictions" / "val.csv").exists()
+    assert all(m["metrics"]["val"]["n_images"] == 6 for m in info["members"])
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = write_dataset(empty)
+    for name in ("alpha", "beta"):
+        make_member(empty, name, data=data, val=np.zeros((0, 3)), test=M1_TEST, val_ids=[])
+    spec = write_spec(empty, 'members = ["*"]\ncombine = "weighted"\n')
+    with pytest.raises(ZooError, match="have no validation images"):
+        build_ensemble(spec, workspace=empty)
+
+
+def test_headline_metrics_match_scikit_learn_with_and_without_ties():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from zoo.ensembles.build import headline_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    scores = rng.dirichlet(np.ones(4), 300)
+    tied = np.round(scores, 1)  # many ties
+    for p in (scores, tied):
+        got = headline_metrics(y, p)
+        auc = np.mean([roc_auc_score(y == c, p[:, c]) for c in range(4)])
+        assert got["macro_auc"] == pytest.approx(auc)
+        assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))

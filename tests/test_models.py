@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -13,7 +15,13 @@ from zoo.models.layers import ImagePreprocess
 from zoo.recipes import get_recipe, load_registry
 
 # Backbones whose build + forward pass takes more than ~5 s on a shared 2-core CPU.
-SLOW_BACKBONES = {"DenseNet121", "EfficientNetB4", "EfficientNetB5", "InceptionResNetV2", "NASNetLarge"}
+SLOW_BACKBONES = {
+    "DenseNet121",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "InceptionResNetV2",
+    "NASNetLarge",
+}
 OFFLINE = (
     "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/"
     "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5: None -- "
@@ -50,10 +58,7 @@ def test_every_recipe_builds_a_softmax_classifier(name):
         assert probs.shape == (2, 7) and probs.dtype == np.float32
         assert np.all(probs >= 0)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-        feats = keras.ops.convert_to_numpy(features(images, training=False))
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(head(feats, training=False)), probs, atol=1e-5
-        )
+        assert model.layers[-2:] == [features, head]  # image → features → head
     finally:
         keras.backend.clear_session()
 
@@ -68,7 +73,9 @@ def _assert_same_weights(a: list[np.ndarray], b: list[np.ndarray]) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "mobilenet_v3_small"])
+@pytest.mark.parametrize(
+    "name", ["small_cnn", pytest.param("mobilenet_v3_small", marks=pytest.mark.slow)]
+)
 def test_weights_path_round_trip(tmp_path, name):
     """``--weights PATH``: a backbone saved with save_weights loads back exactly."""
     recipe = get_recipe(name)
@@ -98,12 +105,16 @@ def test_missing_weights_file_is_an_error(tmp_path):
     assert str(missing) in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_weights_of_another_backbone_are_an_error(tmp_path):
-    small, _ = build_backbone(get_recipe("small_cnn"), image_size=32, weights="none")
+    recipe = get_recipe("small_cnn")
+    small, _ = build_backbone(recipe, image_size=32, weights="none")
     file = tmp_path / "small.weights.h5"
     small.save_weights(file)
-    with pytest.raises(ZooError, match="could not load it"):
-        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights=str(file))
+    narrow = dataclasses.replace(recipe, backbone_options={"widths": [8, 16]})
+    with pytest.raises(ZooError, match="could not load it into backbone") as info:
+        build_backbone(narrow, image_size=32, weights=str(file))
+    assert str(file) in str(info.value) and "\n" not in str(info.value)
     keras.backend.clear_session()
 
 
@@ -115,8 +126,6 @@ def test_own_backbone_has_no_imagenet_weights():
 
 
 def test_unknown_backbone_is_an_error():
-    import dataclasses
-
     recipe = dataclasses.replace(get_recipe("small_cnn"), backbone="VGG99")
     with pytest.raises(ZooError, match="unknown backbone 'VGG99'.*InceptionV3"):
         build_backbone(recipe, image_size=32, weights="none")

@@ -173,9 +173,18 @@ def load_evaluation_data(
 ) -> Dataset:
     """``--data`` if given, else the data the target was trained on (which must be unchanged)."""
     recorded = target.data_info
-    dataset = load_dataset(
-        spec or recorded["source"], workspace=workspace, images=Path(images) if images else None
-    )
+    try:
+        dataset = load_dataset(
+            spec or recorded["source"],
+            workspace=workspace,
+            images=Path(images) if images else None,
+        )
+    except ZooError as exc:
+        if spec is not None:
+            raise
+        raise ZooError(
+            f"cannot load the training data of {target.name} ({exc}); pass --data SPEC."
+        ) from None
     if spec is None and dataset.fingerprint != recorded.get("fingerprint"):
         raise ZooError(
             f"the training data {recorded['source']} of {target.name} changed since training "
@@ -316,36 +325,30 @@ def evaluate_target(
     """Score ``target`` on ``split`` of ``dataset``; write the files; return the folder.
 
     ``None`` means the default: split ``test`` on the target's training data and ``all``
-    elsewhere; the target's TTA and prior correction (members: none, on).
+    elsewhere; the target's TTA and prior correction (members: none, on); the folder
+    ``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-<task>]``.
     """
     from zoo.tta import parse_tta
 
     scheme = parse_tta(tta if tta is not None else target.default_tta)
-    correct = (
-        target.default_prior_correction if prior_correction is None else bool(prior_correction)
-    )
+    correct = target.default_prior_correction if prior_correction is None else prior_correction
     check_task(task)
     check_bootstrap(bootstrap)
     split = resolve_split(target, dataset, split)
-    ids = split_ids(target, dataset, split)
     evaluated = apply_label_map(
-        dataset.subset(ids), label_map, target.classes, ignore_unmapped=ignore_unmapped
+        dataset.subset(split_ids(target, dataset, split)),
+        label_map,
+        target.classes,
+        ignore_unmapped=ignore_unmapped,
     )
     start = time.perf_counter()
     probs = target.probabilities(
         dataset, evaluated.ids, tta=scheme.spec, prior_correction=correct, workspace=workspace
     )
-    seconds = time.perf_counter() - start
-    inference = dict(probs.attrs.get("inference") or {})
-    truth = evaluated.truth().sort_index()
-    probs = probs.loc[truth.index, list(truth.columns)]
-    weights = None if evaluated.weights is None else evaluated.weights.loc[truth.index]
-    if task:
-        truth, probs, weights = _restrict_to_task(truth, probs, weights, task)
-    out = (
-        Path(out)
-        if out
-        else default_out(
+    timing = _timing(probs, seconds=time.perf_counter() - start, images=len(evaluated))
+    truth, probs, weights = _aligned(evaluated, probs, task)
+    if out is None:
+        out = default_out(
             target,
             dataset,
             split=split,
@@ -354,71 +357,93 @@ def evaluate_target(
             task=task,
             workspace=workspace,
         )
-    )
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     truth, probs, weights = _write_scored(out, truth, probs, weights)
-    metrics = score(truth, probs, weights=weights)
-    groups = _groups(evaluated, truth.index)
     title = f"{target.name} on {dataset.name} ({split})"
-    metrics["class_counts"] = {c: int(v) for c, v in truth.sum(axis=0).items()}
-    metrics["ci95"] = (
-        bootstrap_ci(truth, probs, groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
-        if bootstrap
-        else None
+    metrics = _metrics(
+        truth,
+        probs,
+        weights,
+        groups=_groups(evaluated, truth.index),
+        task=task,
+        bootstrap=bootstrap,
+        out=out,
+        title=title,
     )
-    metrics["task"] = None
-    if task:
-        metrics["task"] = _task_block(
-            truth, probs, task, groups=groups, bootstrap=bootstrap, out=out, title=title
-        )
-        if metrics["ci95"] is not None:
-            metrics["ci95"]["task_auc"] = metrics["task"]["auc_ci95"]
-    else:
-        _class_files(out, truth, probs, title=title)
-    notes = list(evaluated.notes)
-    if weights is not None and bootstrap:
-        notes.append("bootstrap intervals ignore score_weight (unweighted resampling)")
-    if metrics["absent_classes"]:
-        notes.append(
-            f"classes absent from the data: {', '.join(metrics['absent_classes'])} — null "
-            "metrics, left out of macro averages"
-        )
-    metrics.update(
-        _record(
-            target,
-            dataset,
-            inference,
-            split=split,
-            scheme=scheme,
-            correct=correct,
-            label_map=label_map,
-            ignore_unmapped=ignore_unmapped,
-            bootstrap=bootstrap,
-            seconds=seconds,
-            n_inferred=len(evaluated),
-            notes=notes,
-        )
-    )
+    metrics["notes"] = _notes(evaluated, metrics, weighted=weights is not None, task=task)
+    settings = {
+        "split": split,
+        "tta": scheme.spec,
+        "prior_correction": bool(correct),
+        "label_map": dict(label_map) if label_map else None,
+        "ignore_unmapped": ignore_unmapped,
+        "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
+    }
+    metrics.update(_record(target, dataset, settings, timing))
     atomic_write_json(out / "metrics.json", metrics)
     return out
 
 
-def _record(
-    target,
-    dataset,
-    model: dict,
-    *,
-    split,
-    scheme,
-    correct,
-    label_map,
-    ignore_unmapped,
-    bootstrap,
-    seconds,
-    n_inferred,
-    notes,
-) -> dict:
-    """Settings, data, timing and versions for metrics.json."""
+def _timing(probs: pd.DataFrame, *, seconds: float, images: int) -> dict:
+    """Wall-clock time of this call, and of the model run behind a cached answer."""
+    model = dict(probs.attrs.get("inference") or {})
+    return {
+        "seconds": seconds,
+        "images": images,
+        "images_per_second": images / seconds if seconds > 0 else None,
+        "cached": model.get("cached"),
+        "model_seconds": model.get("seconds"),
+        "model_images_per_second": model.get("images_per_second"),
+    }
+
+
+def _aligned(evaluated: Dataset, probs: pd.DataFrame, task: str | None):
+    """Truth, predictions (same rows, sorted by image id; the model's class order) and
+    weights, restricted to the task's images for ``--task``."""
+    truth = evaluated.truth().sort_index()
+    probs = probs.loc[truth.index, list(truth.columns)]
+    weights = None if evaluated.weights is None else evaluated.weights.loc[truth.index]
+    if task:
+        return _restrict_to_task(truth, probs, weights, task)
+    return truth, probs, weights
+
+
+def _metrics(truth, probs, weights, *, groups, task, bootstrap, out: Path, title: str) -> dict:
+    """Official scores, class counts, bootstrap intervals, the task block, curves and plots."""
+    metrics = score(truth, probs, weights=weights)
+    metrics["class_counts"] = {c: int(v) for c, v in truth.sum(axis=0).items()}
+    metrics["ci95"] = None
+    if bootstrap:
+        metrics["ci95"] = bootstrap_ci(
+            truth, probs, groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED
+        )
+    metrics["task"] = None
+    if not task:
+        _class_files(out, truth, probs, title=title)
+        return metrics
+    metrics["task"] = _task_block(
+        truth, probs, task, groups=groups, bootstrap=bootstrap, out=out, title=title
+    )
+    if metrics["ci95"] is not None:
+        metrics["ci95"]["task_auc"] = metrics["task"]["auc_ci95"]
+    return metrics
+
+
+def _notes(evaluated: Dataset, metrics: dict, *, weighted: bool, task: str | None) -> list[str]:
+    notes = list(evaluated.notes)
+    if weighted and metrics["ci95"] is not None:
+        notes.append("bootstrap intervals ignore score_weight (unweighted resampling)")
+    if metrics["absent_classes"] and not task:
+        notes.append(
+            f"classes absent from the data: {', '.join(metrics['absent_classes'])} — null "
+            "metrics, left out of macro averages"
+        )
+    return notes
+
+
+def _record(target: Target, dataset: Dataset, settings: dict, timing: dict) -> dict:
+    """What was evaluated, how, how fast, with which zoo: the rest of metrics.json."""
     import zoo
 
     return {
@@ -429,21 +454,8 @@ def _record(
             "fingerprint": dataset.fingerprint,
             "training_data": is_training_data(target, dataset),
         },
-        "split": split,
-        "tta": scheme.spec,
-        "prior_correction": correct,
-        "label_map": dict(label_map) if label_map else None,
-        "ignore_unmapped": ignore_unmapped,
-        "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
-        "inference": {
-            "seconds": seconds,
-            "images": n_inferred,
-            "images_per_second": n_inferred / seconds if seconds > 0 else None,
-            "cached": model.get("cached"),
-            "model_seconds": model.get("seconds"),
-            "model_images_per_second": model.get("images_per_second"),
-        },
-        "notes": notes,
+        **settings,
+        "inference": timing,
         "zoo_version": zoo.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -452,23 +464,26 @@ def _record(
 # --- the table ------------------------------------------------------------------------------
 
 
-def _fmt(value, interval=None) -> str:
-    if value is None:
-        return "–"
-    text = f"{value:.3f}"
-    return text if not interval else f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
-def print_summary(metrics: dict) -> None:
-    """A compact table of ``metrics.json``: per class, then the headline numbers."""
-    ci = metrics.get("ci95") or {}
-    title = (
+def _fmt_ci(interval) -> str:
+    return "" if not interval else f"{interval[0]:.3f}–{interval[1]:.3f}"
+
+
+def _title(metrics: dict) -> str:
+    return (
         f"{metrics['target']['name']} on {metrics['data']['name']} {metrics['split']} · "
         f"{metrics['n_images']} images · TTA {metrics['tta']} · "
         f"{'prior-corrected' if metrics['prior_correction'] else 'raw'}"
     )
-    table = Table(title=title, show_edge=False)
-    for column in ("class", "n", "sensitivity", "specificity", "AUC (95 % CI)"):
+
+
+def _class_table(metrics: dict) -> Table:
+    ci = metrics.get("ci95") or {}
+    table = Table(title=_title(metrics), show_edge=False)
+    for column in ("class", "n", "sens.", "spec.", "AUC", "95 % CI"):
         table.add_column(column, justify="left" if column == "class" else "right")
     per = metrics["per_category"]
     for c in metrics["classes"]:
@@ -477,29 +492,38 @@ def print_summary(metrics: dict) -> None:
             str(metrics["class_counts"][c]),
             _fmt(per["sensitivity"][c]),
             _fmt(per["specificity"][c]),
-            _fmt(per["auc"][c], (ci.get("auc") or {}).get(c)),
+            _fmt(per["auc"][c]),
+            _fmt_ci((ci.get("auc") or {}).get(c)),
         )
     table.add_section()
+    balanced = metrics["aggregate"]["balanced_accuracy"]
+    table.add_row("balanced acc.", "", "", "", _fmt(balanced), _fmt_ci(ci.get("balanced_accuracy")))
     table.add_row(
-        "balanced accuracy",
-        "",
-        "",
-        "",
-        _fmt(metrics["aggregate"]["balanced_accuracy"], ci.get("balanced_accuracy")),
+        "macro AUC", "", "", "", _fmt(metrics["macro_average"]["auc"]), _fmt_ci(ci.get("macro_auc"))
     )
+    return table
+
+
+def _task_table(metrics: dict) -> Table:
+    task = metrics["task"]
+    table = Table(title=f"{_title(metrics)}\n{task['title']} (threshold 0.5)", show_edge=False)
+    for column in ("task", "malignant", "benign", "sens.", "spec.", "AUC", "95 % CI"):
+        table.add_column(column, justify="left" if column == "task" else "right")
     table.add_row(
-        "macro AUC", "", "", "", _fmt(metrics["macro_average"]["auc"], ci.get("macro_auc"))
+        task["task"],
+        str(task["n_positive"]),
+        str(task["n_negative"]),
+        _fmt(task["sensitivity"]),
+        _fmt(task["specificity"]),
+        _fmt(task["auc"]),
+        _fmt_ci(task["auc_ci95"]),
     )
-    task = metrics.get("task")
-    if task:
-        table.add_section()
-        table.add_row(
-            f"{task['task']}: {task['title']}",
-            f"{task['n_positive']}+/{task['n_negative']}−",
-            _fmt(task["sensitivity"]),
-            _fmt(task["specificity"]),
-            _fmt(task["auc"], task["auc_ci95"]),
-        )
+    return table
+
+
+def print_summary(metrics: dict) -> None:
+    """A compact table of ``metrics.json``: per class (or the task), then the notes."""
+    table = _task_table(metrics) if metrics.get("task") else _class_table(metrics)
     console.console.print(table)
     for note in metrics.get("notes", []):
         console.console.print(f"  note: {note}")

@@ -105,16 +105,26 @@ def run_model(
     n = len(pixels)
     if n == 0:
         return np.zeros((0, int(model.output_shape[-1])))
-    per_call = max(1, batch_size // scheme.n_views)
+    per_call = max(1, min(batch_size // scheme.n_views, n))
     step = per_call * max(1, PROGRESS_STEP // per_call)
     out = []
     with console.progress() as bar:
         task = bar.add_task(f"predicting ({scheme.spec})", total=n, status="")
         for start in range(0, n, step):
-            chunk = pixels[start : start + step]
-            out.append(predict_tta(model, chunk, scheme, batch_size=per_call))
-            bar.advance(task, len(chunk))
+            chunk = _pad(pixels[start : start + step], per_call)
+            probs = predict_tta(model, chunk, scheme, batch_size=per_call)
+            out.append(probs[: min(step, n - start)])
+            bar.advance(task, len(out[-1]))
     return np.concatenate(out, axis=0)
+
+
+def _pad(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad with black images to a multiple of ``multiple`` rows: every model call then has
+    the same shape and the predict function is traced once."""
+    missing = -len(pixels) % multiple
+    if not missing:
+        return pixels
+    return np.concatenate([pixels, np.zeros((missing, *pixels.shape[1:]), pixels.dtype)])
 
 
 def image_settings(member: Member) -> dict:

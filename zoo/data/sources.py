@@ -62,13 +62,13 @@ def _build(
         lines = ", ".join(str(r + 2) for r in rows)  # +2: header line, 1-based
         problems.append(f"{source}: duplicate image id {image_id!r} on lines {lines}")
     labels = frame[label_col].astype(str).str.strip()
-    for row, (image_id, label) in enumerate(zip(ids, labels, strict=True)):
+    for row, image_id, label in zip(frame.index, ids, labels, strict=True):  # row: 0-based line
         if label not in classes:
             problems.append(
                 f"{source} line {row + 2} (image {image_id}): unknown label {label!r}; expected one of {', '.join(classes)}"
             )
     resolved = []
-    for row, image_id in enumerate(ids):
+    for row, image_id in zip(frame.index, ids, strict=True):
         path = paths(image_id)
         if path is None:
             problems.append(f"{source} line {row + 2}: image {image_id!r} not found")
@@ -180,7 +180,7 @@ def read_isic(csv: Path, *, images: Path | None = None) -> Dataset:
     dataset = _build(
         _isic_name(csv),
         f"isic:{csv}",
-        frame[labels_ok].reset_index(drop=True),
+        frame[labels_ok],  # keep the index: problems name the CSV's own line numbers
         id_col="image",
         label_col="label",
         group_col="group",
@@ -190,9 +190,10 @@ def read_isic(csv: Path, *, images: Path | None = None) -> Dataset:
         notes=notes,
     )
     dataset.problems[:0] = problems
-    if "score_weight" in frame.columns:
+    if "score_weight" in frame.columns:  # by image id: rows were set aside, duplicates dropped
         weights = pd.to_numeric(frame.loc[labels_ok, "score_weight"], errors="coerce").fillna(1.0)
-        dataset.weights = pd.Series(weights.to_numpy(), index=dataset.records.index[: len(weights)])
+        weights.index = frame.loc[labels_ok, "image"].astype(str).str.strip()
+        dataset.weights = weights[~weights.index.duplicated()].reindex(dataset.records.index)
     return dataset
 
 

@@ -160,11 +160,22 @@ class EnsembleTarget:
             return stored
         from zoo.inference import member_probabilities
 
+        runs: list[dict] = []
+
         def member_output(member: Member) -> pd.DataFrame:
-            return member_probabilities(member, dataset, ids, tta=tta, workspace=workspace)
+            frame = member_probabilities(member, dataset, ids, tta=tta, workspace=workspace)
+            runs.append(dict(frame.attrs.get("inference") or {}))
+            return frame
 
         stacked = self._member_stack(member_output, ids, prior_correction=prior_correction)
-        return self._combine(stacked, ids)
+        out = self._combine(stacked, ids)
+        seconds = [r["seconds"] for r in runs if not r.get("cached") and r.get("seconds")]
+        out.attrs["inference"] = {
+            "cached": all(r.get("cached", False) for r in runs),
+            "seconds": sum(seconds) if seconds else None,
+            "members_run": len(runs),
+        }
+        return out
 
     def predict_files(
         self, paths: Sequence[Path], *, tta: str, prior_correction: bool
@@ -208,7 +219,9 @@ class EnsembleTarget:
                 return None
             frame = read_predictions(file)
             frame.index = frame.index.astype(str)
-            return frame.loc[ids]
+            out = frame.loc[ids]
+            out.attrs["inference"] = {"cached": True, "key": f"ensemble {part}"}
+            return out
         return None
 
     def _member_stack(self, member_output, ids, *, prior_correction: bool) -> np.ndarray:

@@ -23,12 +23,22 @@ def configure_precision(mixed_precision: bool) -> str:
     return policy
 
 
+def split_logical_cpus() -> None:
+    """With ``ZOO_LOGICAL_CPUS=N``, present the CPU as N logical devices (to test ``mirrored``
+    on a machine without GPUs). Must run before TensorFlow initialises its devices."""
+    count = int(os.environ.get("ZOO_LOGICAL_CPUS", "0") or 0)
+    if count > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all GPUs of this machine, or its logical CPUs
     when there is no GPU) or ``multi-worker`` (several machines described by ``TF_CONFIG``)."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        split_logical_cpus()
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)

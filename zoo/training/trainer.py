@@ -128,6 +128,8 @@ class _Run:
     best_score: float = -1.0
     epochs_since_best: int = 0
     seconds: float = 0.0
+    replicas: int = 1
+    precision: str = "float32"
 
     @property
     def state_file(self) -> Path:
@@ -324,6 +326,7 @@ def train(options: TrainOptions) -> Path:
     run = _resolve(options)
     strategy = make_strategy(options.strategy)
     policy = configure_precision(options.mixed_precision)
+    run.replicas, run.precision = strategy.num_replicas_in_sync, policy
     state = None
     if options.resume:
         import json
@@ -441,6 +444,8 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
             "epochs_run": epochs_run,
             "images_per_second": seen / max(sum(r["seconds"] for r in run.history), 1e-9),
             "parameters": int(model.count_params()),
+            "replicas": run.replicas,
+            "precision": run.precision,
         },
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

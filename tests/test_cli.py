@@ -1,0 +1,227 @@
+"""``python -m zoo``: listing, exit codes, --quiet, and bad input reported before training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from zoo import commands, console
+from zoo.cli import main
+from zoo.models import build
+from zoo.recipes import load_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Rich tables wide enough not to truncate names; --quiet undone after each test."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(console, "_quiet", False)
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_recipes_lists_every_recipe(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake_counts(recipes, workspace):
+        seen.extend(r.name for r in recipes)
+        return {r.name: 1_234_567 for r in recipes}
+
+    monkeypatch.setattr(commands, "parameter_counts", fake_counts)
+    code, out, err = run(["recipes", "--workspace", tmp_path], capsys)
+    assert (code, err) == (0, "")
+    names = load_registry().names()
+    assert sorted(seen) == names
+    for name in names:
+        assert name in out
+    assert f"{len(names)} recipes" in out
+    assert "Esteva et al. 2017" in out and "299 px" in out and "1.2 M" in out
+
+
+def test_recipes_includes_workspace_recipes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(
+        commands, "parameter_counts", lambda recipes, ws: {r.name: 0 for r in recipes}
+    )
+    (tmp_path / "recipes").mkdir()
+    text = (ROOT / "recipes" / "small_cnn.toml").read_text().replace('"small_cnn"\n', '"mine"\n', 1)
+    (tmp_path / "recipes" / "mine.toml").write_text(text)
+    code, out, _ = run(["recipes", "--out", tmp_path], capsys)
+    assert code == 0 and "mine" in out
+
+
+def test_parameter_counts_are_counted_once(tmp_path, monkeypatch):
+    registry = load_registry()
+    recipes = [registry.get("small_cnn")]
+    first = commands.parameter_counts(recipes, tmp_path)
+    assert first == {"small_cnn": 1_176_935}  # 4 stages × 2 convs, BN, a 7-way head
+    assert (tmp_path / "cache" / "parameters.json").is_file()
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("parameter counts should come from the cache")
+
+    monkeypatch.setattr("zoo.models.build_model", no_building)
+    assert commands.parameter_counts(recipes, tmp_path) == first
+
+
+def test_unknown_recipe_exits_2_with_one_line(tmp_path, capsys):
+    code, out, err = run(["train", "inceptoin_v3", "--workspace", tmp_path], capsys)
+    assert code == 2
+    assert err.startswith("error: unknown recipe 'inceptoin_v3'. Did you mean inception_v3")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+    for argv in (
+        ["train", "small_cnn", "--epochs", "0"],
+        ["train", "small_cnn", "--image-size", "big"],
+        ["frobnicate"],
+        [],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--workspace", str(tmp_path)] if argv else argv)
+        assert info.value.code == 2, argv
+        assert "usage: zoo" in capsys.readouterr().err
+
+
+def test_python_dash_m_exit_codes():
+    env_python = [sys.executable, "-m", "zoo"]
+    done = subprocess.run([*env_python, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "recipes" in done.stdout and "train" in done.stdout
+    done = subprocess.run([*env_python, "frobnicate"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_members_with_none_yet(tmp_path, capsys):
+    code, out, _ = run(["members", "--workspace", tmp_path], capsys)
+    assert code == 0 and "No members" in out and "zoo train" in out
+
+
+def test_quiet_silences_information_not_errors(zoo_workspace, capsys):
+    (zoo_workspace / "members" / "taken").mkdir(parents=True)
+    argv = ["train", "small_cnn", "--name", "taken", "--workspace", zoo_workspace]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and "Using the embedded demo data set" in out
+    assert "error: member 'taken' already exists" in err
+    code, out, err = run([*argv, "--quiet"], capsys)
+    assert code == 2 and out == ""
+    assert "error: member 'taken' already exists" in err and err.count("\n") == 1
+
+
+def test_interrupt_exits_130_and_suggests_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("zoo.training.trainer.train", interrupted)
+    code, _, err = run(["train", "small_cnn", "--workspace", tmp_path], capsys)
+    assert code == 130 and "--resume" in err
+
+
+def test_imagenet_without_network_exits_2_with_one_line(zoo_workspace, monkeypatch, capsys):
+    real = build.APPLICATIONS["InceptionV3"]
+
+    def offline(**kwargs):
+        if kwargs["weights"] == "imagenet":
+            raise Exception(
+                "URL fetch failure on https://storage.googleapis.com/tensorflow/keras-applications/"
+                "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5: None -- "
+                "[Errno -2] Name or service not known"
+            )
+        return real(**kwargs)
+
+    monkeypatch.setitem(build.APPLICATIONS, "InceptionV3", offline)
+    argv = ["train", "inception_v3", "--weights", "imagenet", "--image-size", "75", "--epochs", "1"]
+    code, _, err = run([*argv, "--workspace", zoo_workspace], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "--weights none" in err and "--weights PATH" in err
+    assert not (zoo_workspace / "members").exists() or not any(
+        (zoo_workspace / "members").iterdir()
+    )
+
+
+def _ham_with_every_problem(folder: Path, write_ham10000, write_images) -> dict[str, str]:
+    """A HAM10000 folder (7 classes × 10 lesions) with one of each problem; returns what
+    each reported line must mention."""
+    write_ham10000(folder, lesions=10)
+    meta = pd.read_csv(folder / "HAM10000_metadata.csv")
+    images = folder / "images"
+    ids = meta["image_id"].tolist()
+    meta.loc[3, "dx"] = "xyz"  # unknown label (line 5)
+    meta.loc[len(meta)] = meta.loc[7]  # duplicate image id
+    meta.loc[len(meta)] = {**meta.loc[8].to_dict(), "image_id": "ISIC_gone"}  # missing image
+    meta.to_csv(folder / "HAM10000_metadata.csv", index=False)
+    (images / f"{ids[10]}.jpg").write_bytes(b"\x00\x01 definitely not a JPEG" * 20)
+    (big,) = write_images(images, ["big.jpg"], size=96)
+    data = big.read_bytes()
+    big.unlink()
+    (images / f"{ids[11]}.jpg").write_bytes(data[: len(data) // 2])  # truncated JPEG
+    # other colour modes are converted, not rejected
+    for k, (mode, suffix) in enumerate(
+        [("L", ".jpg"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("P", ".png")]
+    ):
+        (images / f"{ids[20 + k]}.jpg").unlink()
+        write_images(images, [f"{ids[20 + k]}{suffix}"], mode=mode)
+    return {
+        "unknown label": f"line 5 (image {ids[3]}): unknown label 'xyz'",
+        "duplicate": f"duplicate image id '{ids[7]}' on lines 9, {len(meta)}",
+        "missing": f"line {len(meta) + 1}: image 'ISIC_gone' not found",
+        "unreadable": f"image {ids[10]} ({images / ids[10]}.jpg): not a readable image",
+        "truncated": f"image {ids[11]} ({images / ids[11]}.jpg): unreadable or truncated",
+    }
+
+
+def test_bad_data_is_reported_all_at_once_before_training(
+    tmp_path, zoo_workspace, write_ham10000, write_images, capsys
+):
+    folder = tmp_path / "ham"
+    expected = _ham_with_every_problem(folder, write_ham10000, write_images)
+    argv = ["train", "small_cnn", "--data", folder, "--epochs", "1", "--image-size", "32"]
+    code, out, err = run([*argv, "--workspace", zoo_workspace], capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("error: 5 problem(s) in data set ham10000:")
+    lines = err.strip().splitlines()[1:]
+    assert len(lines) == 5, err
+    for what, text in expected.items():
+        assert any(text in line for line in lines), (what, text, err)
+    assert "epoch" not in out  # nothing trained
+    assert not (zoo_workspace / "runs").exists() or not any((zoo_workspace / "runs").iterdir())
+
+
+def test_bad_images_alone_are_reported_before_the_first_epoch(
+    tmp_path, zoo_workspace, write_ham10000, write_images, capsys
+):
+    folder = write_ham10000(tmp_path / "ham", lesions=10)
+    meta = pd.read_csv(folder / "HAM10000_metadata.csv")
+    (folder / "images" / f"{meta['image_id'][0]}.jpg").write_bytes(b"junk")
+    (folder / "images" / f"{meta['image_id'][5]}.jpg").unlink()
+    argv = ["train", "small_cnn", "--data", f"ham10000:{folder}", "--epochs", "1"]
+    code, out, err = run([*argv, "--image-size", "32", "--workspace", zoo_workspace], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: 2 problem(s)")
+    assert meta["image_id"][0] in err and f"image '{meta['image_id'][5]}' not found" in err
+    assert "epoch 1" not in out
+
+
+def test_missing_column_and_too_few_lesions_exit_2(tmp_path, zoo_workspace, write_ham10000, capsys):
+    folder = write_ham10000(tmp_path / "ham", lesions=10)
+    meta = pd.read_csv(folder / "HAM10000_metadata.csv")
+    meta.drop(columns=["lesion_id"]).to_csv(folder / "HAM10000_metadata.csv", index=False)
+    argv = ["train", "small_cnn", "--data", folder, "--epochs", "1", "--image-size", "32"]
+    code, _, err = run([*argv, "--workspace", zoo_workspace], capsys)
+    assert code == 2 and "missing column(s) lesion_id" in err and err.count("\n") == 1
+
+    meta.loc[meta["dx"] == "df", "lesion_id"] = "HAM_df_only"  # one lesion of df
+    meta.to_csv(folder / "HAM10000_metadata.csv", index=False)
+    code, _, err = run([*argv, "--workspace", zoo_workspace], capsys)
+    assert code == 2 and "df (1) have fewer than 3 lesions" in err and err.count("\n") == 1

@@ -1,0 +1,287 @@
+"""zoo.training.trainer: a member round trip on the demo set, resume, two-stage recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from zoo.data.images import load_images
+from zoo.data.sources import load_dataset
+from zoo.data.splits import make_split
+from zoo.errors import ZooError
+from zoo.members import find_member, list_members, read_predictions
+from zoo.training import trainer
+from zoo.training.trainer import TrainOptions, train
+
+TINY = """\
+name = "{name}"
+source = "zoo tests: a tiny from-scratch CNN"
+backbone = "small_cnn"
+weights = "none"
+batch_size = 32
+class_weight = "effective"
+
+[input]
+size = 32
+preprocessing = "unit"
+crop_borders = true
+
+[backbone_options]
+widths = [8, 16]
+convs_per_stage = 1
+
+[optimizer]
+name = "adam"
+
+[augment]
+flip = "horizontal_and_vertical"
+"""
+
+ONE_STAGE = """
+[[stages]]
+name = "from scratch"
+epochs = 3
+learning_rate = 0.003
+"""
+
+TWO_STAGES = """
+[[stages]]
+name = "head on the frozen backbone"
+epochs = 1
+learning_rate = 0.01
+trainable = "head"
+augment = false
+
+[[stages]]
+name = "all layers"
+epochs = 1
+learning_rate = 0.003
+trainable = "all"
+schedule = { name = "cosine", warmup = 0.5 }
+"""
+
+
+def _workspace_with_demo(root: Path, demo_workspace: Path) -> Path:
+    (root / "data").mkdir(parents=True)
+    for entry in (demo_workspace / "data").iterdir():
+        (root / "data" / entry.name).symlink_to(entry, target_is_directory=True)
+    return root
+
+
+def _write_recipe(workspace: Path, name: str, stages: str) -> None:
+    (workspace / "recipes").mkdir(exist_ok=True)
+    (workspace / "recipes" / f"{name}.toml").write_text(TINY.format(name=name) + stages)
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory, demo_workspace):
+    """small_cnn trained for 2 epochs at 32 px on the demo set (shared by this module)."""
+    workspace = _workspace_with_demo(tmp_path_factory.mktemp("train"), demo_workspace)
+    options = TrainOptions(recipe="small_cnn", workspace=workspace, image_size=32, epochs=2)
+    path = train(options)
+    return path, workspace
+
+
+@pytest.mark.slow
+def test_member_directory(member):
+    path, workspace = member
+    assert path == workspace / "members" / "small_cnn.demo.s0"
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert files == [
+        "card.md",
+        "history.csv",
+        "member.json",
+        "model.keras",
+        "predictions/test.csv",
+        "predictions/val.csv",
+    ]
+    assert not (workspace / "runs" / "small_cnn.demo.s0").exists()
+    assert not [p for p in (workspace / "members").iterdir() if p.name.startswith(".")]
+    assert "not for diagnosis" in (path / "card.md").read_text().lower()
+
+
+@pytest.mark.slow
+def test_member_json(member, demo_workspace):
+    path, _ = member
+    info = json.loads((path / "member.json").read_text())
+    dataset = load_dataset("demo", workspace=demo_workspace)
+    assert info["name"] == "small_cnn.demo.s0" and info["recipe"] == "small_cnn"
+    recipe = info["config"]["recipe"]
+    assert recipe["name"] == "small_cnn" and recipe["input"]["size"] == 32
+    assert sum(s["epochs"] for s in recipe["stages"]) == 2
+    assert info["config"]["options"]["seed"] == 0
+    assert info["classes"] == list(dataset.classes)
+    assert info["weights"] == "none"
+    priors = info["priors"]
+    split = make_split(dataset, seed=0)
+    train_counts = dataset.subset(split.train).class_counts()
+    assert priors["train_counts"] == [train_counts[c] for c in dataset.classes]
+    assert sum(priors["effective"]) == pytest.approx(1.0)
+    assert info["input"]["size"] == 32 and info["input"]["preprocessing"] == "unit"
+    assert info["input"]["crop_borders"] is True and info["input"]["range"] == [0, 255]
+    assert info["data"]["fingerprint"] == dataset.fingerprint
+    assert info["data"]["count"] == 420 and info["data"]["demo"] is True
+    assert info["split"]["seed"] == 0
+    for part in ("train", "val", "test"):
+        assert info["split"]["ids"][part] == list(split.ids(part))
+    assert {"keras", "tensorflow", "numpy", "zoo"} <= set(info["versions"])
+    assert info["versions"]["keras"] == keras.__version__
+    training = info["training"]
+    assert training["seconds"] > 0 and training["epochs_run"] == 2
+    assert training["best_epoch"] in (1, 2)
+    assert training["parameters"] > 0
+    for part in ("val", "test"):
+        assert 0 <= info["metrics"][part]["balanced_accuracy"] <= 1
+        assert info["metrics"][part]["n_images"] == len(split.ids(part))
+
+
+@pytest.mark.slow
+def test_predictions_and_history(member):
+    path, _ = member
+    info = json.loads((path / "member.json").read_text())
+    for part in ("val", "test"):
+        raw = pd.read_csv(path / "predictions" / f"{part}.csv")
+        assert list(raw.columns) == ["image", *info["classes"]]  # ISIC prediction format
+        assert raw["image"].tolist() == info["split"]["ids"][part]
+        np.testing.assert_allclose(raw[info["classes"]].sum(axis=1), 1.0, atol=1e-5)
+    history = pd.read_csv(path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    for column in ("loss", "val_loss", "val_balanced_accuracy", "learning_rate", "seconds"):
+        assert history[column].notna().all(), column
+    best = int(history["val_balanced_accuracy"].idxmax()) + 1
+    assert info["training"]["best_epoch"] == best
+
+
+@pytest.mark.slow
+def test_saved_model_loads_safely_and_reproduces_cached_predictions(member, demo_workspace):
+    path, _ = member
+    import zoo.augment  # noqa: F401
+    import zoo.models.layers  # noqa: F401
+
+    model = keras.saving.load_model(path / "model.keras", safe_mode=True)
+    info = json.loads((path / "member.json").read_text())
+    dataset = load_dataset("demo", workspace=demo_workspace)
+    table = load_images(
+        dataset,
+        size=info["input"]["size"],
+        crop_borders=info["input"]["crop_borders"],
+        interpolation=info["input"]["interpolation"],
+    )
+    cached = read_predictions(path / "predictions" / "test.csv")
+    pixels = table.take(list(cached.index)).astype("float32")
+    probs = model.predict(pixels, batch_size=64, verbose=0)
+    np.testing.assert_allclose(probs, cached.to_numpy(), atol=1e-5)
+    assert find_member("small_cnn.demo.s0", path.parent.parent).classes == info["classes"]
+
+
+@pytest.mark.slow
+def test_training_an_existing_member_again_is_an_error(member):
+    _, workspace = member
+    options = TrainOptions(recipe="small_cnn", workspace=workspace, image_size=32, epochs=2)
+    with pytest.raises(ZooError, match="'small_cnn.demo.s0' already exists.*--name"):
+        train(options)
+
+
+@pytest.mark.slow
+def test_members_command_lists_it(member, capsys, monkeypatch):
+    from zoo.cli import main
+
+    _, workspace = member
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["members", "--workspace", str(workspace)]) == 0
+    out = capsys.readouterr().out
+    assert "small_cnn.demo.s0" in out and "1 members" in out
+    assert [m.name for m in list_members(workspace)] == ["small_cnn.demo.s0"]
+
+
+@pytest.mark.slow
+def test_resume_after_an_interruption(tmp_path, demo_workspace, monkeypatch, capsys):
+    workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
+    _write_recipe(workspace, "tiny_cnn", ONE_STAGE)
+    options = dict(recipe="tiny_cnn", workspace=workspace, image_size=32, epochs=3, name="tiny")
+    original = trainer._save_checkpoint
+    calls = []
+
+    def interrupt_once(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", interrupt_once)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(**options))
+    run = workspace / "runs" / "tiny"
+    assert not (workspace / "members" / "tiny").exists()
+    assert list_members(workspace) == []
+    assert (run / "state.json").is_file() and (run / "checkpoint.keras").is_file()
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 1 and len(state["history"]) == 1
+
+    with pytest.raises(ZooError, match="interrupted run of 'tiny'.*--resume"):
+        train(TrainOptions(**options))
+
+    capsys.readouterr()
+    path = train(TrainOptions(**options, resume=True))
+    assert "Resuming tiny after epoch 1 of 3" in capsys.readouterr().out
+    assert len(calls) == 3  # epochs 2 and 3 only: training went on, it did not start over
+    assert path == workspace / "members" / "tiny" and (path / "model.keras").is_file()
+    assert not run.exists()
+    history = pd.read_csv(path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history["loss"].iloc[0] == pytest.approx(state["history"][0]["loss"])
+    info = json.loads((path / "member.json").read_text())
+    assert info["training"]["epochs_run"] == 3
+    assert info["split"] == state["split"]
+
+    with pytest.raises(ZooError, match="no interrupted run"):
+        train(TrainOptions(**{**options, "name": "other"}, resume=True))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_two_stage_recipe_with_feature_cache(tmp_path, demo_workspace, capsys):
+    workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
+    _write_recipe(workspace, "tiny_two_stage", TWO_STAGES)
+    path = train(
+        TrainOptions(recipe="tiny_two_stage", workspace=workspace, image_size=32, epochs=2)
+    )
+    out = capsys.readouterr().out
+    assert "stage 1/2 (head on the frozen backbone)" in out and "features cached" in out
+    assert "stage 2/2 (all layers)" in out
+    history = pd.read_csv(path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["stage"].str.startswith("stage 1/2").tolist() == [True, False]
+    info = json.loads((path / "member.json").read_text())
+    assert [s["trainable"] for s in info["config"]["recipe"]["stages"]] == ["head", "all"]
+    predictions = read_predictions(path / "predictions" / "test.csv")
+    np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_default_name_carries_identity():
+    dataset = type("D", (), {"name": "ham10000"})()
+    options = TrainOptions(recipe="inception_v3", workspace=Path("."), seed=2)
+    assert trainer.default_name("inception_v3", dataset, options) == "inception_v3.ham10000.s2"
+    options.fold = 3
+    assert trainer.default_name("inception_v3", dataset, options) == "inception_v3.ham10000.s2.f3"
+
+
+def test_unknown_optimizer_is_an_error():
+    with pytest.raises(ZooError, match="optimizer.name must be one of adam"):
+        trainer.make_optimizer({"name": "adagrad"}, 0.1)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_headline_metrics():
+    labels = np.array([0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2]] * 0.9 + 0.1 / 3
+    metrics = trainer.headline_metrics(labels, probs)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert metrics["n_images"] == 5 and 0 < metrics["macro_auc"] <= 1
+    assert trainer.headline_metrics(np.array([1, 1]), probs[:2])["macro_auc"] is None
