@@ -92,7 +92,7 @@ def inception_gflops(quiet: bool) -> dict:
         x = tf.constant(np.random.rand(batch, 299, 299, 3).astype("float32") * 255)
         for jit in (False, True):
             fn = tf.function(lambda t: model(t, training=False), jit_compile=jit)
-            seconds = best_time(lambda: fn(x).numpy(), repeats=2)
+            seconds = best_time(lambda fn=fn, x=x: fn(x).numpy(), repeats=2)
             rate = batch * flops / seconds / 1e9
             results[f"inception_v3_gflops_b{batch}_{'xla' if jit else 'graph'}"] = rate
             log(

@@ -61,6 +61,7 @@ def train_members(data: str, workspace: Path) -> list[str]:
                 epochs=epochs,
                 name=name,
                 resume=resume,
+                mixed_precision=True,
             )
         )
     return names

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-TRAIN = ["-m", "zoo", "train", "small_cnn", "--image-size", "32", "--epochs", "1", "--quiet", "--jit-compile", "off"]
+TRAIN = ["-m", "zoo", "train", "small_cnn", "--image-size", "32", "--epochs", "1", "--quiet"]
 
 
 def _env(**extra) -> dict:

@@ -185,3 +185,26 @@ def plot_bars_with_ci(
     ax.set_xlim(0, max(1.0, float((vals + hi).max()) if len(vals) else 1.0))
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_roc_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float], float | None]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+) -> Path:
+    """Several ROC curves in one figure (e.g. the melanoma ROC of the top entries).
+
+    ``curves``: name → ``(fpr, tpr, auc)``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for name, (fpr, tpr, auc) in curves.items():
+        label = name if auc is None else f"{name} (AUC {auc:.3f})"
+        ax.plot(np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float), lw=1.5, label=label)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    if curves:
+        ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)

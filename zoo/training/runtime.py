@@ -29,7 +29,9 @@ def split_logical_cpus() -> None:
     count = int(os.environ.get("ZOO_LOGICAL_CPUS", "0") or 0)
     if count > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -30,6 +30,7 @@ from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
+from zoo.training.distributed import fit_with_strategy, needs_custom_loop
 from zoo.training.monitor import LearningRateSchedule, TrainingMonitor
 from zoo.training.runtime import configure_precision, is_chief, make_strategy
 from zoo.training.schedules import learning_rate
@@ -279,9 +280,10 @@ def _fit_stage(
             optimizer = make_optimizer(recipe.optimizer, stage.learning_rate)
         else:
             optimizer = trained.optimizer
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
         trained.compile(
             optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            loss=loss,
             metrics=["accuracy"],
             jit_compile=jit,
         )
@@ -308,15 +310,28 @@ def _fit_stage(
         steps=steps,
         initial_epoch=start_in_stage,
     )
-    trained.fit(
-        dataset,
-        steps_per_epoch=steps,
-        epochs=stage.epochs,
-        shuffle=False,  # the tf.data pipeline shuffles
-        initial_epoch=start_in_stage,
-        callbacks=[schedule, monitor],
-        verbose=0,
-    )
+    if needs_custom_loop(strategy):
+        fit_with_strategy(
+            trained,
+            dataset,
+            strategy=strategy,
+            loss=loss,
+            global_batch=recipe.batch_size,
+            steps=steps,
+            epochs=stage.epochs,
+            initial_epoch=start_in_stage,
+            callbacks=[schedule, monitor],
+        )
+    else:
+        trained.fit(
+            dataset,
+            steps_per_epoch=steps,
+            epochs=stage.epochs,
+            initial_epoch=start_in_stage,
+            shuffle=False,
+            callbacks=[schedule, monitor],
+            verbose=0,
+        )  # tf.data shuffles
     return not trained.stop_training
 
 

@@ -1,0 +1,372 @@
+"""The published comparison of every member and ensemble evaluated on the same test data.
+
+Reads ``<workspace>/evaluations/*/metrics.json`` (written by ``zoo evaluate``), keeps the
+entries scored on one data set and split (the most common, or ``--data NAME``), and writes
+``leaderboard.md``, ``leaderboard.csv``, a self-contained ``index.html`` (plots embedded) and
+the plots as PNG: melanoma ROC of the top entries, melanocytic sensitivity–specificity curves
+(Esteva Fig. 3 style), and balanced accuracy with 95 % intervals.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoo import console
+from zoo.errors import ZooError
+from zoo.workspace import atomic_write_csv, atomic_write_text
+
+REFERENCES = Path(__file__).with_name("references.toml")
+TOP = 6
+
+
+@dataclass
+class Entry:
+    """One evaluation: a target scored with one setting of TTA and prior correction."""
+
+    folder: Path
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.metrics["target"]["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.metrics["target"]["kind"]
+
+    @property
+    def step(self) -> str:
+        tta, corrected = self.metrics["tta"], self.metrics["prior_correction"]
+        if self.kind == "ensemble":
+            return f"ensemble ({'TTA ' + tta if tta != 'none' else 'no TTA'})"
+        if tta == "none":
+            return "+ prior correction" if corrected else "raw"
+        return f"+ TTA {tta}" + ("" if corrected else " (no prior correction)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.step}"
+
+    def truth_and_predictions(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        read = lambda name: pd.read_csv(self.folder / name, dtype={"image": str}).set_index("image")  # noqa: E731
+        truth = read("truth.csv").drop(columns=["score_weight"], errors="ignore")
+        return truth, read("predictions.csv")[list(truth.columns)]
+
+
+def collect(workspace: Path) -> list[Entry]:
+    """Every plain (no task, no label map) evaluation in the workspace."""
+    entries = []
+    for file in sorted((Path(workspace) / "evaluations").glob("*/metrics.json")):
+        metrics = json.loads(file.read_text())
+        if metrics.get("task") or metrics.get("label_map"):
+            continue
+        entries.append(Entry(file.parent, metrics))
+    return entries
+
+
+def select(entries: list[Entry], data_name: str | None) -> list[Entry]:
+    """The entries of one data set and split: ``data_name``'s, else the most common."""
+    key = lambda e: (e.metrics["data"]["fingerprint"], e.metrics["split"])  # noqa: E731
+    if data_name:
+        entries = [e for e in entries if e.metrics["data"]["name"] == data_name]
+        if not entries:
+            raise ZooError(
+                f"--data {data_name}: no evaluation on a data set of that name; run zoo evaluate first."
+            )
+    if not entries:
+        raise ZooError("no evaluations in this workspace yet: run zoo evaluate TARGET first.")
+    groups: dict = {}
+    for e in entries:
+        groups.setdefault(key(e), []).append(e)
+    return max(groups.values(), key=len)
+
+
+def _class(classes: list[str], wanted: str) -> str | None:
+    return next((c for c in classes if c.lower() == wanted), None)
+
+
+def _target_facts(entry: Entry) -> dict:
+    """Parameters and training time of a member, or summed over an ensemble's members."""
+    path = Path(entry.metrics["target"]["path"])
+    if entry.kind == "member":
+        info = json.loads((path / "member.json").read_text())
+        return {
+            "parameters": info["training"]["parameters"],
+            "train_minutes": info["training"]["seconds"] / 60,
+        }
+    info = json.loads((path / "ensemble.json").read_text())
+    params = seconds = 0.0
+    for member in info["members"]:
+        name = member["name"] if isinstance(member, dict) else member
+        member_file = path.parents[1] / "members" / name / "member.json"
+        if member_file.exists():
+            m = json.loads(member_file.read_text())
+            params += m["training"]["parameters"]
+            seconds += m["training"]["seconds"]
+    return {"parameters": int(params), "train_minutes": seconds / 60}
+
+
+def row(entry: Entry) -> dict:
+    """The leaderboard columns of one entry."""
+    m = entry.metrics
+    mel = _class(m["classes"], "mel")
+    per, ci = m["per_category"], m.get("ci95") or {}
+    interval = ci.get("balanced_accuracy") or [None, None]
+    timing = m.get("inference") or {}
+    facts = _target_facts(entry)
+    get = lambda metric: per[metric].get(mel) if mel else None  # noqa: E731
+    return {
+        "entry": entry.name,
+        "kind": entry.kind,
+        "step": entry.step,
+        "tta": m["tta"],
+        "prior_correction": m["prior_correction"],
+        "balanced_accuracy": m["aggregate"]["balanced_accuracy"],
+        "ba_low": interval[0],
+        "ba_high": interval[1],
+        "macro_auc": m["macro_average"]["auc"],
+        "mel_auc": get("auc"),
+        "mel_auc_sens_80": get("auc_sens_80"),
+        "mel_sensitivity": get("sensitivity"),
+        "mel_specificity": get("specificity"),
+        "parameters": facts["parameters"],
+        "train_minutes": facts["train_minutes"],
+        "images_per_second": timing.get("model_images_per_second")
+        or timing.get("images_per_second"),
+        "n_images": m["n_images"],
+        "folder": entry.folder.name,
+    }
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = (
+        "| # | entry | step | balanced acc. [95 % CI] | macro AUC | mel AUC | mel AUC > 80 % sens | "
+        "mel sens | mel spec | params | train min | img/s |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for i, r in enumerate(frame.itertuples(), 1):
+        ci = (
+            f"[{_fmt(r.ba_low)}–{_fmt(r.ba_high)}]"
+            if r.ba_low is not None and not pd.isna(r.ba_low)
+            else ""
+        )
+        lines.append(
+            f"| {i} | {r.entry} | {r.step} | {_fmt(r.balanced_accuracy)} {ci} | {_fmt(r.macro_auc)} | "
+            f"{_fmt(r.mel_auc)} | {_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
+            f"{r.parameters / 1e6:.2f} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def _references() -> list[dict]:
+    return tomllib.loads(REFERENCES.read_text())["reference"]
+
+
+def _plots(entries: list[Entry], ranked: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """ROC (melanoma) and melanocytic sens–spec curves of the top entries; the bar chart."""
+    from sklearn.metrics import roc_curve
+
+    from zoo.plots import plot_bars_with_ci, plot_roc_curves, plot_sens_spec
+    from zoo.taxonomy import score_task
+
+    by_folder = {e.folder.name: e for e in entries}
+    top = [by_folder[f] for f in ranked["folder"].head(TOP)]
+    rocs, sens_spec, points = {}, {}, {}
+    for entry in top:
+        truth, probs = entry.truth_and_predictions()
+        mel = _class(list(truth.columns), "mel")
+        if mel and truth[mel].nunique() == 2:
+            fpr, tpr, _ = roc_curve(truth[mel], probs[mel])
+            rocs[entry.label] = (fpr, tpr, entry.metrics["per_category"]["auc"][mel])
+        try:
+            task = score_task(truth, probs, "melanocytic")
+        except ZooError:
+            continue
+        if task["auc"] is not None:
+            curve = task["curve"]
+            sens_spec[entry.label] = (curve["sensitivity"], curve["specificity"], task["auc"])
+            points[entry.label] = (task["sensitivity"], task["specificity"])
+    files = {
+        "bars": plot_bars_with_ci(
+            list(ranked["entry"] + " · " + ranked["step"]),
+            list(ranked["balanced_accuracy"]),
+            [
+                None if pd.isna(lo) else (lo, hi)
+                for lo, hi in zip(ranked["ba_low"], ranked["ba_high"], strict=True)
+            ],
+            out / "balanced_accuracy.png",
+            xlabel="balanced multiclass accuracy (95 % CI)",
+        ),
+    }
+    if rocs:
+        files["roc"] = plot_roc_curves(
+            rocs, out / "roc_melanoma.png", title="Melanoma vs rest: top entries"
+        )
+    if sens_spec:
+        files["sens_spec"] = plot_sens_spec(
+            sens_spec,
+            out / "melanocytic_sens_spec.png",
+            title="Melanocytic: melanoma vs nevus",
+            operating_points=points,
+        )
+    return files
+
+
+def _html(
+    title: str, intro: str, ranked: pd.DataFrame, steps: pd.DataFrame, plots: dict[str, Path]
+) -> str:
+    def table(frame: pd.DataFrame) -> str:
+        cells = [
+            "<table><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+            + "</tr></thead><tbody>"
+        ]
+        for values in frame.itertuples(index=False):
+            cells.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>"
+            )
+        return "".join(cells) + "</tbody></table>"
+
+    images = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+        f"<figcaption>{name}</figcaption></figure>"
+        for name, path in plots.items()
+    )
+    refs = "".join(
+        f"<li><b>{html.escape(r['source'])}</b>: {html.escape(r['model'])}; {html.escape(r['data'])}; "
+        f"{html.escape(r['metric'])}{' = ' + str(r['value']) if 'value' in r else ''}</li>"
+        for r in _references()
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}img{max-width:560px}"
+        "figure{display:inline-block;margin:0 1em 1em 0}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
+        f"<h2>Ranking</h2>{table(ranked)}<h2>Members step by step</h2>{table(steps)}"
+        f"<h2>Plots</h2>{images}<h2>Published numbers (measured on other data)</h2><ul>{refs}</ul>"
+        "<p>Research software, not for diagnosis.</p></body></html>"
+    )
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rounded, human-readable columns for HTML and the console."""
+    shown = pd.DataFrame(
+        {
+            "entry": frame["entry"],
+            "step": frame["step"],
+            "balanced acc.": frame["balanced_accuracy"].map(_fmt),
+            "95 % CI": [
+                f"{_fmt(lo)}–{_fmt(hi)}" if not pd.isna(lo) else "–"
+                for lo, hi in zip(frame["ba_low"], frame["ba_high"], strict=True)
+            ],
+            "macro AUC": frame["macro_auc"].map(_fmt),
+            "mel AUC": frame["mel_auc"].map(_fmt),
+            "mel AUC>80%sens": frame["mel_auc_sens_80"].map(_fmt),
+            "mel sens": frame["mel_sensitivity"].map(_fmt),
+            "mel spec": frame["mel_specificity"].map(_fmt),
+            "params (M)": (frame["parameters"] / 1e6).map(lambda v: f"{v:.2f}"),
+            "train min": frame["train_minutes"].map(lambda v: _fmt(v, 1)),
+            "img/s": frame["images_per_second"].map(lambda v: _fmt(v, 0)),
+        }
+    )
+    return shown
+
+
+def publish_leaderboard(
+    workspace: Path, *, out: Path | None = None, data_name: str | None = None
+) -> Path:
+    """Write the leaderboard files into ``out`` (default ``<workspace>/leaderboard``)."""
+    entries = select(collect(workspace), data_name)
+    out = Path(out or Path(workspace) / "leaderboard")
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame([row(e) for e in entries])
+    ranked = frame.sort_values("balanced_accuracy", ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+    order = {"raw": 0, "+ prior correction": 1}
+    members = frame[frame["kind"] == "member"].copy()
+    members["order"] = members["step"].map(lambda s: order.get(s, 2))
+    best = members.groupby("entry")["balanced_accuracy"].transform("max")
+    steps = members.assign(best=best).sort_values(
+        ["best", "entry", "order"], ascending=[False, True, True]
+    )
+    ensembles = ranked[ranked["kind"] == "ensemble"]
+    data = entries[0].metrics["data"]
+    split = entries[0].metrics["split"]
+    title = (
+        f"zoo leaderboard — {data['name']} {split} split ({entries[0].metrics['n_images']} images)"
+    )
+    intro = (
+        f"{len(entries)} evaluations of {frame['entry'].nunique()} targets on data {data['spec']} "
+        f"(fingerprint {data['fingerprint']}), {split} split. Balanced accuracy is the mean per-class "
+        "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions."
+    )
+    plots = _plots(entries, ranked, out)
+    atomic_write_csv(out / "leaderboard.csv", ranked, index=False, float_format="%.6g")
+    references = "\n".join(
+        f"- **{r['source']}** — {r['model']}; {r['data']}; {r['metric']}"
+        + (f": **{r['value']}**" if "value" in r else "")
+        for r in _references()
+    )
+    markdown = (
+        "\n\n".join(
+            [
+                f"# {title}",
+                intro,
+                "## Ranking (all entries, by balanced accuracy)",
+                _markdown_table(ranked),
+                "## Members step by step: raw → + prior correction → + TTA",
+                _markdown_table(steps),
+                "## Ensembles",
+                _markdown_table(ensembles) if len(ensembles) else "No ensemble evaluated yet.",
+                "## Plots",
+                "\n".join(f"![{name}]({path.name})" for name, path in plots.items()),
+                "## Published numbers (measured on other data — not comparable one-to-one)",
+                references,
+                "Research software, not for diagnosis.",
+            ]
+        )
+        + "\n"
+    )
+    atomic_write_text(out / "leaderboard.md", markdown)
+    atomic_write_text(
+        out / "index.html", _html(title, intro, _display(ranked), _display(steps), plots)
+    )
+    return out
+
+
+def leaderboard_command(args, workspace: Path) -> int:
+    from rich.table import Table
+
+    out = publish_leaderboard(
+        workspace, out=Path(args.out) if args.out else None, data_name=args.data
+    )
+    ranked = pd.read_csv(out / "leaderboard.csv")
+    shown = _display(ranked).head(15)
+    table = Table(title=f"leaderboard ({len(ranked)} entries)")
+    for column in shown.columns:
+        table.add_column(column, justify="left" if column in ("entry", "step") else "right")
+    for values in shown.itertuples(index=False):
+        table.add_row(*map(str, values))
+    if not console.is_quiet():
+        console.console.print(table)
+    console.console.print(f"Published the leaderboard to {out}")
+    return 0
