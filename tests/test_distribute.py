@@ -38,8 +38,20 @@ def _free_ports(n: int) -> list[int]:
 
 def test_mirrored_over_two_logical_cpus(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, *TRAIN, "--strategy", "mirrored", "--batch-size", "32", "--workspace", str(tmp_path)],
-        env=_env(ZOO_LOGICAL_CPUS="2"), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            *TRAIN,
+            "--strategy",
+            "mirrored",
+            "--batch-size",
+            "32",
+            "--workspace",
+            str(tmp_path),
+        ],
+        env=_env(ZOO_LOGICAL_CPUS="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     info = json.loads((tmp_path / "members" / "small_cnn.demo.s0" / "member.json").read_text())
@@ -55,10 +67,22 @@ def test_multi_worker_over_loopback(tmp_path: Path):
     try:
         for index in range(2):
             config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-            procs.append(subprocess.Popen(
-                [sys.executable, *TRAIN, "--strategy", "multi-worker", "--workspace", str(tmp_path / f"w{index}")],
-                env=_env(TF_CONFIG=config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        *TRAIN,
+                        "--strategy",
+                        "multi-worker",
+                        "--workspace",
+                        str(tmp_path / f"w{index}"),
+                    ],
+                    env=_env(TF_CONFIG=config),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         outputs = [p.communicate(timeout=300) for p in procs]
     finally:
         for p in procs:

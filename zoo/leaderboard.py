@@ -146,6 +146,22 @@ def row(entry: Entry) -> dict:
     }
 
 
+def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
+    """An ensemble runs every member: its images/s is 1 / Σ 1/(member images/s) at its TTA."""
+    speed = {
+        (r.entry, r.tta): r.images_per_second for r in frame.itertuples() if r.kind == "member"
+    }
+    for i, entry in enumerate(entries):
+        if entry.kind != "ensemble":
+            continue
+        info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
+        names = [m["name"] if isinstance(m, dict) else m for m in info["members"]]
+        rates = [speed.get((n, entry.metrics["tta"])) for n in names]
+        if rates and all(r for r in rates):
+            frame.loc[i, "images_per_second"] = 1 / sum(1 / r for r in rates)
+    return frame
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -297,7 +313,7 @@ def publish_leaderboard(
     entries = select(collect(workspace), data_name)
     out = Path(out or Path(workspace) / "leaderboard")
     out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame([row(e) for e in entries])
+    frame = _ensemble_speeds(pd.DataFrame([row(e) for e in entries]), entries)
     ranked = frame.sort_values("balanced_accuracy", ascending=False, kind="stable").reset_index(
         drop=True
     )
@@ -360,7 +376,9 @@ def leaderboard_command(args, workspace: Path) -> int:
         workspace, out=Path(args.out) if args.out else None, data_name=args.data
     )
     ranked = pd.read_csv(out / "leaderboard.csv")
-    shown = _display(ranked).head(15)
+    shown = _display(ranked).head(15)[
+        ["entry", "step", "balanced acc.", "95 % CI", "macro AUC", "mel AUC"]
+    ]
     table = Table(title=f"leaderboard ({len(ranked)} entries)")
     for column in shown.columns:
         table.add_column(column, justify="left" if column in ("entry", "step") else "right")

@@ -18,6 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def resolve_workspace(out: str | os.PathLike | None = None) -> Path:
     """The workspace folder (created if missing)."""
@@ -30,6 +33,7 @@ def _temporary_beside(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     return Path(name)
 
 
