@@ -156,6 +156,12 @@ def predict_tta(model, images, scheme: TTAScheme | str, *, batch_size: int = 64)
     n = int(images.shape[0])
     if n == 0:
         raise ZooError("predict_tta got no images (an empty batch); pass at least one image.")
+    if scheme.kind == "dihedral" and images.shape[1] != images.shape[2]:
+        # checked here too: the compiled views may have been traced with relaxed shapes
+        raise ZooError(
+            f"TTA dihedral needs square images; got {images.shape[1]}x{images.shape[2]}. "
+            "Use steppan or rotations:N, or resize to a square."
+        )
     views = _compiled_views(scheme)
     out = []
     for start in range(0, n, batch_size):
