@@ -8,6 +8,7 @@ heavy is autouse.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -143,3 +144,29 @@ def ham10000_dir() -> Path:
             "HAM10000_metadata.csv and the images)"
         )
     return folder
+
+
+DEMO_MEMBER = "small_cnn.demo.s0"
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory) -> Path:
+    """A workspace with one tiny demo member (32 px, 1 epoch), trained once per session."""
+    root = tmp_path_factory.getbasetemp() / "zoo-demo-member"
+    if not (root / "members" / DEMO_MEMBER / "member.json").is_file():
+        from zoo import console
+        from zoo.training.trainer import TrainOptions, train
+
+        shutil.rmtree(root, ignore_errors=True)
+        console.set_quiet(True)
+        train(TrainOptions(recipe="small_cnn", workspace=root, image_size=32, epochs=1))
+        console.set_quiet(False)
+    return root
+
+
+@pytest.fixture
+def workspace(trained_workspace, tmp_path) -> Path:
+    """A private copy of ``trained_workspace`` (mtimes kept) that a test may change."""
+    copy = tmp_path / "ws"
+    shutil.copytree(trained_workspace, copy, ignore=shutil.ignore_patterns("evaluations"))
+    return copy

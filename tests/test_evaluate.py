@@ -27,30 +27,6 @@ FILES = ("truth.csv", "predictions.csv", "metrics.json", "roc.csv", "roc.png")
 FILES += ("sens_spec.csv", "sens_spec.png", "confusion.png")
 
 
-@pytest.fixture(scope="session")
-def trained_workspace(tmp_path_factory) -> Path:
-    """A workspace with one tiny demo member (32 px, 1 epoch), trained once per session and
-    shared with the other test files through the session's base temporary folder."""
-    root = tmp_path_factory.getbasetemp() / "zoo-demo-member"
-    if not (root / "members" / NAME / "member.json").is_file():
-        from zoo import console
-        from zoo.training.trainer import TrainOptions, train
-
-        shutil.rmtree(root, ignore_errors=True)
-        console.set_quiet(True)
-        train(TrainOptions(recipe="small_cnn", workspace=root, image_size=32, epochs=1))
-        console.set_quiet(False)
-    return root
-
-
-@pytest.fixture
-def workspace(trained_workspace, tmp_path) -> Path:
-    """A private copy (mtimes kept) that a test may change."""
-    copy = tmp_path / "ws"
-    shutil.copytree(trained_workspace, copy, ignore=shutil.ignore_patterns("evaluations"))
-    return copy
-
-
 @pytest.fixture
 def demo(workspace) -> Dataset:
     return load_dataset("demo", workspace=workspace)

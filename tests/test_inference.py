@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,30 +26,6 @@ from zoo.targets import Target, resolve_target
 from zoo.tta import parse_tta
 
 NAME = "small_cnn.demo.s0"
-
-
-@pytest.fixture(scope="session")
-def trained_workspace(tmp_path_factory) -> Path:
-    """A workspace with one tiny demo member (32 px, 1 epoch), trained once per session and
-    shared with the other test files through the session's base temporary folder."""
-    root = tmp_path_factory.getbasetemp() / "zoo-demo-member"
-    if not (root / "members" / NAME / "member.json").is_file():
-        from zoo import console
-        from zoo.training.trainer import TrainOptions, train
-
-        shutil.rmtree(root, ignore_errors=True)
-        console.set_quiet(True)
-        train(TrainOptions(recipe="small_cnn", workspace=root, image_size=32, epochs=1))
-        console.set_quiet(False)
-    return root
-
-
-@pytest.fixture
-def workspace(trained_workspace, tmp_path) -> Path:
-    """A private copy (mtimes kept) that a test may change."""
-    copy = tmp_path / "ws"
-    shutil.copytree(trained_workspace, copy, ignore=shutil.ignore_patterns("evaluations"))
-    return copy
 
 
 @pytest.fixture

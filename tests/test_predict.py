@@ -20,22 +20,6 @@ NAME = "small_cnn.demo.s0"
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
-@pytest.fixture(scope="session")
-def trained_workspace(tmp_path_factory) -> Path:
-    """A workspace with one tiny demo member (32 px, 1 epoch), trained once per session and
-    shared with the other test files through the session's base temporary folder."""
-    root = tmp_path_factory.getbasetemp() / "zoo-demo-member"
-    if not (root / "members" / NAME / "member.json").is_file():
-        from zoo import console
-        from zoo.training.trainer import TrainOptions, train
-
-        shutil.rmtree(root, ignore_errors=True)
-        console.set_quiet(True)
-        train(TrainOptions(recipe="small_cnn", workspace=root, image_size=32, epochs=1))
-        console.set_quiet(False)
-    return root
-
-
 @pytest.fixture(scope="module")
 def test_images(trained_workspace, tmp_path_factory) -> Path:
     """The member's test images as ``<id>.jpg`` in one folder."""
