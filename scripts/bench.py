@@ -22,7 +22,6 @@ Prints one JSON object (with --json, only that):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -237,6 +236,38 @@ def feature_cache(quiet: bool) -> dict:
     }
 
 
+def training_throughput(quiet: bool) -> dict:
+    """Training images/s of inception_v3 at 299 px and small_cnn at 64 px, float32 vs mixed
+    bfloat16 (each in a fresh process: the dtype policy is global)."""
+    import subprocess
+
+    code = (
+        "import sys, time, numpy as np, keras; from zoo.models import build_model; from zoo.recipes import get_recipe;"
+        "name, size, batch, steps, policy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5];"
+        "keras.config.set_dtype_policy(policy);"
+        "m, _ = build_model(get_recipe(name), num_classes=7, image_size=size, weights='none');"
+        "m.compile(optimizer='rmsprop', loss='categorical_crossentropy');"
+        "x = np.random.rand(batch * steps, size, size, 3).astype('float32') * 255; y = np.eye(7)[np.random.randint(0, 7, batch * steps)];"
+        "m.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0);"
+        "t = time.perf_counter(); m.fit(x, y, batch_size=batch, epochs=1, verbose=0); print(batch * steps / (time.perf_counter() - t))"
+    )
+    results = {}
+    for name, size, batch, steps in (("inception_v3", 299, 16, 6), ("small_cnn", 64, 64, 30)):
+        for policy in ("float32", "mixed_bfloat16"):
+            out = subprocess.run(
+                [sys.executable, "-c", code, name, str(size), str(batch), str(steps), policy],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=True,
+            )
+            rate = float(out.stdout.strip().splitlines()[-1])
+            key = f"train_img_s_{name}_{size}px_{'bf16' if policy != 'float32' else 'fp32'}"
+            results[key] = rate
+            log(f"  training {name} {size} px {policy}: {rate:.1f} img/s", quiet)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,6 +300,9 @@ def main(argv=None) -> int:
         if "pipeline" not in skip and (data / "HAM10000_metadata.csv").exists():
             log("training throughput: files vs memory…", quiet)
             results.update(pipeline_throughput(data, workspace, quiet, args.steps))
+        if "training" not in skip:
+            log("training throughput, float32 vs mixed bfloat16…", quiet)
+            results.update(training_throughput(quiet))
         if "features" not in skip:
             log("feature cache…", quiet)
             results.update(feature_cache(quiet))
@@ -278,11 +312,12 @@ def main(argv=None) -> int:
             log("prediction and TTA throughput…", quiet)
             results.update(predict_figures(data, workspace, quiet))
         if "ensemble" not in skip:
-            with contextlib.suppress(ImportError):
-                from bench_ensemble import ensemble_build_seconds  # noqa: PLC0415
+            from bench_ensemble import bench as bench_ensemble  # scripts/ sibling
 
-                log("ensemble build from cache…", quiet)
-                results["ensemble_build_s"] = ensemble_build_seconds()
+            log("ensemble build from cache (10 members × 10,000 images)…", quiet)
+            results["ensemble_build_s"] = bench_ensemble(members=10, images=10_000, repeat=3)[
+                "ensemble_build_s"
+            ]
     print(
         json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()},

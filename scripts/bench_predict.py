@@ -33,13 +33,18 @@ def make_member(folder: Path, recipe_name: str, size: int) -> Path:
     path.mkdir(parents=True)
     model.save(path / "model.keras")
     classes = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-    atomic_write_json(path / "member.json", {
-        "name": path.name, "recipe": recipe_name, "classes": classes,
-        "input": {"size": size, "crop_borders": False, "interpolation": "bilinear"},
-        "priors": {"effective": list(np.full(7, 1 / 7))},
-        "data": {"fingerprint": "none", "source": "none", "name": "none"},
-        "split": {"ids": {"train": [], "val": [], "test": []}},
-    })
+    atomic_write_json(
+        path / "member.json",
+        {
+            "name": path.name,
+            "recipe": recipe_name,
+            "classes": classes,
+            "input": {"size": size, "crop_borders": False, "interpolation": "bilinear"},
+            "priors": {"effective": list(np.full(7, 1 / 7))},
+            "data": {"fingerprint": "none", "source": "none", "name": "none"},
+            "split": {"ids": {"train": [], "val": [], "test": []}},
+        },
+    )
     return path
 
 
@@ -70,8 +75,11 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
         results[f"predict{key}_img_s_preloaded"] = len(paths) / preloaded
         results[f"predict{key}_ratio"] = preloaded / via_zoo
         if not quiet:
-            print(f"  {recipe} {size} px: zoo predict {len(paths) / via_zoo:.1f} img/s, "
-                  f"model.predict on a tensor {len(paths) / preloaded:.1f} img/s", file=sys.stderr)
+            print(
+                f"  {recipe} {size} px: zoo predict {len(paths) / via_zoo:.1f} img/s, "
+                f"model.predict on a tensor {len(paths) / preloaded:.1f} img/s",
+                file=sys.stderr,
+            )
         if recipe == "inception_v3":
             few = paths[:64]
             plain = timed(lambda: target.predict_files(few, tta="none"))  # noqa: B023
@@ -79,13 +87,18 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
                 target.predict_files(few[:8], tta=scheme)  # warm-up: trace the views
                 results[name] = timed(lambda s=scheme: target.predict_files(few, tta=s)) / plain  # noqa: B023
                 if not quiet:
-                    print(f"  TTA {scheme}: {results[name]:.2f}x a plain prediction", file=sys.stderr)
+                    print(
+                        f"  TTA {scheme}: {results[name]:.2f}x a plain prediction", file=sys.stderr
+                    )
     return results
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", default=os.environ.get("ZOO_HAM10000", str(REPO.parent / "shared" / "data" / "ham10000")))
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("ZOO_HAM10000", str(REPO.parent / "shared" / "data" / "ham10000")),
+    )
     parser.add_argument("--images", type=int, default=256)
     args = parser.parse_args(argv)
     from zoo import console
