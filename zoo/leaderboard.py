@@ -98,7 +98,11 @@ def _target_facts(entry: Entry) -> dict:
     path = Path(entry.metrics["target"]["path"])
     if entry.kind == "member":
         info = json.loads((path / "member.json").read_text())
+        plain = entry.metrics["tta"] == "none"
         return {
+            "images_per_second": info["training"].get("inference_images_per_second")
+            if plain
+            else None,
             "parameters": info["training"]["parameters"],
             "train_minutes": info["training"]["seconds"] / 60,
         }
@@ -111,7 +115,7 @@ def _target_facts(entry: Entry) -> dict:
             m = json.loads(member_file.read_text())
             params += m["training"]["parameters"]
             seconds += m["training"]["seconds"]
-    return {"parameters": int(params), "train_minutes": seconds / 60}
+    return {"parameters": int(params), "train_minutes": seconds / 60, "images_per_second": None}
 
 
 def row(entry: Entry) -> dict:
@@ -139,8 +143,7 @@ def row(entry: Entry) -> dict:
         "mel_specificity": get("specificity"),
         "parameters": facts["parameters"],
         "train_minutes": facts["train_minutes"],
-        "images_per_second": timing.get("model_images_per_second")
-        or timing.get("images_per_second"),
+        "images_per_second": timing.get("model_images_per_second") or facts["images_per_second"],
         "n_images": m["n_images"],
         "folder": entry.folder.name,
     }
@@ -331,7 +334,7 @@ def publish_leaderboard(
         f"zoo leaderboard — {data['name']} {split} split ({entries[0].metrics['n_images']} images)"
     )
     intro = (
-        f"{len(entries)} evaluations of {frame['entry'].nunique()} targets on data {data['spec']} "
+        f"{len(entries)} evaluations of {frame['entry'].nunique()} targets on data set {data['name']} "
         f"(fingerprint {data['fingerprint']}), {split} split. Balanced accuracy is the mean per-class "
         "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions."
     )
