@@ -15,7 +15,8 @@ Prints one JSON object (with --json, only that):
       the frozen backbone every epoch (same head, same loss);
   inception_v3_gflops / matmul_gflops — forward arithmetic rate of Inception v3 at 299 px vs. a
       large float32 matrix product (the practical ceiling), with the XLA and batch settings tried;
-  ensemble_build_s — building a 10-member × 10,000-image ensemble from cached predictions;
+  ensemble_build_s — building a 10-member × 10,000-image ensemble from cached predictions
+      (members' file digests cached; ensemble_build_cold_s hashes all ten 96 MB model files);
   cores — os.cpu_count().
 """
 
@@ -100,6 +101,54 @@ def inception_gflops(quiet: bool) -> dict:
             )
             best = max(best, rate)
     results["inception_v3_gflops"] = best
+    return results
+
+
+NEEDS_DATA = (
+    "train_img_s_files",
+    "train_img_s_memory",
+    "pipeline_ratio",
+    "predict_img_s",
+    "predict_ratio",
+    "tta8_ratio",
+    "tta_steppan_ratio",
+)
+THREAD_SETTINGS = ((0, 0), (1, 1), (0, 1), (0, 2))  # (intra-op, inter-op); 0 = TensorFlow's choice
+
+
+def probe_threads(intra: int, inter: int, batch: int = 32) -> float:
+    """Inception v3 forward images/s at 299 px (XLA) under one thread setting (fresh process)."""
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from zoo.models import build_model
+    from zoo.recipes import get_recipe
+
+    model, _ = build_model(get_recipe("inception_v3"), num_classes=7, weights="none")
+    x = tf.constant(np.random.rand(batch, 299, 299, 3).astype("float32") * 255)
+    fn = tf.function(lambda t: model(t, training=False), jit_compile=True)
+    return batch / best_time(lambda: fn(x).numpy(), repeats=2)
+
+
+def thread_settings(quiet: bool) -> dict:
+    """Inception v3 forward throughput under each of THREAD_SETTINGS, one process each (the
+    thread pools are fixed once TensorFlow starts)."""
+    import subprocess
+
+    results = {}
+    for intra, inter in THREAD_SETTINGS:
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe-threads", f"{intra},{inter}"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
+        rate = float(out.stdout.strip().splitlines()[-1])
+        results[f"inception_v3_img_s_threads_{intra}_{inter}"] = rate
+        log(f"  inception_v3 forward, intra-op {intra}, inter-op {inter}: {rate:.1f} img/s", quiet)
     return results
 
 
@@ -278,12 +327,18 @@ def main(argv=None) -> int:
         default=os.environ.get("ZOO_HAM10000", str(REPO.parent / "shared" / "data" / "ham10000")),
     )
     parser.add_argument("--steps", type=int, default=30, help="training steps per timed epoch")
+    parser.add_argument("--probe-threads", metavar="INTRA,INTER", help=argparse.SUPPRESS)
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: pipeline,predict,features,flops,ensemble",
+        help="comma-separated parts to skip: "
+        "flops,threads,pipeline,training,features,predict,ensemble",
     )
     args = parser.parse_args(argv)
+    if args.probe_threads:  # a child process of thread_settings()
+        intra, inter = map(int, args.probe_threads.split(","))
+        print(probe_threads(intra, inter))
+        return 0
     quiet = args.json
     skip = set(filter(None, args.skip.split(",")))
     from zoo import console
@@ -297,7 +352,14 @@ def main(argv=None) -> int:
             log("matrix product and Inception v3 arithmetic rate…", quiet)
             results["matmul_gflops"] = matmul_gflops()
             results.update(inception_gflops(quiet))
-        if "pipeline" not in skip and (data / "HAM10000_metadata.csv").exists():
+        if "threads" not in skip:
+            log("thread settings…", quiet)
+            results.update(thread_settings(quiet))
+        has_data = (data / "HAM10000_metadata.csv").exists()
+        if not has_data and not {"pipeline", "predict"} <= skip:
+            results.update(dict.fromkeys(NEEDS_DATA))
+            results["note"] = f"no HAM10000 at {data}: the figures set to null need it (--data DIR)"
+        if "pipeline" not in skip and has_data:
             log("training throughput: files vs memory…", quiet)
             results.update(pipeline_throughput(data, workspace, quiet, args.steps))
         if "training" not in skip:
@@ -306,7 +368,7 @@ def main(argv=None) -> int:
         if "features" not in skip:
             log("feature cache…", quiet)
             results.update(feature_cache(quiet))
-        if "predict" not in skip and (data / "HAM10000_metadata.csv").exists():
+        if "predict" not in skip and has_data:
             from bench_predict import predict_figures  # noqa: PLC0415  (scripts/ sibling)
 
             log("prediction and TTA throughput…", quiet)
@@ -315,9 +377,9 @@ def main(argv=None) -> int:
             from bench_ensemble import bench as bench_ensemble  # scripts/ sibling
 
             log("ensemble build from cache (10 members × 10,000 images)…", quiet)
-            results["ensemble_build_s"] = bench_ensemble(members=10, images=10_000, repeat=3)[
-                "ensemble_build_s"
-            ]
+            built = bench_ensemble(members=10, images=10_000, repeat=3)
+            results["ensemble_build_s"] = built["ensemble_build_s"]
+            results["ensemble_build_cold_s"] = built["ensemble_build_cold_s"]
     print(
         json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()},

@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 # half of 2 CPU cores; members differ in seed, sampling and input size, for ensemble diversity.
 # Training runs in mixed bfloat16 (about 3x faster than float32 on a CPU with AVX512-BF16).
 MEMBERS = [
-    ("small_cnn", 0, 64, 16),
-    ("small_cnn_balanced", 1, 64, 16),
-    ("small_cnn", 2, 80, 12),
+    ("small_cnn", 0, 64, 30),
+    ("small_cnn", 1, 64, 30),
+    ("small_cnn_balanced", 2, 64, 24),
+    ("small_cnn", 3, 96, 20),
 ]
 TTA = "steppan"
 ENSEMBLES = ["steppan2020", "greedy", "weighted"]

@@ -139,6 +139,11 @@ def test_imagenet_without_network_exits_2_with_one_line(zoo_workspace, monkeypat
         return real(**kwargs)
 
     monkeypatch.setitem(build.APPLICATIONS, "InceptionV3", offline)
+
+    def decode_many(*args, **kwargs):
+        raise AssertionError("images decoded before the weights were checked")
+
+    monkeypatch.setattr("zoo.data.images.decode_many", decode_many)  # fail fast: weights first
     argv = ["train", "inception_v3", "--weights", "imagenet", "--image-size", "75", "--epochs", "1"]
     code, _, err = run([*argv, "--workspace", zoo_workspace], capsys)
     assert code == 2
@@ -224,4 +229,129 @@ def test_missing_column_and_too_few_lesions_exit_2(tmp_path, zoo_workspace, writ
     meta.loc[meta["dx"] == "df", "lesion_id"] = "HAM_df_only"  # one lesion of df
     meta.to_csv(folder / "HAM10000_metadata.csv", index=False)
     code, _, err = run([*argv, "--workspace", zoo_workspace], capsys)
-    assert code == 2 and "df (1) have fewer than 3 lesions" in err and err.count("\n") == 1
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: 1 problem(s) in data set ham10000:")
+    assert "class df has 1 lesion(s) (10 image(s)), fewer than the 3" in err
+    assert err.count("\n") == 2  # the headline and one line per problem
+
+
+def test_bad_inputs_exit_2_with_one_line_naming_them(tmp_path, zoo_workspace, capsys):
+    """A file where a folder is expected, a folder where a CSV is expected, non-UTF-8 and
+    empty CSVs: one line naming the option, the path, and what to pass instead."""
+    (tmp_path / "list.csv").write_text("image,label\na.jpg,x\n")
+    (tmp_path / "latin1.csv").write_bytes("image,label\ncafé.jpg,nævus\n".encode("latin-1"))
+    (tmp_path / "empty.csv").write_bytes(b"")
+    cases = {
+        f"folder:{tmp_path / 'list.csv'}": "is a file, but folder: needs a folder",
+        f"ham10000:{tmp_path / 'list.csv'}": "is a file, but ham10000: needs a folder",
+        f"csv:{tmp_path}": "is a folder, but csv: needs a CSV file",
+        f"isic:{tmp_path}": "is a folder, but isic: needs a CSV file",
+        f"csv:{tmp_path / 'latin1.csv'}": "is not UTF-8 text (it holds byte 0xe9); save it as UTF-8",
+        str(tmp_path / "latin1.csv"): "is not UTF-8 text",
+        f"isic:{tmp_path / 'empty.csv'}": "the file is empty",
+    }
+    for spec, expected in cases.items():
+        argv = ["train", "small_cnn", "--data", spec, "--workspace", zoo_workspace]
+        code, _, err = run(argv, capsys)
+        assert code == 2, (spec, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (spec, err)
+        assert expected in err and "Traceback" not in err, (spec, err)
+        assert spec.partition(":")[2] in err or spec in err  # names the value received
+
+
+@pytest.mark.parametrize("option", ["--seed", "--split-seed"])
+def test_negative_seeds_are_rejected_by_the_parser(tmp_path, option, capsys):
+    for value in ("-1", "x"):
+        with pytest.raises(SystemExit) as info:
+            main(["train", "small_cnn", option, value, "--workspace", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in err
+        assert f"argument {option}: expected a non-negative integer" in err and repr(value) in err
+
+
+def test_crop_borders_option_reaches_the_trainer(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr("zoo.training.trainer.train", seen.append)
+    for flags in ([], ["--crop-borders"], ["--no-crop-borders"]):
+        assert main(["train", "small_cnn", *flags, "--workspace", str(tmp_path)]) == 0
+    assert [o.crop_borders for o in seen] == [None, True, False]
+
+
+def test_corrupt_state_on_resume_exits_2_naming_the_file(zoo_workspace, capsys):
+    run_dir = zoo_workspace / "runs" / "small_cnn.demo.s0"
+    run_dir.mkdir(parents=True)
+    argv = ["train", "small_cnn", "--resume", "--workspace", zoo_workspace]
+    for content, expected in (
+        (b'{"epochs_done": 1, "hist', "cannot read"),
+        (b"\xff\xfe not json", "cannot read"),
+        (b"[1, 2]", "holds a JSON list, not an object"),
+        (b'{"epochs_done": 1}', "is damaged: no recipe, split, weights"),
+    ):
+        (run_dir / "state.json").write_bytes(content)
+        code, _, err = run(argv, capsys)
+        assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+        assert f"--resume: {run_dir / 'state.json'}" in err or str(run_dir / "state.json") in err
+        assert expected in err and f"delete {run_dir}" in err, err
+
+
+def _fake_member(folder: Path, name: str) -> None:
+    import json
+
+    folder.mkdir(parents=True)
+    metrics = {"balanced_accuracy": 0.5, "macro_auc": 0.75, "accuracy": 0.5, "n_images": 10}
+    info = {
+        "name": name,
+        "recipe": "small_cnn",
+        "data": {"name": "demo"},
+        "input": {"size": 32},
+        "training": {"epochs_run": 1, "seconds": 60},
+        "metrics": {"val": metrics, "test": metrics},
+    }
+    (folder / "member.json").write_text(json.dumps(info))
+
+
+def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
+    members = tmp_path / "members"
+    _fake_member(members / "a.good", "a.good")
+    _fake_member(members / "z.good", "z.good")
+    (members / "b.not-json").mkdir()
+    (members / "b.not-json" / "member.json").write_text("{ half")
+    (members / "c.latin1").mkdir()
+    (members / "c.latin1" / "member.json").write_bytes('{"name": "é"}'.encode("latin-1"))
+    (members / "d.no-metrics").mkdir()
+    (members / "d.no-metrics" / "member.json").write_text('{"name": "d.no-metrics"}')
+    code, out, err = run(["members", "--workspace", tmp_path], capsys)
+    assert code == 0 and err == "" and "Traceback" not in out
+    assert "5 members" in out
+    rows = {}
+    for line in out.splitlines():
+        cells = line.replace("│", " ").split()
+        if cells and cells[0] in ("a.good", "z.good", "b.not-json", "c.latin1", "d.no-metrics"):
+            rows[cells[0]] = line
+    assert "0.500" in rows["a.good"] and "0.500" in rows["z.good"]
+    for name in ("b.not-json", "c.latin1", "d.no-metrics"):
+        assert "damaged" in rows[name], out
+        assert f"{members / name / 'member.json'}" in out
+    assert "no 'metrics' entry" in out and "retrain" in out
+
+
+@pytest.mark.slow
+def test_train_end_to_end_then_members_lists_it(zoo_workspace, capsys):
+    """``zoo train`` on the demo set prints where the member went; ``zoo members`` lists it;
+    ``--no-crop-borders`` is recorded in member.json with the other overrides."""
+    import json
+
+    argv = ["train", "small_cnn", "--image-size", "32", "--epochs", "1", "--quiet"]
+    code, out, err = run([*argv, "--no-crop-borders", "--out", zoo_workspace], capsys)
+    path = zoo_workspace / "members" / "small_cnn.demo.s0"
+    assert code == 0, err
+    assert f"Saved member small_cnn.demo.s0 to {path}" in " ".join(out.split())
+    assert "epoch" not in out  # --quiet: no progress, no tables
+    info = json.loads((path / "member.json").read_text())
+    assert info["config"]["options"]["crop_borders"] is False
+    assert info["config"]["recipe"]["input"]["crop_borders"] is False
+    assert info["input"]["crop_borders"] is False
+    assert info["config"]["recipe"]["input"]["size"] == 32
+
+    code, out, _ = run(["members", "--out", zoo_workspace], capsys)
+    assert code == 0 and "1 members" in out and "small_cnn.demo.s0" in out

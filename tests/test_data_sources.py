@@ -258,6 +258,24 @@ def test_unknown_kinds_and_paths_are_errors(tmp_path):
         load_dataset(str(tmp_path / "nothing.csv"), workspace=tmp_path)
 
 
+def test_wrong_kind_of_path_and_unreadable_csvs_are_errors(tmp_path, write_ham10000):
+    """folder:FILE used to raise NotADirectoryError; non-UTF-8 and empty CSVs a traceback."""
+    listing = tmp_path / "list.csv"
+    listing.write_text("image,label\na.jpg,x\n")
+    with pytest.raises(ZooError, match=r"list.csv is a file, but folder: needs a folder"):
+        load_dataset(f"folder:{listing}", workspace=tmp_path)
+    with pytest.raises(ZooError, match=r"is a folder, but csv: needs a CSV file"):
+        load_dataset(f"csv:{tmp_path}", workspace=tmp_path)
+    ham = write_ham10000(tmp_path / "ham", classes=THREE)
+    metadata = ham / "HAM10000_metadata.csv"
+    metadata.write_bytes(metadata.read_bytes().replace(b"female", "f\xe9male".encode("latin-1")))
+    with pytest.raises(ZooError, match=r"HAM10000_metadata.csv: it is not UTF-8 text"):
+        load_dataset(f"ham10000:{ham}", workspace=tmp_path)
+    metadata.write_bytes(b"")
+    with pytest.raises(ZooError, match=r"HAM10000_metadata.csv: the file is empty"):
+        load_dataset(str(ham), workspace=tmp_path)
+
+
 def test_fingerprint_tracks_ids_and_labels(tmp_path, write_ham10000):
     folder = write_ham10000(tmp_path / "ham", classes=THREE)
     first = load_dataset(str(folder), workspace=tmp_path)

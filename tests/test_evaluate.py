@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import isic_challenge_scoring as isic  # a test dependency: missing means failing, not skipping
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,7 +47,6 @@ def read_frame(path: Path) -> pd.DataFrame:
 
 
 def official(folder: Path) -> dict:
-    isic = pytest.importorskip("isic_challenge_scoring")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the scorer uses deprecated pandas calls
         result = isic.ClassificationScore.from_file(
@@ -204,6 +204,120 @@ def test_prior_correction_on_and_off(workspace, demo, monkeypatch):
     expected = PriorCorrection().fit(priors).transform(cached)
     np.testing.assert_allclose(read_frame(fixed_out / "predictions.csv"), expected, rtol=1e-12)
     assert not np.allclose(raw, expected, rtol=1e-6)
+
+
+def test_failed_evaluation_keeps_the_previous_one(workspace, demo, monkeypatch):
+    """The folder is swapped in whole: a crash mid-write leaves the old evaluation intact."""
+    forbid_model(monkeypatch)
+    target = resolve_target(NAME, workspace)
+    out = evaluate_target(target, demo, bootstrap=0, workspace=workspace)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == set(FILES)
+
+    import zoo.plots
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(zoo.plots, "plot_confusion", crash)  # the last file written
+    with pytest.raises(RuntimeError, match="disk full"):  # other predictions, same folder
+        evaluate_target(
+            target, demo, bootstrap=0, prior_correction=False, out=out, workspace=workspace
+        )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporaries left
+
+
+def test_out_that_is_no_evaluation_is_refused(workspace, demo, tmp_path, monkeypatch):
+    forbid_model(monkeypatch)
+    target = resolve_target(NAME, workspace)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ZooError, match=r"not an evaluation \(notes.txt\).*new or empty folder"):
+        evaluate_target(target, demo, bootstrap=0, out=folder, workspace=workspace)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    out = evaluate_target(
+        target, demo, bootstrap=0, out=tmp_path / "new" / "eval", workspace=workspace
+    )
+    assert (out / "metrics.json").is_file()
+
+
+def test_target_priors(workspace, demo, tmp_path, monkeypatch, capsys):
+    forbid_model(monkeypatch)
+    target = resolve_target(NAME, workspace)
+    file = tmp_path / "clinic.json"
+    file.write_text(json.dumps({c: (6.0 if c == "nv" else 1.0) for c in CLASSES}))
+    out = evaluate_target(target, demo, bootstrap=0, target_priors=str(file), workspace=workspace)
+    assert out.name == f"{NAME}-demo-test-priors-clinic"
+
+    cached = read_predictions(target.path / "predictions" / "test.csv").sort_index()
+    trained = pd.Series(target.member.effective_priors, index=CLASSES)
+    wanted = pd.Series({c: (0.5 if c == "nv" else 1 / 12) for c in CLASSES})
+    expected = PriorCorrection(target_priors=wanted).fit(trained).transform(cached)
+    np.testing.assert_allclose(read_frame(out / "predictions.csv"), expected, rtol=1e-9)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prior_correction"] is True and metrics["tta"] == "none"
+    assert metrics["tta_scheme"] == {"spec": "none", "n_views": 1, "weights": [1.0]}
+    priors = metrics["priors"]
+    assert priors["correction"] is True and priors["target_priors_source"] == str(file)
+    assert priors["target_priors"] == pytest.approx(wanted.to_dict())
+    assert priors["training_priors"] == pytest.approx(trained.to_dict())
+    assert any("summed to 12; normalised to 1" in n for n in metrics["notes"])
+
+    # uniform: the default correction, the default folder
+    plain = evaluate_target(target, demo, bootstrap=0, target_priors="uniform", workspace=workspace)
+    assert plain.name == f"{NAME}-demo-test"
+    raw = evaluate_target(target, demo, bootstrap=0, prior_correction=False, workspace=workspace)
+    record = json.loads((raw / "metrics.json").read_text())["priors"]
+    assert record == {
+        "correction": False,
+        "training_priors": None,
+        "target_priors": None,
+        "target_priors_source": None,
+    }
+
+    argv = ["evaluate", NAME, "--workspace", workspace, "--bootstrap", 0]
+    code, _, err = run(capsys, *argv, "--target-priors", file, "--no-prior-correction")
+    assert code == 2 and err.count("\n") == 1 and "--no-prior-correction" in err
+    file.write_text(json.dumps({"mel": 1.0, "nevus": 1.0}))
+    code, _, err = run(capsys, *argv, "--target-priors", file)
+    assert code == 2 and err.count("\n") == 1
+    assert f"--target-priors {file}: unknown class 'nevus'" in err
+
+
+def _auc_points(metrics: dict):
+    """(where, point estimate, interval) of every AUC-type number in metrics.json."""
+    ci = metrics["ci95"]
+    for metric in ("auc", "auc_sens_80"):
+        for cls, value in metrics["per_category"][metric].items():
+            yield f"{metric}.{cls}", value, ci[metric][cls]
+        yield f"macro_{metric}", metrics["macro_average"][metric], ci[f"macro_{metric}"]
+    if metrics["task"]:
+        yield "task_auc", metrics["task"]["auc"], ci["task_auc"]
+
+
+@pytest.mark.parametrize("task", [None, "melanocytic"])
+def test_every_auc_has_an_interval(workspace, demo, monkeypatch, task):
+    forbid_model(monkeypatch)
+    target = resolve_target(NAME, workspace)
+    out = evaluate_target(target, demo, bootstrap=300, task=task, workspace=workspace)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # every AUC-type key metrics.json reports is one the check below covers
+    auc_keys = {k for k in metrics["macro_average"] if "auc" in k}
+    assert auc_keys == {"auc", "auc_sens_80"}
+    if task:
+        assert {k for k in metrics["task"] if "auc" in k} == {"auc", "auc_ci95"}
+        assert metrics["task"]["auc_ci95"] == metrics["ci95"]["task_auc"]
+    points = list(_auc_points(metrics))
+    assert len(points) == 2 * (len(CLASSES) + 1) + bool(task)
+    for where, value, interval in points:
+        if value is None:
+            assert interval is None, where
+        else:
+            assert interval is not None, where
+            assert interval[0] <= value <= interval[1], (where, value, interval)
 
 
 @pytest.mark.slow

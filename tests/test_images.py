@@ -11,7 +11,7 @@ from zoo.data import images
 from zoo.data.images import ImageProblem, crop_black_border, load_images, read_image
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.sources import load_dataset
-from zoo.errors import DataProblems
+from zoo.errors import DataProblems, ZooError
 
 
 @pytest.fixture
@@ -215,6 +215,43 @@ def test_cached_pipeline_yields_the_same_images_as_the_uncached_one(
     for a, b in zip(batches(uncached), batches(cached), strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+def test_data_larger_than_memory_streams_from_the_disk_cache(
+    tmp_path, small_set, fresh_memory, monkeypatch
+):
+    """Over the memory budget, images are decoded straight into the cache file and read from
+    it batch by batch: the same batches, the same inference order, as the in-memory path."""
+    settings = dict(size=16, crop_borders=True)
+    in_memory = load_images(small_set, **settings)
+    images._MEMORY.clear()
+    monkeypatch.setenv("ZOO_MEMORY_BUDGET_GB", "0")
+    on_disk = load_images(small_set, cache_dir=tmp_path / "cache", **settings)
+    assert isinstance(on_disk.pixels, np.memmap)
+    cached_files = sorted(p.suffix for p in (tmp_path / "cache").iterdir())
+    assert cached_files == [".json", ".npy"]  # no temporary left behind
+    ids = list(reversed(small_set.ids))
+    streamed = on_disk.take(ids)
+    assert isinstance(streamed, images.DiskRows) and len(streamed) == len(ids)
+    np.testing.assert_array_equal(streamed[:], in_memory.take(ids))
+    np.testing.assert_array_equal(streamed[[2, 0]], in_memory.take([ids[2], ids[0]]))
+    labels = small_set.subset(ids).labels
+
+    def batches(pixels):
+        dataset, steps = training_dataset(pixels, labels, num_classes=2, batch_size=4, seed=3)
+        return [tuple(np.asarray(t) for t in batch) for batch in dataset.take(2 * steps)]
+
+    for a, b in zip(batches(in_memory.take(ids)), batches(streamed), strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    ordered = np.concatenate([np.asarray(b) for b in inference_dataset(streamed, batch_size=3)])
+    np.testing.assert_array_equal(ordered, in_memory.take(ids).astype(np.float32))
+
+
+def test_memory_budget_must_be_a_number(monkeypatch):
+    monkeypatch.setenv("ZOO_MEMORY_BUDGET_GB", "lots")
+    with pytest.raises(ZooError, match="ZOO_MEMORY_BUDGET_GB must be a number.*'lots'"):
+        images.memory_budget()
 
 
 def test_training_dataset_shapes_and_weights():

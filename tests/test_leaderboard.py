@@ -65,6 +65,8 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     assert (table["kind"] == "ensemble").sum() == 1
     assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
     assert (table["ba_low"] <= table["balanced_accuracy"] + 1e-12).all()
+    assert (table["macro_auc_low"] <= table["macro_auc"] + 1e-12).all()
+    assert (table["mel_auc_high"] >= table["mel_auc"] - 1e-12).all()
     markdown = (out / "leaderboard.md").read_text()
     for heading in (
         "## Ranking",
@@ -75,7 +77,8 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
         assert heading in markdown
     assert "measured on other data" in markdown
     page = (out / "index.html").read_text()
-    assert page.count("<table>") == 2
+    assert page.count("<table>") == 3  # ranking, members step by step, ensembles
+    assert "<h2>Ensembles</h2>" in page and "macro AUC 95 % CI" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3  # bar chart, melanoma ROC, melanocytic sensitivity–specificity
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)

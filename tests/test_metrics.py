@@ -6,6 +6,7 @@ import json
 import time
 import warnings
 
+import isic_challenge_scoring as isic  # a test dependency: missing means failing, not skipping
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,8 +21,6 @@ from zoo.metrics import (
     score,
     sens_spec_curves,
 )
-
-isic = pytest.importorskip("isic_challenge_scoring")
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
@@ -223,6 +222,35 @@ def test_bootstrap_is_seeded_and_contains_point_estimate():
         assert lo < point["per_category"]["auc"][cls] < hi
     assert ci["unit"] == "image" and ci["n_resamples"] == 1000 and ci["level"] == 0.95
     json.dumps(ci, allow_nan=False)
+
+
+def test_bootstrap_covers_every_auc_of_score():
+    """Per-class and macro auc and auc_sens_80 all get intervals that hold the point estimate;
+    binary scores (an Esteva task) share the resamples."""
+    truth, predictions = make(400, seed=16, informative=0.5, classes=["MEL", "NV", "BCC"])
+    point = score(truth, predictions)
+    y = truth["MEL"].to_numpy()[:300]
+    s = predictions["MEL"].to_numpy()[:300]
+    binary = {"mel": pd.DataFrame({"truth": y, "score": s}, index=truth.index[:300])}
+    ci = bootstrap_ci(truth, predictions, n_resamples=300, seed=1, binary=binary)
+    for metric in ("auc", "auc_sens_80"):
+        lo, hi = ci[f"macro_{metric}"]
+        assert lo <= point["macro_average"][metric] <= hi
+        assert set(ci[metric]) == {"MEL", "NV", "BCC"}
+        for cls, (lo, hi) in ci[metric].items():
+            assert lo <= point["per_category"][metric][cls] <= hi, (metric, cls)
+    task = ci["binary"]["mel"]
+    truth_mel = pd.DataFrame({"p": y, "n": 1 - y}, index=truth.index[:300])
+    sub = score(truth_mel, pd.DataFrame({"p": s, "n": 1 - s}, index=truth_mel.index))
+    assert task["auc"][0] <= sub["per_category"]["auc"]["p"] <= task["auc"][1]
+    assert task["n_valid"] == 300
+    # The binary scores do not change the other intervals (same resamples).
+    plain = bootstrap_ci(truth, predictions, n_resamples=300, seed=1)
+    assert "binary" not in plain
+    assert {k: v for k, v in ci.items() if k != "binary"} == plain
+    with pytest.raises(ZooError, match="lacks"):
+        bad = {"x": pd.DataFrame({"truth": [1], "score": [0.5]}, index=["nope"])}
+        bootstrap_ci(truth, predictions, n_resamples=10, binary=bad)
 
 
 def test_bootstrap_groups_and_missing_classes():

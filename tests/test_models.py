@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import urllib.error
+from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -156,6 +160,7 @@ def test_imagenet_without_network_is_a_clear_error(offline_applications):
     message = str(info.value)
     assert "--weights none" in message and "--weights PATH" in message
     assert "InceptionV3" in message
+    assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in message  # the file
     assert "\n" not in message
     assert offline_applications == ["imagenet"]
 
@@ -169,6 +174,106 @@ def test_auto_weights_fall_back_with_a_warning(offline_applications, capsys):
     assert "warning" in out and "MobileNetV3Small" in out and "from scratch" in out
     assert model.output_shape == (None, 7)
     keras.backend.clear_session()
+
+
+@pytest.fixture
+def empty_keras_cache(tmp_path, monkeypatch):
+    """Keras' weights cache in an empty temporary folder; ``download(fake)`` replaces the
+    download function (``urlretrieve`` inside keras.utils.get_file). No network is touched."""
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    monkeypatch.setattr(config, "_KERAS_DIR", str(home))
+    monkeypatch.setattr(file_utils, "urlretrieve", _no_network)
+
+    def download(fake):
+        monkeypatch.setattr(file_utils, "urlretrieve", fake)
+
+    assert build.keras_weights_cache() == home / "models"
+    return SimpleNamespace(models=home / "models", download=download)
+
+
+def _no_network(url, *args, **kwargs):
+    raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+
+def _write_garbage(url, target, *args, **kwargs):
+    """A "download" that leaves a damaged file: not HDF5 at all."""
+    Path(target).write_bytes(b"this is not an HDF5 file")
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined:UserWarning")
+def test_imagenet_offline_names_the_file_keras_looked_for(empty_keras_cache):
+    """The real keras.utils.get_file with no cached file and no network: exit-2 ZooError."""
+    with pytest.raises(ZooError) as info:
+        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights="imagenet")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "not in Keras' cache and could not be downloaded" in message
+    assert str(empty_keras_cache.models / "weights_mobilenet_v3_small_") in message
+    assert "--weights none" in message and "--weights PATH" in message
+    keras.backend.clear_session()
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined:UserWarning")
+def test_auto_offline_falls_back_to_random_weights(empty_keras_cache, capsys):
+    backbone, used = build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights="auto")
+    assert used == "none" and backbone.output_shape == (None, 576)
+    out = capsys.readouterr().out
+    assert "warning" in out and "from scratch" in out and str(empty_keras_cache.models) in out
+    keras.backend.clear_session()
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined:UserWarning")
+@pytest.mark.parametrize("weights", ["imagenet", "auto"])
+def test_damaged_cached_weights_are_an_error_naming_the_file(
+    empty_keras_cache, monkeypatch, weights
+):
+    """A cached file that is there but cannot be loaded is not "missing": no silent fallback."""
+    from keras.src.utils import file_utils
+
+    empty_keras_cache.download(_write_garbage)
+    monkeypatch.setattr(file_utils, "validate_file", lambda *args, **kwargs: True)
+    with pytest.raises(ZooError) as info:
+        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights=weights)
+    message = str(info.value)
+    (damaged,) = empty_keras_cache.models.glob("*.h5")
+    assert "\n" not in message
+    assert str(damaged) in message and "could not be loaded" in message
+    assert "not in Keras' cache" not in message
+    assert "delete it" in message and "--weights none" in message and "--weights PATH" in message
+    keras.backend.clear_session()
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined:UserWarning")
+def test_cached_copy_failing_the_checksum_offline_says_so(empty_keras_cache):
+    """Keras deletes a cached file whose checksum fails before re-downloading it."""
+    empty_keras_cache.download(_write_garbage)  # a download that fails Keras' checksum
+    with pytest.raises(ZooError, match="not in Keras' cache"):
+        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights="imagenet")
+    (damaged,) = empty_keras_cache.models.glob("*.h5")  # left behind by Keras
+    empty_keras_cache.download(_no_network)
+    with pytest.raises(ZooError) as info:
+        build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights="imagenet")
+    message = str(info.value)
+    assert not damaged.exists()
+    assert str(damaged) in message and "failed Keras' checksum" in message
+    assert "--weights none" in message
+    keras.backend.clear_session()
+
+
+def test_other_failures_are_not_reported_as_missing_weights(monkeypatch):
+    """Only download, network and missing-file errors mean "ImageNet weights not available"."""
+
+    def broken(**kwargs):
+        raise ValueError("something unrelated to the weights file")
+
+    monkeypatch.setitem(build.APPLICATIONS, "MobileNetV3Small", broken)
+    for weights in ("imagenet", "auto"):
+        with pytest.raises(ValueError, match="unrelated"):
+            build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights=weights)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +14,8 @@ import pytest
 
 from zoo.cli import main
 from zoo.data import load_dataset
-from zoo.evaluate import collect_images
 from zoo.members import Member, read_predictions
+from zoo.predict import collect_images
 from zoo.priors import PriorCorrection
 
 NAME = "small_cnn.demo.s0"
@@ -89,6 +91,53 @@ def test_predict_equals_the_evaluated_probabilities(trained_workspace, test_imag
     corrected = read_csv(io.StringIO(stdout)).set_index("image").sort_index()
     priors = pd.Series(member.effective_priors, index=CLASSES)
     np.testing.assert_allclose(corrected, PriorCorrection().fit(priors).transform(raw), atol=1e-12)
+
+
+def test_predict_target_priors_and_sidecar(trained_workspace, test_images, tmp_path, capsys):
+    """--target-priors re-weights the output; FILE.csv.json says how FILE.csv was made."""
+    files = sorted(test_images.iterdir())[:6]
+    argv = ["predict", NAME, *files, "--workspace", trained_workspace]
+    code, stdout, err = run(capsys, *argv, "--no-prior-correction")
+    assert code == 0, err
+    raw = read_csv(io.StringIO(stdout)).set_index("image")
+    priors_file = tmp_path / "clinic.json"
+    priors_file.write_text(json.dumps({c: (3.0 if c == "mel" else 1.0) for c in CLASSES}))
+    out = tmp_path / "out.csv"
+    code, _, err = run(capsys, *argv, "--target-priors", priors_file, "--out", out)
+    assert code == 0, err
+    got = read_csv(out).set_index("image")
+    member = Member(trained_workspace / "members" / NAME)
+    trained = pd.Series(member.effective_priors, index=CLASSES)
+    wanted = pd.Series({c: (3 / 9 if c == "mel" else 1 / 9) for c in CLASSES})
+    expected = PriorCorrection(target_priors=wanted).fit(trained).transform(raw)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+
+    record = json.loads((tmp_path / "out.csv.json").read_text())
+    assert record["predictions"] == "out.csv" and record["n_images"] == 6
+    assert record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert record["target"]["name"] == NAME and record["classes"] == CLASSES
+    assert record["tta"] == "none" and record["tta_scheme"]["n_views"] == 1
+    assert record["prior_correction"] is True
+    priors = record["priors"]
+    assert priors["correction"] is True and priors["target_priors_source"] == str(priors_file)
+    assert priors["target_priors"] == pytest.approx(wanted.to_dict())
+    assert priors["training_priors"] == pytest.approx(trained.to_dict())
+    assert any("normalised to 1" in note for note in record["notes"])
+
+    code, _, err = run(capsys, *argv, "--no-prior-correction", "--out", out)
+    assert code == 0, err
+    record = json.loads((tmp_path / "out.csv.json").read_text())
+    assert record["prior_correction"] is False and record["priors"]["training_priors"] is None
+
+
+def test_predict_bad_target_priors_exit_2(trained_workspace, test_images, tmp_path, capsys):
+    priors_file = tmp_path / "bad.json"
+    priors_file.write_text(json.dumps({c: 1.0 for c in CLASSES} | {"nv": -1}))
+    image = next(test_images.iterdir())
+    argv = ["predict", NAME, image, "--workspace", trained_workspace, "--target-priors"]
+    code, stdout, err = run(capsys, *argv, priors_file)
+    assert code == 2 and stdout == "" and err.count("\n") == 1
+    assert f"--target-priors {priors_file}: class 'nv' has prior -1" in err
 
 
 @pytest.mark.slow

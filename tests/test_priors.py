@@ -8,7 +8,7 @@ import pytest
 from sklearn.base import clone
 
 from zoo.errors import ZooError
-from zoo.priors import PriorCorrection, effective_priors
+from zoo.priors import PriorCorrection, effective_priors, load_target_priors
 
 PROBS = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
 
@@ -103,3 +103,52 @@ def test_effective_priors_feed_correction():
     frame = pd.DataFrame([[0.2, 0.7, 0.1]], columns=["MEL", "NV", "BCC"])
     out = PriorCorrection().fit(priors).transform(frame)
     np.testing.assert_allclose(out.iloc[0], np.array([0.2 / 0.2, 0.7 / 0.7, 0.1 / 0.2]) / 2.5)
+
+
+def test_zero_target_prior_never_predicts_that_class():
+    out = PriorCorrection(target_priors=[0, 1, 1]).fit([1, 1, 1]).transform(PROBS)
+    np.testing.assert_allclose(out[:, 0], 0.0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    with pytest.raises(ZooError, match="not all 0"):
+        PriorCorrection(target_priors=[0, 0, 0]).fit([1, 1, 1])
+
+
+CLASSES3 = ["mel", "nv", "bcc"]
+
+
+def test_load_target_priors_uniform_and_file(tmp_path):
+    priors, notes = load_target_priors("uniform", CLASSES3)
+    assert list(priors.index) == CLASSES3 and notes == []
+    np.testing.assert_allclose(priors, 1 / 3)
+    file = tmp_path / "priors.json"
+    file.write_text('{"nv": 6, "bcc": 0, "mel": 2}')
+    priors, notes = load_target_priors(str(file), CLASSES3)
+    assert priors.to_dict() == {"mel": 0.25, "nv": 0.75, "bcc": 0.0}
+    assert len(notes) == 1 and "summed to 8; normalised to 1" in notes[0] and str(file) in notes[0]
+    file.write_text('{"nv": 0.5, "bcc": 0.25, "mel": 0.25}')
+    assert load_target_priors(str(file), CLASSES3)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"mel": 0.5, "nv": 0.5, "bcc": 0, "melanoma": 0}', "unknown class 'melanoma'"),
+        ('{"mel": 0.5, "nv": -0.5, "bcc": 1}', "class 'nv' has prior -0.5"),
+        ('{"mel": 0.5, "nv": "high", "bcc": 1}', "class 'nv' has prior 'high'"),
+        ('{"mel": 0.5, "nv": NaN, "bcc": 1}', "class 'nv' has prior nan"),
+        ('{"mel": 0.5, "nv": 0.5}', r"no prior for class\(es\) bcc"),
+        ('{"mel": 0, "nv": 0, "bcc": 0}', "every prior is 0"),
+        ("[0.2, 0.3, 0.5]", "must be a JSON object"),
+        ("{not json", "not valid JSON"),
+    ],
+    ids=["unknown", "negative", "text", "nan", "missing", "zeros", "list", "json"],
+)
+def test_bad_target_priors_name_file_class_and_value(tmp_path, text, match):
+    file = tmp_path / "p.json"
+    file.write_text(text)
+    with pytest.raises(ZooError, match=match) as info:
+        load_target_priors(str(file), CLASSES3)
+    message = str(info.value)
+    assert message.startswith(f"--target-priors {file}") and "\n" not in message
+    with pytest.raises(ZooError, match="cannot read it"):
+        load_target_priors(str(tmp_path / "missing.json"), CLASSES3)

@@ -15,6 +15,7 @@ from zoo.recipes import (
     BUILTIN_RECIPES,
     Recipe,
     Stage,
+    builtin_folder,
     get_recipe,
     load_registry,
     parse_recipe,
@@ -55,6 +56,60 @@ def test_builtin_registry_has_every_recipe_file():
         assert recipe.source and recipe.backbone and recipe.stages
         assert recipe.input.min_size <= recipe.input.size
         assert Path(recipe.path).is_file()
+
+
+def test_builtin_folders_resolve_and_hold_the_shipped_files():
+    """The registry's built-in location: the top-level folder in a checkout."""
+    assert BUILTIN_RECIPES == builtin_folder("recipes") == recipe_dirs()[0]
+    assert (BUILTIN_RECIPES / "inception_v3.toml").is_file()
+    assert (builtin_folder("ensembles") / "steppan2020.toml").is_file()
+
+
+def test_packaged_copy_is_preferred_when_installed(tmp_path, monkeypatch):
+    """An installed wheel carries the folders as zoo/_builtin/<kind>/ (setup.py)."""
+    import importlib.resources
+
+    packaged = tmp_path / "zoo" / "_builtin" / "recipes"
+    packaged.mkdir(parents=True)
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path / package)
+    assert builtin_folder("recipes") == packaged
+    assert builtin_folder("ensembles") == Path(__file__).resolve().parents[1] / "ensembles"
+
+
+@pytest.mark.slow
+def test_built_package_carries_recipes_and_ensembles(tmp_path):
+    """setup.py's build step (what ``pip install .`` runs) copies the top-level folders into
+    the package, and an import of that build finds its recipes there."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(root / name, source / name)
+    for name in ("zoo", "recipes", "ensembles"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    lib = tmp_path / "lib"
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+        cwd=source,
+        check=True,
+        capture_output=True,
+    )
+    for kind in ("recipes", "ensembles"):
+        shipped = sorted(p.name for p in (lib / "zoo" / "_builtin" / kind).glob("*.toml"))
+        assert shipped and shipped == sorted(p.name for p in (root / kind).glob("*.toml"))
+    found = subprocess.run(
+        [sys.executable, "-c", "from zoo.recipes import BUILTIN_RECIPES; print(BUILTIN_RECIPES)"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(lib)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout.strip() == str(lib / "zoo" / "_builtin" / "recipes")
 
 
 def test_duplicate_name_is_an_error_naming_both_files(tmp_path):
@@ -131,6 +186,88 @@ BAD_RECIPES = {
         r"not both",
     ),
     "not toml": ("name = = 3\n", r"not valid TOML"),
+    "quoted epochs": (
+        MINIMAL.replace("epochs = 2", 'epochs = "5"'),
+        r"stages\[1\]\.epochs must be an integer; got '5' \(string\)\. Write it without quotes: epochs = 5",
+    ),
+    "quoted learning rate": (
+        MINIMAL.replace("learning_rate = 0.01", 'learning_rate = "0.01"'),
+        r"stages\[1\]\.learning_rate must be a number; got '0.01'",
+    ),
+    "quoted batch size": ('batch_size = "32"\n' + MINIMAL, r"batch_size must be an integer"),
+    "float epochs": (MINIMAL.replace("epochs = 2", "epochs = 2.5"), r"must be an integer; got 2.5"),
+    "quoted boolean": (MINIMAL + 'augment = "false"\n', r"augment must be true or false"),
+    "quoted input size": (
+        MINIMAL.replace("size = 32", 'size = "32"'),
+        r"input\.size must be an integer; got '32'",
+    ),
+    "input not a table": (
+        MINIMAL.replace("[input]\nsize = 32", 'input = "32"'),
+        r"\[input\] must be a table",
+    ),
+    "size below min_size": (
+        MINIMAL.replace("size = 32", "size = 16"),
+        r"input\.size must be at least",
+    ),
+    "bad interpolation": (
+        MINIMAL.replace("size = 32", 'size = 32\ninterpolation = "cubic"'),
+        r"input\.interpolation must be one of .*'bicubic'.*got 'cubic'",
+    ),
+    "stages not an array": (
+        MINIMAL.replace("[[stages]]", "[stages]"),
+        r"stages must be an array of tables",
+    ),
+    "zero epochs": (MINIMAL.replace("epochs = 2", "epochs = 0"), r"epochs must be a positive"),
+    "negative learning rate": (
+        MINIMAL.replace("learning_rate = 0.01", "learning_rate = -0.01"),
+        r"learning_rate must be > 0",
+    ),
+    "dropout out of range": ("dropout = 1.5\n" + MINIMAL, r"dropout must be in \[0, 1\); got 1.5"),
+    "schedule option of another schedule": (
+        MINIMAL + 'schedule = { name = "step", warmup = 3 }\n',
+        r"stages\[1\]\.schedule: schedule 'step' takes \['every', 'factor'\]; got \['warmup'\]",
+    ),
+    "quoted schedule option": (
+        MINIMAL + 'schedule = { name = "step", every = "30" }\n',
+        r"schedule 'step' option 'every' must be a number; got '30'",
+    ),
+    "zero step period": (
+        MINIMAL + 'schedule = { name = "step", every = 0 }\n',
+        r"option 'every' must be > 0; got 0",
+    ),
+    "one-cycle warm-up beyond the stage": (
+        MINIMAL + 'schedule = { name = "one_cycle", warmup = 3 }\n',
+        r"option 'warmup' must be between 0 and 1",
+    ),
+    "unknown optimizer": (
+        MINIMAL + '[optimizer]\nname = "adagrad"\n',
+        r"optimizer\.name must be one of adam, adamw, sgd, rmsprop, nadam; got 'adagrad'",
+    ),
+    "argument of another optimizer": (
+        MINIMAL + '[optimizer]\nname = "adam"\nmomentum = 0.9\n',
+        r"optimizer\.momentum is not an argument of keras\.optimizers\.Adam .*allowed: .*beta_1",
+    ),
+    "misspelt optimizer argument": (
+        MINIMAL + '[optimizer]\nname = "adam"\nbeta1 = 0.9\n',
+        r"optimizer\.beta1 .*Did you mean beta_1",
+    ),
+    "quoted optimizer argument": (
+        MINIMAL + '[optimizer]\nname = "rmsprop"\nrho = "0.9"\n',
+        r"optimizer\.rho must be a number .*got '0.9' \(string\)",
+    ),
+    "optimizer boolean": (
+        MINIMAL + '[optimizer]\nname = "sgd"\nnesterov = 1\n',
+        r"optimizer\.nesterov must be true or false",
+    ),
+    "optimizer learning rate": (
+        MINIMAL + '[optimizer]\nname = "sgd"\nlearning_rate = 0.1\n',
+        r"set learning_rate in each \[\[stages\]\] entry",
+    ),
+    "two kinds of clipping": (
+        MINIMAL + '[optimizer]\nname = "adam"\nclipnorm = 1.0\nclipvalue = 0.5\n',
+        r"at most one of clipnorm, clipvalue, global_clipnorm",
+    ),
+    "optimizer not a table": ('optimizer = "adam"\n' + MINIMAL, r"optimizer must be a table"),
 }
 
 
@@ -142,6 +279,56 @@ def test_bad_recipe_file_is_an_error_naming_the_file(tmp_path, case):
     with pytest.raises(ZooError, match=pattern) as info:
         parse_recipe(path)
     assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_types_name_file_key_value_and_expected_type(tmp_path):
+    """``epochs = "5"`` fails when the recipe is loaded, not in the middle of a run."""
+    path = write_recipe(
+        tmp_path, "quoted", MINIMAL.format(name="quoted").replace("epochs = 2", 'epochs = "5"')
+    )
+    with pytest.raises(ZooError) as info:
+        load_registry([tmp_path])
+    message = str(info.value)
+    assert message.startswith(f"recipe file {path}: ")
+    assert "epochs" in message and "'5'" in message and "an integer" in message
+
+
+def test_integers_are_accepted_where_numbers_are_expected(tmp_path):
+    text = MINIMAL.replace("learning_rate = 0.01", "learning_rate = 1") + "[optimizer]\n"
+    text += 'name = "sgd"\nmomentum = 0\nnesterov = true\n'
+    recipe = parse_recipe(write_recipe(tmp_path, "ints", text.format(name="ints")))
+    assert recipe.stages[0].learning_rate == 1.0 and isinstance(
+        recipe.stages[0].learning_rate, float
+    )
+    assert recipe.optimizer == {"name": "sgd", "momentum": 0, "nesterov": True}
+
+
+def test_non_utf8_recipe_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "naevus, café-au-lait"\n'.encode("latin-1") + MINIMAL.encode())
+    with pytest.raises(ZooError, match="not UTF-8") as info:
+        load_registry([tmp_path])
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.format(name="bom").encode())
+    assert parse_recipe(path).name == "bom"
+
+
+def test_optimizer_names_match_the_trainer():
+    """recipes.OPTIMIZERS (checked at load) and trainer.OPTIMIZERS (built) are the same classes."""
+    import keras
+
+    from zoo.recipes import OPTIMIZERS, optimizer_arguments
+    from zoo.training.trainer import OPTIMIZERS as BUILT
+
+    assert {n: getattr(keras.optimizers, c) for n, c in OPTIMIZERS.items()} == BUILT
+    rmsprop = optimizer_arguments("rmsprop")
+    assert {"rho", "momentum", "epsilon", "weight_decay"} <= set(rmsprop)
+    assert "learning_rate" not in rmsprop and "name" not in rmsprop
 
 
 def _stages(*epochs: int) -> tuple[Stage, ...]:

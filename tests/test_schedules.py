@@ -8,7 +8,7 @@ import pytest
 from zoo.errors import ZooError
 from zoo.priors import effective_priors
 from zoo.training.class_weights import class_weights
-from zoo.training.schedules import learning_rate
+from zoo.training.schedules import check_schedule, learning_rate
 
 
 def lr(schedule: dict, epoch: float, *, base: float = 0.001, epochs: int = 90) -> float:
@@ -72,6 +72,26 @@ def test_bad_schedules_are_errors():
         lr({"name": "step", "warmup": 1}, 0)
     with pytest.raises(ZooError, match="no options"):
         lr({"name": "constant", "every": 3}, 0)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "pattern"),
+    [
+        ({"name": "step", "every": "30"}, r"option 'every' must be a number; got '30'"),
+        ({"name": "step", "factor": True}, r"option 'factor' must be a number; got True"),
+        ({"name": "step", "every": 0}, r"option 'every' must be > 0; got 0"),
+        ({"name": "one_cycle", "div": -5}, r"option 'div' must be > 0"),
+        ({"name": "one_cycle", "warmup": 1.5}, r"'warmup' must be between 0 and 1"),
+        ({"name": "cosine", "warmup": -1}, r"'warmup' must be ≥ 0"),
+        ({"name": ["step"]}, r"schedule name must be one of"),
+        ("step", r"a schedule must be a table"),
+    ],
+)
+def test_bad_schedule_options_are_errors_before_any_arithmetic(schedule, pattern):
+    with pytest.raises(ZooError, match=pattern):
+        check_schedule(schedule)
+    with pytest.raises(ZooError, match=pattern):
+        lr(schedule, 0)
 
 
 COUNTS = np.array([6705, 1113, 1099, 514, 327, 142, 115])  # HAM10000 (nv, mel, bkl, …)

@@ -9,7 +9,7 @@ import pytest
 
 from zoo.data.sources import load_dataset
 from zoo.data.splits import PARTS, Split, make_split
-from zoo.errors import ZooError
+from zoo.errors import DataProblems, ZooError
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,9 @@ def test_k_fold(demo_set):
     ],
 )
 def test_bad_split_options(demo_set, kwargs, pattern):
-    with pytest.raises(ZooError, match=pattern):
+    with pytest.raises(ZooError, match=pattern) as info:
         make_split(demo_set, **kwargs)
+    assert not isinstance(info.value, DataProblems)  # an option error, not a data problem
 
 
 def test_split_round_trips_through_json(demo_set):
@@ -107,17 +108,30 @@ def test_class_with_too_few_lesions_is_an_error_naming_it(tmp_path, write_ham100
     frame.to_csv(folder / "HAM10000_metadata.csv", index=False)
     dataset = load_dataset(str(folder), workspace=tmp_path)
     dataset.classes = ("bcc", "mel", "nv")  # the HAM classes without any image aside
-    with pytest.raises(ZooError, match=r"class\(es\) mel \(2\) have fewer than 3 lesions"):
+    with pytest.raises(DataProblems) as info:
         make_split(dataset)
-    with pytest.raises(ZooError, match=r"fewer than 6 lesions.*6 folds"):
-        make_split(dataset, fold=0, folds=6)
+    assert info.value.problems == [
+        "class mel has 2 lesion(s) (8 image(s)), fewer than the 3 that a train/val/test split "
+        "needs; add images of it or drop the class"
+    ]
+    with pytest.raises(DataProblems) as info:
+        make_split(dataset, fold=0, folds=9)
+    assert [p.split(" has")[0] for p in info.value.problems] == [
+        "class bcc",
+        "class mel",
+        "class nv",
+    ]
+    assert "fewer than the 9 that 9 folds plus a test part needs" in info.value.problems[0]
 
 
 def test_missing_classes_of_a_label_set_are_an_error(tmp_path, write_ham10000):
     """HAM10000's seven classes with images of only three: the split says which are empty."""
     folder = write_ham10000(tmp_path / "ham", classes=("bcc", "mel", "nv"), lesions=8)
-    with pytest.raises(ZooError, match=r"akiec \(0\), bkl \(0\), df \(0\), vasc \(0\)"):
+    with pytest.raises(DataProblems) as info:
         make_split(load_dataset(str(folder), workspace=tmp_path))
+    named = [p.split(" has")[0].removeprefix("class ") for p in info.value.problems]
+    assert named == ["akiec", "bkl", "df", "vasc"]
+    assert "akiec has 0 lesion(s) (0 image(s))" in str(info.value)
 
 
 def test_tiny_data_set_is_a_zoo_error_not_a_crash(tmp_path, write_ham10000):

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from zoo.data import images
 from zoo.data.images import load_images
 from zoo.data.sources import load_dataset
 from zoo.data.splits import make_split
-from zoo.errors import ZooError
+from zoo.errors import DataProblems, ZooError
 from zoo.members import find_member, list_members, read_predictions
 from zoo.training import trainer
 from zoo.training.trainer import TrainOptions, train
@@ -263,6 +264,42 @@ def test_two_stage_recipe_with_feature_cache(tmp_path, demo_workspace, capsys):
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
 
 
+HEAD_ONLY = """
+[[stages]]
+name = "head on the frozen backbone"
+epochs = 2
+learning_rate = 0.01
+trainable = "head"
+augment = false
+"""
+
+
+@pytest.mark.slow
+def test_feature_cached_head_training_matches_the_slow_path(tmp_path, demo_workspace, capsys):
+    """Training the head on features computed once gives the model that running the frozen
+    backbone every step gives: same head weights, same predictions (float tolerance)."""
+    workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
+    _write_recipe(workspace, "tiny_head", HEAD_ONLY)  # no dropout: both paths are deterministic
+    options = dict(recipe="tiny_head", workspace=workspace, image_size=32, jit_compile="off")
+    fast = train(TrainOptions(**options, name="fast", feature_cache=True))
+    assert "features cached" in capsys.readouterr().out
+    slow = train(TrainOptions(**options, name="slow", feature_cache=False))
+    assert "features cached" not in capsys.readouterr().out
+
+    fast_model = keras.saving.load_model(fast / "model.keras", safe_mode=True)
+    slow_model = keras.saving.load_model(slow / "model.keras", safe_mode=True)
+    for a, b in zip(fast_model.weights, slow_model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    np.testing.assert_allclose(
+        read_predictions(fast / "predictions" / "test.csv").to_numpy(),
+        read_predictions(slow / "predictions" / "test.csv").to_numpy(),
+        atol=1e-5,
+    )
+    fast_history = pd.read_csv(fast / "history.csv")
+    slow_history = pd.read_csv(slow / "history.csv")
+    np.testing.assert_allclose(fast_history["loss"], slow_history["loss"], rtol=1e-4)
+
+
 def test_default_name_carries_identity():
     dataset = type("D", (), {"name": "ham10000"})()
     options = TrainOptions(recipe="inception_v3", workspace=Path("."), seed=2)
@@ -285,3 +322,52 @@ def test_headline_metrics():
     assert metrics["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
     assert metrics["n_images"] == 5 and 0 < metrics["macro_auc"] <= 1
     assert trainer.headline_metrics(np.array([1, 1]), probs[:2])["macro_auc"] is None
+
+
+def test_every_data_problem_is_reported_at_once_before_the_model_is_built(
+    tmp_path, write_ham10000, write_images, monkeypatch
+):
+    """A truncated image, an unknown label and a class too small for the split: one error."""
+    folder = write_ham10000(tmp_path / "ham", lesions=10)
+    meta = pd.read_csv(folder / "HAM10000_metadata.csv")
+    meta.loc[meta["dx"] == "df", "lesion_id"] = "HAM_df_only"  # one lesion of df
+    meta.loc[0, "dx"] = "xyz"  # unknown label on line 2
+    meta.to_csv(folder / "HAM10000_metadata.csv", index=False)
+    truncated = folder / "images" / f"{meta['image_id'][20]}.jpg"
+    (big,) = write_images(tmp_path / "big", ["big.jpg"], size=96)
+    truncated.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the data set was checked")
+
+    monkeypatch.setattr(trainer, "build_model", no_model)
+    workspace = tmp_path / "ws"
+    options = TrainOptions(
+        recipe="small_cnn", workspace=workspace, data=str(folder), image_size=32, epochs=1
+    )
+    with pytest.raises(DataProblems) as info:
+        train(options)
+    problems = info.value.problems
+    assert len(problems) == 3, problems
+    assert f"line 2 (image {meta['image_id'][0]}): unknown label 'xyz'" in problems[0]
+    assert f"image {meta['image_id'][20]} ({truncated}): unreadable or truncated" in problems[1]
+    assert problems[2].startswith("class df has 1 lesion(s) (10 image(s)), fewer than the 3")
+    assert str(info.value).startswith(f"3 problem(s) in data set ham10000:{folder}")
+    assert not (workspace / "runs").exists() and not (workspace / "members").exists()
+
+
+def test_crop_borders_override_reaches_the_resolved_recipe(tmp_path, demo_workspace, monkeypatch):
+    """``--crop-borders/--no-crop-borders`` replaces the recipe's ``[input] crop_borders``;
+    None keeps it (small_cnn crops). The pixels are decoded with the resolved setting."""
+    monkeypatch.setattr(images, "_MEMORY", {})  # decode here, whatever earlier tests kept
+    workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
+    for flag, expected in ((None, True), (False, False)):
+        options = TrainOptions(
+            recipe="small_cnn", workspace=workspace, image_size=32, epochs=1, crop_borders=flag
+        )
+        run = trainer._resolve(options)
+        assert run.recipe.input.crop_borders is expected
+        assert run.recipe.to_dict()["input"]["crop_borders"] is expected
+        assert options.to_dict()["crop_borders"] is flag
+        assert run.pixels.pixels.shape == (len(run.dataset), 32, 32, 3)
+    assert len(list((workspace / "cache" / "images").glob("*.npy"))) == 2

@@ -26,6 +26,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer (0, 1, 2, …), got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer (0, 1, 2, …), got {text!r}"
+        )
+    return value
+
+
 def _common(parser: argparse.ArgumentParser, *, out_is_workspace: bool = True) -> None:
     parser.add_argument(
         "--workspace", metavar="DIR", help="workspace folder (default: $ZOO_HOME or ./zoo-runs)"
@@ -60,16 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, help="global batch size")
     p.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size in pixels")
     p.add_argument(
+        "--crop-borders",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop the dark border of dermoscopic images (default: the recipe's "
+        "[input] crop_borders)",
+    )
+    p.add_argument(
         "--weights",
         metavar="imagenet|none|auto|PATH",
         help="backbone weights (default: the recipe's; "
         "ImageNet recipes use auto = ImageNet when available, else random with a warning)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation"
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of initialisation, shuffling and augmentation",
     )
     p.add_argument(
-        "--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)"
+        "--split-seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the train/val/test split (default 0)",
     )
     p.add_argument("--fold", type=int, help="validation fold K of --folds N (test part unchanged)")
     p.add_argument("--folds", type=int, help="number of folds")
@@ -117,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", default=None, metavar="SCHEME", help="none, steppan, dihedral or rotations:N"
     )
     p.add_argument("--no-prior-correction", action="store_true", help="score raw softmax outputs")
+    p.add_argument(
+        "--target-priors",
+        metavar="FILE|uniform",
+        help='prior correction towards these class priors: JSON {"class": prior} or uniform '
+        "(the default)",
+    )
     p.add_argument("--label-map", metavar="FILE", help='JSON {"source label": "model class"}')
     p.add_argument(
         "--ignore-unmapped",
@@ -139,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", default=None, metavar="SCHEME", help="none, steppan, dihedral or rotations:N"
     )
     p.add_argument("--no-prior-correction", action="store_true", help="raw softmax outputs")
+    p.add_argument(
+        "--target-priors",
+        metavar="FILE|uniform",
+        help='prior correction towards these class priors: JSON {"class": prior} or uniform '
+        "(the default)",
+    )
     p.add_argument("--out", metavar="FILE.csv", help="output CSV (default: standard output)")
     _common(p, out_is_workspace=False)
 
@@ -179,9 +218,34 @@ def dispatch(args) -> int:
     return handler(args, workspace_of(args)) or 0
 
 
+TENSORFLOW_COMMANDS = ("train", "evaluate", "predict")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 silenced: its C++ start-up lines (oneDNN,
+    absl) ignore TF_CPP_MIN_LOG_LEVEL. A failed import still raises as usual."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 to silence
+        return
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from zoo import console
+
+    if args.command in TENSORFLOW_COMMANDS:
+        _import_tensorflow_quietly()
 
     console.set_quiet(args.quiet)
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from zoo import console
+from zoo.errors import ZooError
 
 
 def recipes(args, workspace: Path) -> int:
@@ -42,7 +44,12 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
     import keras
 
     cache_file = workspace / "cache" / "parameters.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.exists() else {}
+    except (OSError, ValueError):  # a damaged cache is recomputed, not fatal
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
     result, missing = {}, []
     for r in recipes:
         key = hashlib.sha256(
@@ -81,6 +88,7 @@ def train(args, workspace: Path) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         image_size=args.image_size,
+        crop_borders=args.crop_borders,
         weights=args.weights,
         seed=args.seed,
         split_seed=args.split_seed,
@@ -95,6 +103,38 @@ def train(args, workspace: Path) -> int:
     )
     run_training(options)
     return 0
+
+
+def _member_row(member) -> list[str]:
+    """One row of the members table; raises ZooError, KeyError, TypeError or ValueError
+    when ``member.json`` is damaged."""
+    info = member.info
+    val, test = info["metrics"]["val"], info["metrics"]["test"]
+    return [
+        info["name"],
+        info["recipe"],
+        info["data"]["name"],
+        str(member.image_size),
+        str(info["training"]["epochs_run"]),
+        f"{val['balanced_accuracy']:.3f}",
+        "–" if val["macro_auc"] is None else f"{val['macro_auc']:.3f}",
+        f"{test['balanced_accuracy']:.3f}",
+        f"{info['training']['seconds'] / 60:.1f} min",
+    ]
+
+
+def _damage(member, exc: Exception) -> str:
+    """Why a member's row cannot be shown, naming its member.json and what to do."""
+    if isinstance(exc, ZooError):  # unreadable or not JSON: the message names the file
+        return str(exc).splitlines()[0]
+    if isinstance(exc, KeyError):
+        reason = f"no {exc.args[0]!r} entry"
+    else:
+        reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else '?'}"
+    return (
+        f"{member.path / 'member.json'} is damaged ({reason}); retrain the member or delete "
+        f"{member.path}."
+    )
 
 
 def members(args, workspace: Path) -> int:
@@ -122,21 +162,16 @@ def members(args, workspace: Path) -> int:
         table.add_column(
             column, justify="left" if column in ("name", "recipe", "data") else "right"
         )
+    damaged = []
     for m in found:
-        info = m.info
-        val, test = info["metrics"]["val"], info["metrics"]["test"]
-        table.add_row(
-            m.name,
-            info["recipe"],
-            info["data"]["name"],
-            str(m.image_size),
-            str(info["training"]["epochs_run"]),
-            f"{val['balanced_accuracy']:.3f}",
-            "–" if val["macro_auc"] is None else f"{val['macro_auc']:.3f}",
-            f"{test['balanced_accuracy']:.3f}",
-            f"{info['training']['seconds'] / 60:.1f} min",
-        )
+        try:
+            table.add_row(*_member_row(m))
+        except (ZooError, KeyError, TypeError, ValueError, IndexError) as exc:
+            table.add_row(m.path.name, "[red]damaged[/red]", *[""] * 7)
+            damaged.append(_damage(m, exc))
     console.console.print(table)
+    for line in damaged:
+        console.warn(escape(line))
     return 0
 
 
@@ -147,7 +182,7 @@ def evaluate(args, workspace: Path) -> int:
 
 
 def predict(args, workspace: Path) -> int:
-    from zoo.evaluate import predict_command
+    from zoo.predict import predict_command
 
     return predict_command(args, workspace)
 

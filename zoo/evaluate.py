@@ -1,4 +1,4 @@
-"""``zoo evaluate`` and ``zoo predict``: score a member or ensemble and write the evidence.
+"""``zoo evaluate``: score a member or ensemble and write the evidence.
 
 :func:`evaluate_target` is the library call (the CLI, the leaderboard and the benchmark
 scripts use it). It writes, in its output folder:
@@ -8,15 +8,20 @@ scripts use it). It writes, in its output folder:
   the target's classes in its order; ``truth.csv`` has ``score_weight`` when the data has it;
 - ``metrics.json``: ``zoo.metrics.score`` of exactly those two files (the shape of
   ``isic_challenge_scoring.ClassificationScore.to_dict(rocs=False)``), ``ci95`` (bootstrap over
-  lesions), the task block of ``--task``, and the settings, data and timing behind them;
+  lesions, an interval for every AUC it reports), the task block of ``--task``, and the
+  settings (TTA scheme, prior correction with the priors used), data and timing behind them;
 - ``roc.csv``/``roc.png``, ``sens_spec.csv``/``sens_spec.png`` and ``confusion.png``.
+
+The folder is built under a temporary name and swapped in when complete, so a failed run
+leaves the previous evaluation whole. The prior settings here (:func:`prior_settings`) serve
+``zoo predict`` (:mod:`zoo.predict`) too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,13 +33,18 @@ from rich.table import Table
 from zoo import console
 from zoo.data import Dataset, load_dataset
 from zoo.data.dataset import safe_name
-from zoo.data.sources import IMAGE_EXTENSIONS
 from zoo.errors import ZooError, close_matches
 from zoo.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
 from zoo.metrics import sens_spec_curves as class_curves
+from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
 from zoo.targets import Target, resolve_target
 from zoo.taxonomy import TASKS, score_task, task_scores
-from zoo.workspace import atomic_write_csv, atomic_write_json, atomic_write_text
+from zoo.workspace import (
+    _UMASK,
+    atomic_directory,
+    atomic_write_csv,
+    atomic_write_json,
+)
 
 SPLITS = ("test", "val", "all")
 BOOTSTRAP_SEED = 0
@@ -76,6 +86,97 @@ def _checked_mapping(mapping, *, where: str = "label_map") -> dict[str, str]:
             f"got {mapping!r}."
         )
     return {k.strip(): v.strip() for k, v in mapping.items()}
+
+
+# --- prior correction -----------------------------------------------------------------------
+
+
+def training_priors(target: Target) -> dict | None:
+    """Effective training priors behind the correction: ``{class: prior}`` for a member,
+    ``{member: {class: prior}}`` for an ensemble (corrected member by member)."""
+
+    def of(member) -> dict[str, float]:
+        values = np.asarray(member.effective_priors, dtype=float)
+        return {str(c): float(v) for c, v in zip(member.classes, values, strict=True)}
+
+    if getattr(target, "member", None) is not None:
+        return of(target.member)
+    if getattr(target, "members", None) is not None:
+        return {m.name: of(m) for m in target.members}
+    return None
+
+
+@dataclasses.dataclass
+class PriorSettings:
+    """How the probabilities were prior-corrected; ``shift`` re-weights the target's
+    (uniform-prior) output to the target priors, ``None`` when they are uniform."""
+
+    correct: bool
+    record: dict
+    shift: PriorCorrection | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def apply(self, probabilities: pd.DataFrame) -> pd.DataFrame:
+        if self.shift is None:
+            return probabilities
+        shifted = self.shift.transform(probabilities)
+        shifted.attrs = dict(probabilities.attrs)
+        return shifted
+
+
+def prior_settings(
+    target: Target,
+    *,
+    prior_correction: bool | None,
+    target_priors: str | Mapping[str, float] | None,
+) -> PriorSettings:
+    """Resolve ``--no-prior-correction`` / ``--target-priors`` for ``target``.
+
+    ``prior_correction=None`` is the target's default, turned on by ``target_priors``;
+    ``target_priors``: ``None`` or ``"uniform"`` (the correction's own target), a JSON file
+    name, or a ``{class: prior}`` mapping. The target's correction divides by its effective
+    training priors (giving uniform priors); target priors then multiply and renormalise.
+    """
+    if target_priors is not None and prior_correction is False:
+        raise ZooError(
+            "--target-priors needs prior correction; drop --no-prior-correction or --target-priors."
+        )
+    correct = bool(
+        target.default_prior_correction
+        if prior_correction is None and target_priors is None
+        else prior_correction is not False
+    )
+    if target_priors is None:
+        priors, notes, source = None, [], "uniform"
+    elif isinstance(target_priors, str):
+        priors, notes = load_target_priors(target_priors, target.classes)
+        is_word = target_priors.strip().lower() == "uniform"
+        source = "uniform" if is_word else str(target_priors)
+    else:
+        priors, notes = checked_target_priors(target_priors, target.classes)
+        source = "mapping"
+    classes = [str(c) for c in target.classes]
+    if priors is None:
+        priors = pd.Series(1.0 / len(classes), index=classes)
+    shift = None
+    if correct and not np.allclose(priors.to_numpy(), 1.0 / len(classes), rtol=0, atol=1e-12):
+        shift = PriorCorrection(target_priors=priors).fit(pd.Series(1.0, index=classes))
+    record = {
+        "correction": correct,
+        "training_priors": training_priors(target) if correct else None,
+        "target_priors": {c: float(priors[c]) for c in classes} if correct else None,
+        "target_priors_source": source if correct else None,
+    }
+    return PriorSettings(correct=correct, record=record, shift=shift, notes=notes)
+
+
+def tta_record(scheme) -> dict:
+    """The TTA scheme as recorded beside its outputs."""
+    return {
+        "spec": scheme.spec,
+        "n_views": scheme.n_views,
+        "weights": [float(w) for w in scheme.weights],
+    }
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -198,12 +299,22 @@ def load_evaluation_data(
 
 
 def default_out(
-    target: Target, dataset: Dataset, *, split, tta, prior_correction, task, workspace
+    target: Target,
+    dataset: Dataset,
+    *,
+    split,
+    tta,
+    prior_correction,
+    task,
+    workspace,
+    target_priors: str | None = None,
 ) -> Path:
-    """``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-<task>]``."""
+    """``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-priors-<name>][-<task>]``
+    (``target_priors``: the name of non-uniform target priors)."""
     name = f"{target.name}-{safe_name(dataset.name)}-{split}"
     name += "" if tta.kind == "none" else f"-{tta.name}"
     name += "" if prior_correction else "-raw"
+    name += f"-priors-{safe_name(target_priors)}" if target_priors else ""
     name += f"-{task}" if task else ""
     return Path(workspace) / "evaluations" / name
 
@@ -253,7 +364,7 @@ def _class_files(out: Path, truth, predictions, *, title: str) -> None:
     plot_confusion(truth.idxmax(axis=1).tolist(), names.tolist(), classes, out / "confusion.png")
 
 
-def _task_block(truth, predictions, task, *, groups, bootstrap, out: Path, title: str) -> dict:
+def _task_block(truth, predictions, task, *, auc_ci95, out: Path, title: str) -> dict:
     """Esteva's binary task: AUC with interval, sens/spec at 0.5, the curve, files."""
     from zoo.plots import plot_confusion, plot_roc, plot_sens_spec
 
@@ -262,13 +373,7 @@ def _task_block(truth, predictions, task, *, groups, bootstrap, out: Path, title
     binary_truth = pd.DataFrame({"malignant": y, "benign": 1 - y}, index=ids, dtype=float)
     binary = pd.DataFrame({"malignant": s, "benign": 1 - s}, index=ids)
     result["positive_classes"], result["negative_classes"] = _task_sides(truth.columns, task)
-    result["auc_ci95"] = None
-    if bootstrap and result["auc"] is not None:
-        g = None if groups is None else groups.loc[ids]
-        ci = bootstrap_ci(
-            binary_truth, binary, groups=g, n_resamples=bootstrap, seed=BOOTSTRAP_SEED
-        )
-        result["auc_ci95"] = ci["auc"]["malignant"]
+    result["auc_ci95"] = auc_ci95 if result["auc"] is not None else None
     curve = pd.DataFrame(result["curve"])[["threshold", "sensitivity", "specificity"]]
     atomic_write_csv(out / "sens_spec.csv", curve, index=False)
     roc = curve.assign(fpr=1 - curve["specificity"], tpr=curve["sensitivity"], task=task)
@@ -319,19 +424,25 @@ def evaluate_target(
     ignore_unmapped: bool = False,
     task: str | None = None,
     bootstrap: int = 1000,
+    target_priors: str | Mapping[str, float] | None = None,
     out: str | Path | None = None,
     workspace: Path,
 ) -> Path:
     """Score ``target`` on ``split`` of ``dataset``; write the files; return the folder.
 
     ``None`` means the default: split ``test`` on the target's training data and ``all``
-    elsewhere; the target's TTA and prior correction (members: none, on); the folder
-    ``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-<task>]``.
+    elsewhere; the target's TTA and prior correction (members: none, on); uniform target
+    priors (else ``"uniform"``, a JSON file ``{class: prior}`` or a mapping; see
+    :func:`prior_settings`); the folder
+    ``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-priors-<name>][-<task>]``.
+    The folder is written whole under a temporary name, then swapped in: an existing
+    evaluation there is replaced only when the new one is complete.
     """
     from zoo.tta import parse_tta
 
     scheme = parse_tta(tta if tta is not None else target.default_tta)
-    correct = target.default_prior_correction if prior_correction is None else prior_correction
+    priors = prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
+    correct = priors.correct
     check_task(task)
     check_bootstrap(bootstrap)
     split = resolve_split(target, dataset, split)
@@ -345,6 +456,7 @@ def evaluate_target(
     probs = target.probabilities(
         dataset, evaluated.ids, tta=scheme.spec, prior_correction=correct, workspace=workspace
     )
+    probs = priors.apply(probs)
     timing = _timing(probs, seconds=time.perf_counter() - start, images=len(evaluated))
     truth, probs, weights = _aligned(evaluated, probs, task)
     if out is None:
@@ -356,33 +468,71 @@ def evaluate_target(
             prior_correction=correct,
             task=task,
             workspace=workspace,
+            target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    truth, probs, weights = _write_scored(out, truth, probs, weights)
-    title = f"{target.name} on {dataset.name} ({split})"
-    metrics = _metrics(
-        truth,
-        probs,
-        weights,
-        groups=_groups(evaluated, truth.index),
-        task=task,
-        bootstrap=bootstrap,
-        out=out,
-        title=title,
-    )
-    metrics["notes"] = _notes(evaluated, metrics, weighted=weights is not None, task=task)
-    settings = {
-        "split": split,
-        "tta": scheme.spec,
-        "prior_correction": bool(correct),
-        "label_map": dict(label_map) if label_map else None,
-        "ignore_unmapped": ignore_unmapped,
-        "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
-    }
-    metrics.update(_record(target, dataset, settings, timing))
-    atomic_write_json(out / "metrics.json", metrics)
+    out = _checked_out(Path(out))
+    with atomic_directory(out) as tmp:
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700; give the usual permissions
+        truth, probs, weights = _write_scored(tmp, truth, probs, weights)
+        title = f"{target.name} on {dataset.name} ({split})"
+        metrics = _metrics(
+            truth,
+            probs,
+            weights,
+            groups=_groups(evaluated, truth.index),
+            task=task,
+            bootstrap=bootstrap,
+            out=tmp,
+            title=title,
+        )
+        metrics["notes"] = [
+            *_notes(evaluated, metrics, weighted=weights is not None, task=task),
+            *priors.notes,
+        ]
+        settings = {
+            "split": split,
+            "tta": scheme.spec,
+            "tta_scheme": tta_record(scheme),
+            "prior_correction": bool(correct),
+            "priors": priors.record,
+            "label_map": dict(label_map) if label_map else None,
+            "ignore_unmapped": ignore_unmapped,
+            "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
+        }
+        metrics.update(_record(target, dataset, settings, timing))
+        atomic_write_json(tmp / "metrics.json", metrics)
     return out
+
+
+EVALUATION_FILES = frozenset(
+    {"truth.csv", "predictions.csv", "metrics.json", "roc.csv", "roc.png"}
+    | {"sens_spec.csv", "sens_spec.png", "confusion.png"}
+)
+
+
+def _checked_out(out: Path) -> Path:
+    """The evaluation folder, absolute. The whole folder is replaced, so a non-empty folder
+    must be an earlier evaluation (have ``metrics.json``)."""
+    out = out.expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"--out {out} is a file; give a folder for the evaluation.")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in EVALUATION_FILES)
+        if other and not (out / "metrics.json").is_file():
+            shown = ", ".join(other[:3]) + (", …" if len(other) > 3 else "")
+            raise ZooError(
+                f"--out {out} holds files that are not an evaluation ({shown}); evaluate "
+                "replaces the whole folder, so give a new or empty folder."
+            )
+    return out
+
+
+def _priors_tag(target_priors) -> str:
+    """A short name of non-uniform target priors for the default folder name."""
+    if isinstance(target_priors, str):
+        return Path(target_priors).stem
+    text = json.dumps({str(k): float(v) for k, v in dict(target_priors).items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _timing(probs: pd.DataFrame, *, seconds: float, images: int) -> dict:
@@ -410,23 +560,30 @@ def _aligned(evaluated: Dataset, probs: pd.DataFrame, task: str | None):
 
 
 def _metrics(truth, probs, weights, *, groups, task, bootstrap, out: Path, title: str) -> dict:
-    """Official scores, class counts, bootstrap intervals, the task block, curves and plots."""
+    """Official scores, class counts, bootstrap intervals, the task block, curves and plots.
+
+    One bootstrap pass gives the intervals of balanced accuracy, every per-class and macro
+    ``auc`` and ``auc_sens_80`` and, with ``task``, the task's AUC (``ci95.task_auc``)."""
     metrics = score(truth, probs, weights=weights)
     metrics["class_counts"] = {c: int(v) for c, v in truth.sum(axis=0).items()}
     metrics["ci95"] = None
     if bootstrap:
+        binary = None
+        if task:
+            y, s, ids = task_scores(truth, probs, task)
+            binary = {task: pd.DataFrame({"truth": y, "score": s}, index=ids)}
         metrics["ci95"] = bootstrap_ci(
-            truth, probs, groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED
+            truth, probs, groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED, binary=binary
         )
     metrics["task"] = None
     if not task:
         _class_files(out, truth, probs, title=title)
         return metrics
-    metrics["task"] = _task_block(
-        truth, probs, task, groups=groups, bootstrap=bootstrap, out=out, title=title
-    )
-    if metrics["ci95"] is not None:
-        metrics["ci95"]["task_auc"] = metrics["task"]["auc_ci95"]
+    ci = metrics["ci95"]
+    task_ci = ci.pop("binary")[task]["auc"] if ci is not None else None
+    metrics["task"] = _task_block(truth, probs, task, auc_ci95=task_ci, out=out, title=title)
+    if ci is not None:
+        ci["task_auc"] = metrics["task"]["auc_ci95"]
     return metrics
 
 
@@ -540,7 +697,11 @@ def evaluate_command(args, workspace: Path) -> int:
     check_task(args.task)
     check_bootstrap(args.bootstrap)
     label_map = read_label_map(args.label_map) if args.label_map else None
+    target_priors = getattr(args, "target_priors", None)
     target = resolve_target(args.target, workspace)
+    prior_correction = False if args.no_prior_correction else None
+    # checked before the data is loaded: a bad priors file fails fast
+    prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
     dataset = load_evaluation_data(target, args.data, workspace=workspace, images=args.images)
     for note in dataset.notes:
         console.info(f"  note: {note}")
@@ -549,71 +710,16 @@ def evaluate_command(args, workspace: Path) -> int:
         dataset,
         split=args.split,
         tta=tta,
-        prior_correction=False if args.no_prior_correction else None,
+        prior_correction=prior_correction,
         label_map=label_map,
         ignore_unmapped=args.ignore_unmapped,
         task=args.task,
         bootstrap=args.bootstrap,
+        target_priors=target_priors,
         out=args.out,
         workspace=workspace,
     )
     if not console.is_quiet():
         print_summary(json.loads((out / "metrics.json").read_text()))
     console.console.print(f"Wrote {out}")
-    return 0
-
-
-def collect_images(paths: Sequence[str]) -> list[Path]:
-    """Image files named directly, and the images (jpg, png, …) under folders, recursively."""
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files += sorted(
-                f
-                for f in path.rglob("*")
-                if f.suffix.lower() in IMAGE_EXTENSIONS
-                and f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ZooError(
-                f"{text}: no such file or folder; pass image files or folders of images."
-            )
-    unique = list(dict.fromkeys(f.resolve() for f in files))
-    if not unique:
-        raise ZooError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}; "
-            "pass image files or folders that hold some."
-        )
-    return unique
-
-
-def predict_command(args, workspace: Path) -> int:
-    """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to --out or stdout."""
-    from zoo.tta import parse_tta
-
-    tta = parse_tta(args.tta).spec if args.tta is not None else None
-    target = resolve_target(args.target, workspace)
-    files = collect_images(args.paths)
-    to_stdout = args.out is None
-    was_quiet = console.is_quiet()
-    console.set_quiet(was_quiet or to_stdout)  # keep progress bars out of the CSV
-    try:
-        frame = target.predict_files(
-            files,
-            tta=tta or target.default_tta,
-            prior_correction=False if args.no_prior_correction else target.default_prior_correction,
-        )
-    finally:
-        console.set_quiet(was_quiet)
-    text = frame.rename_axis("image").to_csv()
-    if to_stdout:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        atomic_write_text(Path(args.out), text)
-        console.info(f"Wrote {len(frame)} rows to {args.out}")
     return 0

@@ -34,6 +34,7 @@ from zoo import console
 from zoo.data import Dataset
 from zoo.data.dataset import safe_name
 from zoo.errors import ZooError
+from zoo.hashing import file_sha256
 from zoo.members import Member, predictions_frame, read_predictions, write_predictions
 from zoo.priors import PriorCorrection
 from zoo.tta import TTAScheme, parse_tta, predict_tta
@@ -44,25 +45,10 @@ PROGRESS_STEP = 1024  # original images per progress-bar step
 OWN_PARTS = ("test", "val", "train")
 TRAINER_KEYS = ("val", "test")  # written by the trainer without a sidecar
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
 _MODELS: dict[Path, tuple[str, object]] = {}
 
 
 # --- hashes ---------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, computed once per (path, mtime, size) in this process."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
 
 
 def ids_sha256(ids: Sequence[str]) -> str:

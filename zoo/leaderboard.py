@@ -65,6 +65,8 @@ def collect(workspace: Path) -> list[Entry]:
     """Every plain (no task, no label map) evaluation in the workspace."""
     entries = []
     for file in sorted((Path(workspace) / "evaluations").glob("*/metrics.json")):
+        if file.parent.name.startswith("."):  # an evaluation being written or replaced
+            continue
         metrics = json.loads(file.read_text())
         if metrics.get("task") or metrics.get("label_map"):
             continue
@@ -124,6 +126,8 @@ def row(entry: Entry) -> dict:
     mel = _class(m["classes"], "mel")
     per, ci = m["per_category"], m.get("ci95") or {}
     interval = ci.get("balanced_accuracy") or [None, None]
+    macro_interval = ci.get("macro_auc") or [None, None]
+    mel_interval = ((ci.get("auc") or {}).get(mel) if mel else None) or [None, None]
     timing = m.get("inference") or {}
     facts = _target_facts(entry)
     get = lambda metric: per[metric].get(mel) if mel else None  # noqa: E731
@@ -137,7 +141,11 @@ def row(entry: Entry) -> dict:
         "ba_low": interval[0],
         "ba_high": interval[1],
         "macro_auc": m["macro_average"]["auc"],
+        "macro_auc_low": macro_interval[0],
+        "macro_auc_high": macro_interval[1],
         "mel_auc": get("auc"),
+        "mel_auc_low": mel_interval[0],
+        "mel_auc_high": mel_interval[1],
         "mel_auc_sens_80": get("auc_sens_80"),
         "mel_sensitivity": get("sensitivity"),
         "mel_specificity": get("specificity"),
@@ -171,21 +179,26 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _interval(low, high) -> str:
+    """``[low–high]``, or nothing when the interval is unknown."""
+    if low is None or pd.isna(low):
+        return ""
+    return f"[{_fmt(low)}–{_fmt(high)}]"
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = (
-        "| # | entry | step | balanced acc. [95 % CI] | macro AUC | mel AUC | mel AUC > 80 % sens | "
-        "mel sens | mel spec | params | train min | img/s |"
+        "| # | entry | step | balanced acc. [95 % CI] | macro AUC [95 % CI] | mel AUC [95 % CI] | "
+        "mel AUC > 80 % sens | mel sens | mel spec | params | train min | img/s |"
     )
     lines = [header, "|" + "---|" * 12]
     for i, r in enumerate(frame.itertuples(), 1):
-        ci = (
-            f"[{_fmt(r.ba_low)}–{_fmt(r.ba_high)}]"
-            if r.ba_low is not None and not pd.isna(r.ba_low)
-            else ""
-        )
+        ba = f"{_fmt(r.balanced_accuracy)} {_interval(r.ba_low, r.ba_high)}"
+        macro = f"{_fmt(r.macro_auc)} {_interval(r.macro_auc_low, r.macro_auc_high)}"
+        mel = f"{_fmt(r.mel_auc)} {_interval(r.mel_auc_low, r.mel_auc_high)}"
         lines.append(
-            f"| {i} | {r.entry} | {r.step} | {_fmt(r.balanced_accuracy)} {ci} | {_fmt(r.macro_auc)} | "
-            f"{_fmt(r.mel_auc)} | {_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
+            f"| {i} | {r.entry} | {r.step} | {ba} | {macro} | {mel} | "
+            f"{_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
             f"{r.parameters / 1e6:.2f} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
         )
     return "\n".join(lines)
@@ -246,7 +259,13 @@ def _plots(entries: list[Entry], ranked: pd.DataFrame, out: Path) -> dict[str, P
 
 
 def _html(
-    title: str, intro: str, ranked: pd.DataFrame, steps: pd.DataFrame, plots: dict[str, Path]
+    title: str,
+    intro: str,
+    *,
+    ranked: pd.DataFrame,
+    steps: pd.DataFrame,
+    ensembles: pd.DataFrame,
+    plots: dict[str, Path],
 ) -> str:
     def table(frame: pd.DataFrame) -> str:
         cells = [
@@ -280,9 +299,17 @@ def _html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
         f"<h2>Ranking</h2>{table(ranked)}<h2>Members step by step</h2>{table(steps)}"
+        f"<h2>Ensembles</h2>{table(ensembles) if len(ensembles) else '<p>No ensemble evaluated yet.</p>'}"
         f"<h2>Plots</h2>{images}<h2>Published numbers (measured on other data)</h2><ul>{refs}</ul>"
         "<p>Research software, not for diagnosis.</p></body></html>"
     )
+
+
+def _intervals(frame: pd.DataFrame, prefix: str) -> list[str]:
+    return [
+        _interval(lo, hi)[1:-1] or "–"
+        for lo, hi in zip(frame[f"{prefix}_low"], frame[f"{prefix}_high"], strict=True)
+    ]
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
@@ -292,12 +319,11 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
             "entry": frame["entry"],
             "step": frame["step"],
             "balanced acc.": frame["balanced_accuracy"].map(_fmt),
-            "95 % CI": [
-                f"{_fmt(lo)}–{_fmt(hi)}" if not pd.isna(lo) else "–"
-                for lo, hi in zip(frame["ba_low"], frame["ba_high"], strict=True)
-            ],
+            "95 % CI": _intervals(frame, "ba"),
             "macro AUC": frame["macro_auc"].map(_fmt),
+            "macro AUC 95 % CI": _intervals(frame, "macro_auc"),
             "mel AUC": frame["mel_auc"].map(_fmt),
+            "mel AUC 95 % CI": _intervals(frame, "mel_auc"),
             "mel AUC>80%sens": frame["mel_auc_sens_80"].map(_fmt),
             "mel sens": frame["mel_sensitivity"].map(_fmt),
             "mel spec": frame["mel_specificity"].map(_fmt),
@@ -366,9 +392,15 @@ def publish_leaderboard(
         + "\n"
     )
     atomic_write_text(out / "leaderboard.md", markdown)
-    atomic_write_text(
-        out / "index.html", _html(title, intro, _display(ranked), _display(steps), plots)
+    page = _html(
+        title,
+        intro,
+        ranked=_display(ranked),
+        steps=_display(steps),
+        ensembles=_display(ensembles),
+        plots=plots,
     )
+    atomic_write_text(out / "index.html", page)
     return out
 
 

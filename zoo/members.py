@@ -71,7 +71,7 @@ class Member:
         file = self.path / MEMBER_FILE
         try:
             return json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
             raise ZooError(
                 f"{file} is missing or unreadable ({exc}); the member is damaged — retrain it."
             ) from None

@@ -28,7 +28,7 @@ average.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -284,6 +284,33 @@ def _resampled_rocs(counts: np.ndarray, y: np.ndarray, s: np.ndarray):
     return np.where(valid, auc, np.nan), np.where(valid, pauc, np.nan)
 
 
+def _binary_inputs(
+    binary: Mapping[str, pd.DataFrame] | None, index: pd.Index
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{name: (row positions in the truth, 0/1 truth, score)}`` of ``bootstrap_ci(binary=)``."""
+    extra = {}
+    for name, frame in (binary or {}).items():
+        if not isinstance(frame, pd.DataFrame) or not {"truth", "score"} <= set(frame.columns):
+            raise ZooError(
+                f"binary[{name!r}] must be a DataFrame with columns 'truth' and 'score' indexed "
+                f"by image id; received {type(frame).__name__}."
+            )
+        rows = index.get_indexer(frame.index)
+        if (rows < 0).any():
+            raise ZooError(
+                f"binary[{name!r}] has image ids that the truth lacks "
+                f"{_shown(frame.index[rows < 0])}; score a subset of the truth's images."
+            )
+        y = frame["truth"].to_numpy(dtype=float)
+        s = frame["score"].to_numpy(dtype=float)
+        if not np.isin(y, (0.0, 1.0)).all() or not np.isfinite(s).all():
+            raise ZooError(
+                f"binary[{name!r}] needs truth 0/1 and finite scores; fix the task scores."
+            )
+        extra[str(name)] = (rows, y, s)
+    return extra
+
+
 def bootstrap_ci(
     truth: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -292,16 +319,23 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    binary: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict:
-    """Percentile bootstrap intervals for balanced accuracy, per-class and macro AUC and macro
-    auc_sens_80 (unweighted).
+    """Percentile bootstrap intervals (unweighted) for balanced accuracy and every AUC-type
+    metric of :func:`score`: per-class and macro ``auc`` and ``auc_sens_80``.
 
     Resamples groups (lesions, ``groups``: group id per image id; a missing id makes the image
-    its own group) with replacement when given, else images. A resample that lacks a class's positives or negatives is skipped for that
-    class's AUC; macro values average the classes defined in each resample, balanced accuracy
-    the classes present in it. ``n_valid`` counts the resamples behind each per-class interval.
+    its own group) with replacement when given, else images. A resample that lacks a class's
+    positives or negatives is skipped for that class's AUCs; macro values average the classes
+    defined in each resample, balanced accuracy the classes present in it. ``n_valid`` counts
+    the resamples behind each per-class interval.
+
+    ``binary``: extra binary scores to bootstrap on the same resamples, ``{name: frame}`` with
+    columns ``truth`` (0/1) and ``score`` indexed by image id (a subset of the truth's images,
+    e.g. an Esteva task); their intervals are under ``binary.<name>.auc`` / ``auc_sens_80``.
     """
     t, p = align(truth, predictions)
+    extra = _binary_inputs(binary, t.index)
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ZooError(f"n_resamples must be a positive integer; received {n_resamples!r}.")
     if not (isinstance(level, float | int) and 0 < level < 1):
@@ -333,6 +367,7 @@ def bootstrap_ci(
     balanced = np.empty(n_resamples)
     auc = np.full((n_resamples, k), np.nan)
     pauc = np.full((n_resamples, k), np.nan)
+    extra_auc = {name: np.full((n_resamples, 2), np.nan) for name in extra}
     chunk = max(1, min(n_resamples, 2_000_000 // max(len(t), 1)))
     for start in range(0, n_resamples, chunk):
         b = min(chunk, n_resamples - start)
@@ -347,6 +382,10 @@ def bootstrap_ci(
         for j in present:
             a, pa = _resampled_rocs(counts, tv[:, j], pv[:, j])
             auc[start : start + b, j], pauc[start : start + b, j] = a, pa
+        for name, (rows, y, s) in extra.items():
+            extra_auc[name][start : start + b] = np.stack(
+                _resampled_rocs(counts[:, rows], y, s), axis=1
+            )
 
     def macro(values: np.ndarray) -> np.ndarray:
         sub = values[:, present]
@@ -354,12 +393,22 @@ def bootstrap_ci(
         total = np.nansum(sub, axis=1)
         return np.where(defined > 0, total / np.maximum(defined, 1), np.nan)
 
+    binary_intervals = {
+        name: {
+            "auc": _interval(values[:, 0], level),
+            "auc_sens_80": _interval(values[:, 1], level),
+            "n_valid": int((~np.isnan(values[:, 0])).sum()),
+        }
+        for name, values in extra_auc.items()
+    }
     return {
         "balanced_accuracy": _interval(balanced, level),
         "auc": {c: _interval(auc[:, j], level) for j, c in enumerate(classes)},
         "macro_auc": _interval(macro(auc), level),
+        "auc_sens_80": {c: _interval(pauc[:, j], level) for j, c in enumerate(classes)},
         "macro_auc_sens_80": _interval(macro(pauc), level),
         "n_valid": {c: int((~np.isnan(auc[:, j])).sum()) for j, c in enumerate(classes)},
+        **({"binary": binary_intervals} if extra else {}),
         "n_resamples": n_resamples,
         "level": float(level),
         "seed": seed,

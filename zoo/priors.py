@@ -10,11 +10,14 @@ With class-weighted loss or balanced sampling the network has effectively seen
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, close_matches
 
 ArrayLike = np.ndarray | pd.Series | list | tuple
 
@@ -40,7 +43,8 @@ def _vector(values: object, *, name: str, allow_zero: bool = False) -> np.ndarra
 class PriorCorrection(BaseEstimator):
     """Re-weight class probabilities from the training priors to ``target_priors``.
 
-    ``target_priors=None`` means uniform (the balanced setting ISIC scores reward).
+    ``target_priors=None`` means uniform (the balanced setting ISIC scores reward); target
+    priors may be 0 for a class (never predict it) but not all 0.
     ``fit(priors)`` takes the per-class training priors (normalised here) and sets
     ``priors_``; a ``pd.Series`` also sets ``classes_`` and then ``transform`` matches
     DataFrame columns to it by name. ``transform(probabilities)`` returns rows proportional to
@@ -59,7 +63,7 @@ class PriorCorrection(BaseEstimator):
         if self.target_priors is None:
             self.target_ = np.full(v.size, 1.0 / v.size)
         else:
-            target = _vector(self.target_priors, name="target_priors")
+            target = _vector(self.target_priors, name="target_priors", allow_zero=True)
             if target.size != v.size:
                 raise ZooError(
                     f"target_priors has {target.size} values but priors has {v.size}; give one "
@@ -125,6 +129,72 @@ class PriorCorrection(BaseEstimator):
     ) -> np.ndarray | pd.DataFrame:
         """``fit(priors).transform(probabilities)``."""
         return self.fit(priors).transform(probabilities)
+
+
+def load_target_priors(
+    spec: str, classes: list[str], *, option: str = "--target-priors"
+) -> tuple[pd.Series, list[str]]:
+    """Target priors of ``option``: the word ``uniform`` or a JSON file ``{class: prior}``.
+
+    Every class of ``classes`` needs a finite prior >= 0 (not all 0); names are matched
+    exactly. Returns the priors in ``classes`` order, normalised to sum to 1, and notes (one
+    when the file's priors did not sum to 1).
+    """
+    classes = [str(c) for c in classes]
+    if str(spec).strip().lower() == "uniform":
+        return pd.Series(1.0 / len(classes), index=classes, name="target_prior"), []
+    path = Path(spec).expanduser()
+    where = f"{option} {spec}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ZooError(
+            f"{where}: cannot read it ({exc.strerror or exc}); pass a JSON file "
+            '{"class": prior} or the word uniform.'
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ZooError(f'{where}: not valid JSON ({exc}); write {{"class": prior, …}}.') from None
+    return checked_target_priors(data, classes, where=where)
+
+
+def checked_target_priors(
+    data: object, classes: list[str], *, where: str = "target_priors"
+) -> tuple[pd.Series, list[str]]:
+    """``{class: prior}`` checked against ``classes`` (see :func:`load_target_priors`)."""
+    classes = [str(c) for c in classes]
+    if isinstance(data, pd.Series):
+        data = data.to_dict()
+    if not isinstance(data, dict) or not data:
+        raise ZooError(
+            f'{where} must be a JSON object {{"class": prior}} with one entry per class '
+            f"({', '.join(classes)}); got {data!r}."
+        )
+    for name, value in data.items():
+        if name not in classes:
+            raise ZooError(
+                f"{where}: unknown class {name!r}; the model's classes are "
+                f"{', '.join(classes)}.{close_matches(str(name), classes)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ZooError(f"{where}: class {name!r} has prior {value!r}; give a number >= 0.")
+        if not np.isfinite(value) or value < 0:
+            raise ZooError(
+                f"{where}: class {name!r} has prior {value!r}; give a finite number >= 0."
+            )
+    missing = [c for c in classes if c not in data]
+    if missing:
+        raise ZooError(
+            f"{where}: no prior for class(es) {', '.join(missing)}; give one per class "
+            "(0 means never predict it)."
+        )
+    values = pd.Series({c: float(data[c]) for c in classes}, name="target_prior")
+    total = float(values.sum())
+    if total <= 0:
+        raise ZooError(f"{where}: every prior is 0; give at least one class a prior > 0.")
+    notes = []
+    if abs(total - 1.0) > 1e-9:
+        notes.append(f"{where}: target priors summed to {total:g}; normalised to 1")
+    return values / total, notes
 
 
 def effective_priors(

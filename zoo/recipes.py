@@ -4,28 +4,45 @@ A recipe reads like a paper's methods paragraph: backbone, input, optimizer, sch
 augmentation, stages and class weighting. The heavy builders live once in ``zoo.models``
 and ``zoo.training``; a recipe only holds data.
 
-Recipes are found in the built-in ``recipes/`` folder, in ``<workspace>/recipes/`` and in
-every folder of ``$ZOO_RECIPE_PATH`` (``os.pathsep``-separated), so users add their own
-without editing the package. A name defined twice is an error.
+Recipes are found in the built-in ``recipes/`` folder (:func:`builtin_folder`), in
+``<workspace>/recipes/`` and in every folder of ``$ZOO_RECIPE_PATH`` (``os.pathsep``-separated),
+so users add their own without editing the package. A name defined twice is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import inspect
 import os
 import tomllib
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, close_matches
+from zoo.training.schedules import learning_rate
 
-BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+def builtin_folder(kind: str) -> Path:
+    """The built-in ``recipes`` or ``ensembles`` folder.
+
+    The top-level folders of the repository are the source of truth; a wheel carries copies
+    as ``zoo/_builtin/<kind>/`` (see ``setup.py``). An installed package reads those, an
+    editable checkout the top-level folder.
+    """
+    packaged = Path(str(importlib.resources.files("zoo"))) / "_builtin" / kind
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / kind
+
+
+BUILTIN_RECIPES = builtin_folder("recipes")
 PREPROCESSING = ("inception", "torch", "caffe", "raw", "unit")
 CLASS_WEIGHTS = ("none", "inverse", "effective")
 SAMPLING = ("none", "balanced")
-SCHEDULES = ("constant", "step", "one_cycle", "cosine")
 TRAINABLE = ("all", "head")
 
 
@@ -142,15 +159,170 @@ def scale_stages(stages: tuple[Stage, ...], total: int) -> tuple[Stage, ...]:
 
 
 _TOP_KEYS = {f.name for f in dataclasses.fields(Recipe)} - {"path", "input", "stages"}
+_TOML_TYPES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "a table",
+}
+# ``[optimizer] name`` → the class in ``keras.optimizers`` (zoo.training.trainer builds it).
+OPTIMIZERS = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "nadam": "Nadam",
+}
+_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def _toml_type(value: Any) -> str:
+    kinds = {bool: "boolean", str: "string", int: "integer", float: "float", list: "array"}
+    return kinds.get(type(value), "table" if isinstance(value, dict) else type(value).__name__)
+
+
+def _how_to_fix(kind: type, key: str, value: Any) -> str:
+    """'Write it without quotes: epochs = 5.' when a number or boolean came quoted."""
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is bool and text.lower() in ("true", "false"):
+            return f"Write it without quotes: {key} = {text.lower()}."
+        if kind in (int, float):
+            try:
+                kind(text)
+            except ValueError:
+                pass
+            else:
+                return f"Write it without quotes: {key} = {text}."
+    return f"Change it to {_TOML_TYPES[kind]}."
+
+
+def _checked(cls: type, raw: dict[str, Any], *, prefix: str, fail) -> dict[str, Any]:
+    """``raw`` with every value checked against the type of ``cls``'s field of that name.
+
+    A float field accepts an integer (``learning_rate = 1``) and stores it as a float; nested
+    records (``[input]``, ``[[stages]]``) are checked on their own.
+    """
+    hints = typing.get_type_hints(cls)
+    checked = dict(raw)
+    for key, value in raw.items():
+        kind = typing.get_origin(hints.get(key)) or hints.get(key)
+        if kind not in _TOML_TYPES:
+            continue
+        if kind is float and type(value) is int:
+            checked[key] = float(value)
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise fail(
+                f"{prefix}{key} must be {_TOML_TYPES[kind]}; got {value!r} ({_toml_type(value)}). "
+                + _how_to_fix(kind, key, value)
+            )
+    return checked
+
+
+def _record(cls: type, raw: Any, *, table: str, prefix: str, fail) -> Any:
+    """``cls(**raw)`` once ``raw`` is a table with known keys, the required ones and right types."""
+    if not isinstance(raw, dict):
+        raise fail(f"{table} must be a table; got {raw!r} ({_toml_type(raw)}).")
+    fields = dataclasses.fields(cls)
+    allowed = sorted(f.name for f in fields)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise fail(f"bad {table} table: unknown key(s) {unknown}; allowed: {allowed}.")
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in raw
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise fail(f"bad {table} table: missing required key(s) {missing}; add them.")
+    return cls(**_checked(cls, raw, prefix=prefix, fail=fail))
+
+
+def optimizer_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments (→ defaults) of the Keras optimizer that ``[optimizer] name`` picks.
+
+    ``learning_rate`` comes from each stage and ``name`` picks the optimizer, so neither is listed.
+    """
+    import keras
+
+    init = getattr(keras.optimizers, OPTIMIZERS[name]).__init__
+    return {
+        p.name: p.default
+        for p in inspect.signature(init).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in ("self", "learning_rate", "name")
+    }
+
+
+def _check_optimizer(config: dict[str, Any], fail) -> None:
+    """``[optimizer]``: a known name and only arguments its Keras class accepts, of the right type."""
+    name = config.get("name", "adam")
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise fail(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
+    accepted = optimizer_arguments(name)
+    keras_name = f"keras.optimizers.{OPTIMIZERS[name]}"
+    for key, value in config.items():
+        if key == "name":
+            continue
+        if key == "learning_rate":
+            raise fail(
+                "optimizer.learning_rate is not used: set learning_rate in each [[stages]] entry."
+            )
+        if key not in accepted:
+            near = close_matches(key, list(accepted))
+            raise fail(
+                f"optimizer.{key} is not an argument of {keras_name} (optimizer {name!r}); "
+                f"allowed: {', '.join(sorted(accepted))}.{near if 'Did you mean' in near else ''}"
+            )
+        default = accepted[key]
+        if isinstance(default, bool):
+            kind = bool
+        elif default is None or isinstance(default, int | float):
+            kind = float
+        else:
+            continue
+        if not isinstance(value, kind) and not (kind is float and type(value) is int):
+            raise fail(
+                f"optimizer.{key} must be {_TOML_TYPES[kind]} ({keras_name}); got {value!r} "
+                f"({_toml_type(value)}). " + _how_to_fix(kind, key, value)
+            )
+    clipping = [k for k in _CLIPPING if k in config]
+    if len(clipping) > 1:
+        raise fail(
+            f"optimizer: set at most one of {', '.join(_CLIPPING)}; got {', '.join(clipping)}."
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file; unreadable, non-UTF-8 or invalid TOML is a one-line ZooError."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # tolerate a byte-order mark
+        return tomllib.loads(text)
+    except OSError as exc:
+        raise ZooError(f"cannot read recipe file {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ZooError(
+            f"recipe file {path} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); "
+            "save it with UTF-8 encoding."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ZooError(
+            f"recipe file {path} is not valid TOML: {reason}. Fix the syntax (recipes/*.toml are examples)."
+        ) from None
 
 
 def parse_recipe(path: Path) -> Recipe:
-    """Read and validate one recipe file; errors name the file and the key."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ZooError(f"recipe file {path} is not valid TOML: {exc}") from None
-    name = data.get("name", path.stem)
+    """Read and validate one recipe file, so that a bad recipe fails when it is loaded.
+
+    Checks keys, value types, allowed values, the ``[optimizer]`` arguments against the Keras
+    optimizer and each stage's schedule. Errors name the file, the key, the allowed values and
+    the value received.
+    """
+    data = _read_toml(path)
 
     def fail(message: str) -> ZooError:
         return ZooError(f"recipe file {path}: {message}")
@@ -163,34 +335,64 @@ def parse_recipe(path: Path) -> Recipe:
     for key in ("source", "backbone", "input", "stages"):
         if key not in data:
             raise fail(f"missing required key '{key}'.")
-    try:
-        spec = InputSpec(**data["input"])
-    except TypeError as exc:
-        raise fail(f"bad [input] table: {exc}.") from None
+    fields = {k: v for k, v in data.items() if k not in ("input", "stages")}
+    fields = _checked(Recipe, fields, prefix="", fail=fail)
+    fields.setdefault("name", path.stem)
+
+    spec = _record(InputSpec, data["input"], table="[input]", prefix="input.", fail=fail)
     if spec.preprocessing not in PREPROCESSING:
         raise fail(
             f"input.preprocessing must be one of {PREPROCESSING}; got {spec.preprocessing!r}."
         )
+    from zoo.data.images import RESAMPLING
+
+    if spec.interpolation not in RESAMPLING:
+        raise fail(
+            f"input.interpolation must be one of {tuple(RESAMPLING)}; got {spec.interpolation!r}."
+        )
+    if spec.min_size < 1 or spec.size < spec.min_size:
+        raise fail(
+            f"input.size must be at least input.min_size (≥ 1); got size = {spec.size}, "
+            f"min_size = {spec.min_size}."
+        )
+
+    if not isinstance(data["stages"], list):
+        raise fail(
+            "stages must be an array of tables, one [[stages]] entry per phase of training; "
+            f"got {_toml_type(data['stages'])}."
+        )
     stages = []
-    for i, raw in enumerate(data["stages"]):
-        try:
-            stage = Stage(**raw)
-        except TypeError as exc:
-            raise fail(f"bad [[stages]] entry {i + 1}: {exc}.") from None
+    for i, raw in enumerate(data["stages"], start=1):
+        stage = _record(
+            Stage, raw, table=f"[[stages]] entry {i}", prefix=f"stages[{i}].", fail=fail
+        )
         if stage.trainable not in TRAINABLE:
             raise fail(
-                f"stages[{i + 1}].trainable must be one of {TRAINABLE}; got {stage.trainable!r}."
+                f"stages[{i}].trainable must be one of {TRAINABLE}; got {stage.trainable!r}."
             )
-        if stage.schedule.get("name", "constant") not in SCHEDULES:
-            raise fail(
-                f"stages[{i + 1}].schedule.name must be one of {SCHEDULES}; got {stage.schedule.get('name')!r}."
-            )
+        if stage.epochs < 1:
+            raise fail(f"stages[{i}].epochs must be a positive integer; got {stage.epochs}.")
+        if not stage.learning_rate > 0:
+            raise fail(f"stages[{i}].learning_rate must be > 0; got {stage.learning_rate}.")
+        try:
+            learning_rate(stage.schedule, base=stage.learning_rate, epoch=0, epochs=stage.epochs)
+        except ZooError as exc:
+            raise fail(f"stages[{i}].schedule: {exc} Fix that [[stages]] entry.") from None
         stages.append(stage)
     if not stages:
         raise fail("needs at least one [[stages]] entry.")
-    fields = {k: v for k, v in data.items() if k not in ("input", "stages")}
-    fields["name"] = name
+
     recipe = Recipe(input=spec, stages=tuple(stages), path=str(path), **fields)
+    _check_optimizer(recipe.optimizer, fail)
+    for key, ok, rule in (
+        ("batch_size", recipe.batch_size >= 1, "a positive integer"),
+        ("early_stopping", recipe.early_stopping >= 0, "0 (off) or a number of epochs"),
+        ("dropout", 0 <= recipe.dropout < 1, "in [0, 1)"),
+        ("label_smoothing", 0 <= recipe.label_smoothing < 1, "in [0, 1)"),
+        ("class_weight_beta", 0 < recipe.class_weight_beta < 1, "in (0, 1)"),
+    ):
+        if not ok:
+            raise fail(f"{key} must be {rule}; got {getattr(recipe, key)!r}.")
     if recipe.class_weight not in CLASS_WEIGHTS:
         raise fail(f"class_weight must be one of {CLASS_WEIGHTS}; got {recipe.class_weight!r}.")
     if recipe.sampling not in SAMPLING:

@@ -61,6 +61,11 @@ class Dataset:
         weights = None if self.weights is None else self.weights.loc[list(ids)]
         return dataclasses.replace(self, records=records, weights=weights)
 
+    def labelled(self) -> Dataset:
+        """The images whose label is one of ``classes`` (the reader reports the others)."""
+        known = self.records["label"].isin(self.classes)
+        return self if known.all() else self.subset(self.records.index[known])
+
     def truth(self) -> pd.DataFrame:
         """One-hot ground truth in ISIC format (index ``image``, one column per class)."""
         onehot = np.eye(len(self.classes), dtype=float)[self.labels]

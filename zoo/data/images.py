@@ -1,13 +1,17 @@
 """Decode, convert, border-crop and resize images once; cache the pixels per data set.
 
 Any PIL-readable file is converted to RGB (grayscale, RGBA, CMYK, palette, 16-bit), so such
-images are accepted, not rejected. Decoded arrays are kept in memory and on disk in
+images are accepted, not rejected. Decoded arrays are kept on disk in
 ``<workspace>/cache/images/`` keyed by the data fingerprint and the input settings, so that
-epochs after the first — and later runs — read no JPEG at all.
+epochs after the first — and later runs — read no JPEG at all. A part of a data set that fits
+the memory budget (half the machine's memory, or ``$ZOO_MEMORY_BUDGET_GB``) is handed to the
+pipeline as an in-memory array; a larger one as :class:`DiskRows`, read batch by batch from
+the memory-mapped cache (and such a data set is decoded straight into that file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from zoo.console import progress
 from zoo.data.dataset import Dataset
-from zoo.errors import DataProblems
+from zoo.errors import DataProblems, ZooError
 from zoo.workspace import atomic_path, atomic_write_json
 
 CACHE_VERSION = 1
@@ -89,9 +93,12 @@ def decode_many(
     crop_borders: bool = False,
     interpolation: str = "bilinear",
     description: str = "decoding images",
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode ``paths`` in parallel threads; returns pixels and {position: problem}."""
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    """Decode ``paths`` in parallel threads into ``out`` (default: a new array); returns the
+    pixels and {position: problem}."""
+    if out is None:
+        out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     problems: dict[int, str] = {}
 
     def work(i: int) -> None:
@@ -113,6 +120,46 @@ def decode_many(
     return out, problems
 
 
+def memory_budget() -> int:
+    """Bytes of decoded pixels zoo keeps in memory: ``$ZOO_MEMORY_BUDGET_GB``, else half of RAM."""
+    configured = os.environ.get("ZOO_MEMORY_BUDGET_GB")
+    if configured:
+        try:
+            return int(float(configured) * 2**30)
+        except ValueError:
+            raise ZooError(
+                f"ZOO_MEMORY_BUDGET_GB must be a number of gigabytes; got {configured!r}."
+            ) from None
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+class DiskRows:
+    """Rows of a memory-mapped pixel cache, read on demand: an array-like for data sets larger
+    than the memory budget. Indexing (an int, a slice or an index array) returns a numpy array;
+    rows are read in file order, then put back in the order asked for."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray):
+        self.array, self.rows = array, np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *array.shape[1:])
+        self.dtype = array.dtype
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        wanted = self.rows[index]
+        if np.ndim(wanted) == 0:
+            return np.asarray(self.array[int(wanted)])
+        order = np.argsort(wanted, kind="stable")
+        out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
+        out[order] = self.array[wanted[order]]
+        return out
+
+
 @dataclass
 class ImageTable:
     """Decoded pixels of a data set, addressable by image id."""
@@ -126,8 +173,13 @@ class ImageTable:
     def rows(self, ids) -> np.ndarray:
         return np.fromiter((self._row[i] for i in ids), dtype=np.int64, count=len(ids))
 
-    def take(self, ids) -> np.ndarray:
-        return self.pixels[self.rows(ids)]
+    def take(self, ids) -> np.ndarray | DiskRows:
+        """Pixels of ``ids``: in memory when they fit the budget, else read from the cache file."""
+        rows = self.rows(ids)
+        row_bytes = int(np.prod(self.pixels.shape[1:])) * self.pixels.dtype.itemsize
+        if isinstance(self.pixels, np.memmap) and len(rows) * row_bytes > memory_budget():
+            return DiskRows(self.pixels, rows)
+        return self.pixels[rows]
 
 
 _MEMORY: dict[str, ImageTable] = {}
@@ -168,33 +220,55 @@ def load_images(
             )
             _MEMORY[key] = table
             return table
-    pixels, bad = decode_many(
-        list(dataset.records["path"]),
-        size=size,
-        crop_borders=crop_borders,
-        interpolation=interpolation,
-        description=f"decoding {dataset.name} at {size}px",
-    )
-    ids = dataset.ids
-    problems = list(dataset.problems)
-    problems += [
-        f"image {ids[i]} ({dataset.records['path'].iloc[i] or 'no file'}): {why}"
-        for i, why in sorted(bad.items())
-        if dataset.records["path"].iloc[i]
-    ]
-    if problems:
-        raise DataProblems(dataset.spec, problems)
-    table = ImageTable(ids, pixels)
+    paths = list(dataset.records["path"])
+    with contextlib.ExitStack() as stack:
+        pixels = None
+        if cache_dir is not None and len(paths) * size * size * 3 > memory_budget():
+            # too large for memory: decode straight into the cache file, then map it read-only
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            tmp = stack.enter_context(atomic_path(Path(cache_dir) / f"{key}.npy", suffix=".npy"))
+            pixels = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
+            )
+        pixels, bad = decode_many(
+            paths,
+            size=size,
+            crop_borders=crop_borders,
+            interpolation=interpolation,
+            description=f"decoding {dataset.name} at {size}px",
+            out=pixels,
+        )
+        problems = _problems(dataset, bad)
+        if problems:
+            raise DataProblems(dataset.spec, problems)
+        if isinstance(pixels, np.memmap):
+            pixels.flush()
+        elif cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            with atomic_path(Path(cache_dir) / f"{key}.npy", suffix=".npy") as tmp:
+                np.save(tmp, pixels)
+    # (a memory-mapped decode was renamed into place when the ExitStack closed)
+    if isinstance(pixels, np.memmap):
+        pixels = np.load(Path(cache_dir) / f"{key}.npy", mmap_mode="r")
+    table = ImageTable(dataset.ids, pixels)
     if cache_dir is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(cache_dir) / f"{key}.npy", suffix=".npy") as tmp:
-            np.save(tmp, pixels)
         atomic_write_json(
-            Path(cache_dir) / f"{key}.json", {"ids": ids, "spec": dataset.spec, "size": size}
+            Path(cache_dir) / f"{key}.json",
+            {"ids": dataset.ids, "spec": dataset.spec, "size": size},
         )
     _MEMORY.clear()  # keep one data set in memory at a time
     _MEMORY[key] = table
     return table
+
+
+def _problems(dataset: Dataset, bad: dict[int, str]) -> list[str]:
+    """The reader's problems and every unreadable image, each naming its id and file."""
+    paths = dataset.records["path"]
+    return list(dataset.problems) + [
+        f"image {dataset.ids[i]} ({paths.iloc[i]}): {why}"
+        for i, why in sorted(bad.items())
+        if paths.iloc[i]
+    ]
 
 
 def validate(dataset: Dataset, *, size: int = 32) -> None:

@@ -1,6 +1,8 @@
 """tf.data pipelines over decoded pixels: shuffled, augmented in-graph, batched, prefetched.
 
-Pixels come from :mod:`zoo.data.images` (uint8, already resized), so an epoch reads no file.
+Pixels come from :mod:`zoo.data.images` (uint8, already resized), so an epoch reads no file:
+an in-memory array becomes one constant tensor; :class:`~zoo.data.images.DiskRows` (a data set
+larger than the memory budget) is read batch by batch from the memory-mapped cache.
 Augmentation runs on whole batches inside the tf.data graph with Keras preprocessing layers,
 in parallel with the model, and batches are prefetched.
 """
@@ -11,6 +13,23 @@ import math
 
 import numpy as np
 import tensorflow as tf
+
+from zoo.data.images import DiskRows
+
+
+def _gather(pixels):
+    """A graph function: a batch of row indices → the uint8 images of those rows."""
+    if isinstance(pixels, DiskRows):
+        shape = (None, *pixels.shape[1:])
+
+        def read(idx):
+            batch = tf.numpy_function(lambda i: pixels[i], [idx], tf.uint8, stateful=False)
+            batch.set_shape(shape)
+            return batch
+
+        return read
+    images = tf.constant(np.asarray(pixels))
+    return lambda idx: tf.gather(images, idx)
 
 
 def training_dataset(
@@ -29,7 +48,7 @@ def training_dataset(
     ``balanced`` draws every class equally often (the effective training prior is uniform).
     """
     n = len(labels)
-    images = tf.constant(np.asarray(pixels))
+    read = _gather(pixels)
     targets = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
     weights = tf.constant(
         np.ones(n, np.float32) if sample_weights is None else sample_weights, tf.float32
@@ -48,7 +67,7 @@ def training_dataset(
         )
 
     def gather(idx):
-        batch = tf.cast(tf.gather(images, idx), tf.float32)
+        batch = tf.cast(read(idx), tf.float32)
         return batch, tf.gather(targets, idx), tf.gather(weights, idx)
 
     dataset = indices.batch(batch_size, drop_remainder=False).map(
@@ -63,12 +82,12 @@ def training_dataset(
 
 def inference_dataset(pixels: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
     """Batches of float32 images in order, prefetched (no labels)."""
-    images = tf.constant(np.asarray(pixels))
+    read = _gather(pixels)
     return (
         tf.data.Dataset.range(len(pixels))
         .batch(batch_size)
         .map(
-            lambda idx: tf.cast(tf.gather(images, idx), tf.float32),
+            lambda idx: tf.cast(read(idx), tf.float32),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .prefetch(tf.data.AUTOTUNE)

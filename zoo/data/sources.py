@@ -21,6 +21,11 @@ from zoo.errors import ZooError, close_matches
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 HAM10000_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 KINDS = ("ham10000", "isic", "folder", "csv", "demo")
+FOLDER_KINDS = {
+    "ham10000": "DIR/HAM10000_metadata.csv and the images",
+    "folder": "DIR/<class name>/<image>.jpg",
+}
+FILE_KINDS = {"isic": "ISIC ground truth", "csv": "columns image,label[,group]"}
 
 
 def _index_images(folders: list[Path]) -> dict[str, Path]:
@@ -38,9 +43,20 @@ def _index_images(folders: list[Path]) -> dict[str, Path]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise ZooError(f"cannot read {path}: it is a folder, not a CSV file; pass the CSV file.")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ZooError(
+            f"cannot read {path}: it is not UTF-8 text (it holds byte "
+            f"0x{exc.object[exc.start]:02x}); save it as UTF-8 and run again."
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ZooError(
+            f"cannot read {path}: the file is empty; expected a CSV with a header."
+        ) from None
+    except (OSError, pd.errors.ParserError) as exc:
         raise ZooError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
@@ -295,6 +311,16 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
     if not path.exists():
         raise ZooError(f"--data {spec}: {path} does not exist.")
     kind = kind or detect_kind(path)
+    if kind in FOLDER_KINDS and not path.is_dir():
+        raise ZooError(
+            f"--data {spec}: {path} is a file, but {kind}: needs a folder ({FOLDER_KINDS[kind]}); "
+            "pass its folder, or csv:FILE / isic:CSV for a CSV file."
+        )
+    if kind in FILE_KINDS and not path.is_file():
+        raise ZooError(
+            f"--data {spec}: {path} is a folder, but {kind}: needs a CSV file ({FILE_KINDS[kind]}); "
+            "pass the CSV file, or folder:DIR / ham10000:DIR for a folder."
+        )
     readers: dict[str, Callable[..., Dataset]] = {
         "ham10000": lambda: read_ham10000(path),
         "isic": lambda: read_isic(path, images=images),

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from zoo.data.dataset import Dataset
-from zoo.errors import ZooError
+from zoo.errors import DataProblems, ZooError
 
 PARTS = ("train", "val", "test")
 
@@ -48,30 +48,52 @@ class Split:
         return cls(**data, **{p: tuple(ids[p]) for p in PARTS})
 
 
-def _one_fold(labels, groups, n_splits: int, seed: int, which: int):
+def _one_fold(labels, groups, n_splits: int, seed: int, which: int, *, source: str):
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     try:
         for k, (rest, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
             if k == which:
                 return rest, held
-    except ValueError as exc:  # e.g. every class has fewer images than n_splits
-        raise ZooError(
-            f"cannot divide {len(labels)} images into {n_splits} stratified, lesion-grouped parts "
-            f"({exc}); add images or use fewer folds."
+    except ValueError as exc:  # e.g. fewer lesions than n_splits
+        raise DataProblems(
+            source,
+            [
+                f"cannot divide {len(labels)} images into {n_splits} stratified, lesion-grouped "
+                f"parts ({exc}); add images or use fewer folds"
+            ],
         ) from None
     raise AssertionError("unreachable")
 
 
-def _check_enough_lesions(dataset: Dataset, needed: int, why: str) -> None:
-    lesions = dataset.records.groupby("label")["group"].nunique()
-    short = [
-        f"{c} ({int(lesions.get(c, 0))})" for c in dataset.classes if lesions.get(c, 0) < needed
+def lesion_shortfalls(dataset: Dataset, *, folds: int | None = None) -> list[str]:
+    """One line per class with too few lesions (groups) for the split, naming it; [] if none.
+
+    A grouped split puts every lesion in one part, so each class needs a lesion in each of
+    train, val and test (three), or in each of ``folds`` folds.
+    """
+    needed = max(3, folds or 0)
+    why = "a train/val/test split" if folds is None else f"{folds} folds plus a test part"
+    records = dataset.records
+    lesions = records.groupby("label")["group"].nunique()
+    images = records["label"].value_counts()
+    return [
+        f"class {c} has {int(lesions.get(c, 0))} lesion(s) ({int(images.get(c, 0))} image(s)), "
+        f"fewer than the {needed} that {why} needs; add images of it or drop the class"
+        for c in dataset.classes
+        if lesions.get(c, 0) < needed
     ]
-    if short:
+
+
+def check_split_options(*, fold: int | None, folds: int | None, test_fraction: float = 0.2) -> None:
+    """Raise :class:`ZooError` for impossible ``--fold``/``--folds`` or test fraction."""
+    if folds is not None and (folds < 2 or fold is None or not 0 <= fold < folds):
         raise ZooError(
-            f"{dataset.spec}: class(es) {', '.join(short)} have fewer than {needed} lesions, too few for {why}; "
-            "add images of them or drop those classes."
+            f"--fold K --folds N needs N ≥ 2 and 0 ≤ K < N; got fold={fold}, folds={folds}."
         )
+    if fold is not None and folds is None:
+        raise ZooError(f"--fold needs --folds N as well; got --fold {fold} alone.")
+    if not 0 < test_fraction < 0.5:
+        raise ZooError(f"test fraction must be in (0, 0.5); got {test_fraction}.")
 
 
 def make_split(
@@ -83,31 +105,27 @@ def make_split(
     fold: int | None = None,
     folds: int | None = None,
 ) -> Split:
-    """Grouped, stratified train/val/test (or k-fold) split of ``dataset``."""
-    if folds is not None and (folds < 2 or fold is None or not 0 <= fold < folds):
-        raise ZooError(
-            f"--fold K --folds N needs N ≥ 2 and 0 ≤ K < N; got fold={fold}, folds={folds}."
-        )
-    if fold is not None and folds is None:
-        raise ZooError("--fold needs --folds N as well.")
-    if not 0 < test_fraction < 0.5:
-        raise ZooError(f"test fraction must be in (0, 0.5); got {test_fraction}.")
-    _check_enough_lesions(
-        dataset,
-        max(3, folds or 0),
-        "a train/val/test split" if folds is None else f"{folds} folds plus a test part",
-    )
+    """Grouped, stratified train/val/test (or k-fold) split of ``dataset``.
+
+    Bad options raise :class:`ZooError`; a data set that cannot be split so raises
+    :class:`DataProblems` with one line per class that is short of lesions.
+    """
+    check_split_options(fold=fold, folds=folds, test_fraction=test_fraction)
+    short = lesion_shortfalls(dataset, folds=folds)
+    if short:
+        raise DataProblems(dataset.spec, short)
     labels, groups, ids = (
         dataset.labels,
         dataset.records["group"].to_numpy(),
         np.asarray(dataset.ids),
     )
-    rest, test = _one_fold(labels, groups, round(1 / test_fraction), seed, 0)
+    source = dataset.spec
+    rest, test = _one_fold(labels, groups, round(1 / test_fraction), seed, 0, source=source)
     if folds is None:
         inner = max(2, round((1 - test_fraction) / val_fraction))
-        train, val = _one_fold(labels[rest], groups[rest], inner, seed, 0)
+        train, val = _one_fold(labels[rest], groups[rest], inner, seed, 0, source=source)
     else:
-        train, val = _one_fold(labels[rest], groups[rest], folds, seed, fold)
+        train, val = _one_fold(labels[rest], groups[rest], folds, seed, fold, source=source)
     split = Split(
         seed=seed,
         train=tuple(ids[rest][train]),
@@ -119,11 +137,13 @@ def make_split(
         val_fraction=val_fraction,
     )
     present = {p: set(dataset.records.loc[list(split.ids(p)), "label"]) for p in PARTS}
-    for part in PARTS:
-        missing = [c for c in dataset.classes if c not in present[part]]
-        if missing:
-            raise ZooError(
-                f"{dataset.spec}: the {part} part has no image of class(es) {', '.join(missing)}: "
-                "too few lesions for a grouped split; add images of them or drop those classes."
-            )
+    empty = [
+        f"the {part} part of the split (seed {seed}) has no image of class(es) "
+        f"{', '.join(missing)}: too few lesions for a grouped split; add images of them, "
+        "drop those classes or try another --split-seed"
+        for part in PARTS
+        if (missing := [c for c in dataset.classes if c not in present[part]])
+    ]
+    if empty:
+        raise DataProblems(dataset.spec, empty)
     return split

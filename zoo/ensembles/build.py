@@ -36,6 +36,7 @@ from scipy.stats import rankdata
 from zoo.ensembles.combine import PredictionSet
 from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
 from zoo.errors import ZooError
+from zoo.hashing import file_sha256
 from zoo.members import Member, list_members, members_dir, predictions_frame, write_predictions
 from zoo.priors import PriorCorrection
 
@@ -89,11 +90,6 @@ def ensembles_dir(workspace: Path) -> Path:
     return Path(workspace) / "ensembles"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def member_hashes(path: Path) -> dict[str, str]:
     """sha256 of the bytes of a member's ``model.keras`` and ``member.json``."""
     path = Path(path)
@@ -103,7 +99,7 @@ def member_hashes(path: Path) -> dict[str, str]:
             raise ZooError(
                 f"member {path.name} has no {file} in {path}; the member is incomplete — retrain it"
             )
-        hashes[file] = _sha256(path / file)
+        hashes[file] = file_sha256(path / file)
     return hashes
 
 

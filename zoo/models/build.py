@@ -8,8 +8,12 @@ stage can train the head alone on cached features (:func:`split_model`).
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import socket
+import tempfile
+import urllib.error
 from pathlib import Path
 
 import keras
@@ -43,20 +47,91 @@ def _application_backbone(recipe: Recipe, shape, weights):
     return APPLICATIONS[recipe.backbone](**kwargs)
 
 
+def keras_weights_cache() -> Path:
+    """The folder where ``keras.utils.get_file`` keeps keras.applications weights."""
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = os.path.expanduser(keras_home())
+    except ImportError:  # a Keras without that private accessor
+        home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
+    if not os.access(home, os.W_OK):  # get_file then falls back to /tmp/.keras
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return Path(home) / "models"
+
+
+_DOWNLOAD_ERRORS = (
+    FileNotFoundError,
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    urllib.error.URLError,
+    http.client.HTTPException,
+)
+
+
+def _frames(exc: BaseException):
+    tb = exc.__traceback__
+    while tb is not None:
+        yield tb.tb_frame
+        tb = tb.tb_next
+
+
+def _download_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` means the weights file could not be had (no network, a failed download,
+    a missing file), as opposed to a file that is there and cannot be loaded."""
+    if isinstance(exc, _DOWNLOAD_ERRORS):
+        return True
+    if any(frame.f_code.co_name == "get_file" for frame in _frames(exc)):
+        return True  # raised while keras.utils.get_file looked for or downloaded the file
+    return str(exc).startswith("URL fetch failure")  # get_file's wrapper for a failed download
+
+
+def _weights_file(exc: BaseException, cache: Path) -> Path | None:
+    """The ImageNet weights file that the keras.applications builder looked for, if known."""
+    for frame in _frames(exc):  # every keras.applications builder calls it ``weights_path``
+        path = frame.f_locals.get("weights_path")
+        if isinstance(path, str | os.PathLike):
+            return Path(path)
+    found = re.search(r"([\w.-]+\.h5)\b", str(exc))  # the URL in a failed download
+    return cache / found.group(1) if found else None
+
+
 def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
     """The backbone with ImageNet weights from Keras' cache (downloaded when online).
 
-    ``required``: raise a one-line ZooError when the weights cannot be had; otherwise warn
-    and return None (the caller then initialises at random).
+    When the weights cannot be had (no network, failed download, missing file) and
+    ``required``, raise a one-line ZooError naming the file; otherwise warn and return None
+    (the caller then initialises at random). A cached file that is there but cannot be loaded
+    is always an error, never a silent fallback. Any other failure propagates unchanged.
     """
+    cache = keras_weights_cache()
+    cached_before = set(cache.glob("*.h5")) if cache.is_dir() else set()
     try:
         return _application_backbone(recipe, shape, "imagenet")
-    except Exception as exc:  # keras raises a bare Exception for a failed download
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        found = re.search(r"([\w.-]+\.h5)", reason)
-        cache = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
-        file = cache / found.group(1) if found else cache
-        what = f"ImageNet weights for {recipe.backbone} ({file}) are not in Keras' cache and could not be downloaded"
+    except Exception as exc:
+        file = _weights_file(exc, cache)
+        if not _download_failed(exc):
+            if file is None or not file.is_file():
+                raise  # not about the weights file: a real failure, reported as one
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ZooError(
+                f"ImageNet weights file {file} for {recipe.backbone} is in Keras' cache but could "
+                f"not be loaded ({reason}). If it is damaged, delete it so that Keras downloads "
+                "it again; or use --weights none (train from scratch) or --weights PATH "
+                "(a local backbone weights file)."
+            ) from None
+        where = file or cache
+        if file is not None and file in cached_before and not file.exists():
+            what = (
+                f"ImageNet weights for {recipe.backbone}: the copy in Keras' cache ({where}) failed "
+                "Keras' checksum, so Keras deleted it, and it could not be downloaded again"
+            )
+        else:
+            what = (
+                f"ImageNet weights for {recipe.backbone} ({where}) are not in Keras' cache and "
+                "could not be downloaded"
+            )
         if required:
             raise ZooError(
                 f"{what}. Copy the file there, or use --weights none (train from scratch) or "
@@ -99,6 +174,25 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
         load_backbone_weights(backbone, weights)
         used = str(Path(weights).resolve())
     return backbone, used
+
+
+def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
+    """Fail now, before any image is decoded, when ``weights`` cannot be had: a missing
+    ``PATH``, ImageNet weights for a backbone that has none, or ``imagenet`` neither cached
+    nor downloadable (that check builds the backbone once; ``auto`` and ``none`` never fail)."""
+    if weights in ("auto", "none"):
+        return
+    if weights != "imagenet":
+        if not Path(weights).expanduser().is_file():
+            raise ZooError(
+                f"--weights {weights}: no such file. Pass imagenet, none, or the path of a "
+                "backbone weights file."
+            )
+        return
+    if recipe.backbone in APPLICATIONS:
+        _imagenet_backbone(recipe, (image_size, image_size, 3), required=True)
+    else:
+        build_backbone(recipe, image_size=image_size, weights=weights)  # raises: none exist
 
 
 def load_backbone_weights(backbone: keras.Model, path: str) -> None:

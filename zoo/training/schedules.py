@@ -21,16 +21,44 @@ _ALLOWED = {
 }
 
 
-def learning_rate(schedule: dict[str, Any], *, base: float, epoch: float, epochs: int) -> float:
-    """The learning rate ``epoch`` epochs (fractional) into a stage of ``epochs`` epochs."""
+SCHEDULES = tuple(_ALLOWED)
+
+
+def check_schedule(schedule: Any) -> None:
+    """Raise a ZooError unless ``schedule`` is a known schedule with valid numeric options."""
+    if not isinstance(schedule, dict):
+        raise ZooError(
+            f'a schedule must be a table such as {{ name = "step", every = 30 }}; got {schedule!r}.'
+        )
     name = schedule.get("name", "constant")
-    if name not in _ALLOWED:
+    if not isinstance(name, str) or name not in _ALLOWED:
         raise ZooError(f"schedule name must be one of {', '.join(_ALLOWED)}; got {name!r}.")
     unknown = set(schedule) - {"name"} - _ALLOWED[name]
     if unknown:
         raise ZooError(
             f"schedule {name!r} takes {sorted(_ALLOWED[name]) or 'no options'}; got {sorted(unknown)}."
         )
+    for key in sorted(set(schedule) - {"name"}):
+        value = schedule[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ZooError(
+                f"schedule {name!r} option {key!r} must be a number; got {value!r} "
+                f"({type(value).__name__}). Write a number without quotes."
+            )
+        if key == "warmup" and name == "one_cycle":
+            ok, rule = 0 <= value <= 1, "between 0 and 1 (a fraction of the stage)"
+        elif key == "warmup":
+            ok, rule = value >= 0, "≥ 0 (epochs)"
+        else:
+            ok, rule = value > 0, "> 0"
+        if not ok:
+            raise ZooError(f"schedule {name!r} option {key!r} must be {rule}; got {value!r}.")
+
+
+def learning_rate(schedule: dict[str, Any], *, base: float, epoch: float, epochs: int) -> float:
+    """The learning rate ``epoch`` epochs (fractional) into a stage of ``epochs`` epochs."""
+    check_schedule(schedule)
+    name = schedule.get("name", "constant")
     if name == "constant":
         return base
     if name == "step":

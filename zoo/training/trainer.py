@@ -8,8 +8,10 @@ after every epoch, so ``--resume`` continues where it stopped) and becomes
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +22,13 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from zoo import console
 from zoo.data import Dataset, load_dataset
-from zoo.data.images import ImageTable, load_images, validate
+from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
-from zoo.data.splits import Split, make_split
-from zoo.errors import ZooError
+from zoo.data.splits import Split, check_split_options, make_split
+from zoo.errors import DataProblems, ZooError
 from zoo.members import library_versions, model_card, predictions_frame, write_predictions
 from zoo.models import build_model, split_model
+from zoo.models.build import check_weights
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
@@ -56,6 +59,7 @@ class TrainOptions:
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
+    crop_borders: bool | None = None
     weights: str | None = None
     seed: int = 0
     split_seed: int = 0
@@ -131,6 +135,7 @@ class _Run:
     seconds: float = 0.0
     replicas: int = 1
     precision: str = "float32"
+    state: dict | None = None  # state.json of the interrupted run that --resume continues
 
     @property
     def state_file(self) -> Path:
@@ -141,9 +146,14 @@ class _Run:
 
 
 def _resolve(options: TrainOptions) -> _Run:
-    """Recipe, data, defaults, name, split and run directory; checks before any work."""
+    """Recipe, data, defaults, name, run directory, decoded pixels and split.
+
+    Every check runs here, before a model is built: options, the run directory, the state
+    of a run to resume, then the data (see :func:`_check_data`).
+    """
     workspace = options.workspace
     recipe = get_recipe(options.recipe, workspace=workspace)
+    check_split_options(fold=options.fold, folds=options.folds)
     dataset = load_dataset(
         options.data, workspace=workspace, images=Path(options.images) if options.images else None
     )
@@ -163,10 +173,11 @@ def _resolve(options: TrainOptions) -> _Run:
     recipe = recipe.with_overrides(
         image_size=options.image_size, epochs=options.epochs, batch_size=options.batch_size
     )
+    if options.crop_borders is not None:
+        recipe = dataclasses.replace(
+            recipe, input=dataclasses.replace(recipe.input, crop_borders=options.crop_borders)
+        )
     name = options.name or default_name(recipe.name, dataset, options)
-    if dataset.problems:  # report them with every unreadable image, before splitting on bad labels
-        validate(dataset)
-    split = make_split(dataset, seed=options.split_seed, fold=options.fold, folds=options.folds)
     directory = options.workspace / "runs" / name
     member_dir = options.workspace / "members" / name
     if member_dir.exists():
@@ -183,7 +194,90 @@ def _resolve(options: TrainOptions) -> _Run:
         raise ZooError(
             f"--resume: no interrupted run of {name!r} in {directory.parent}; run without --resume."
         )
-    return _Run(options, recipe, dataset, split, name, weights, directory)
+    state, split = None, None
+    if options.resume:
+        state, recipe, split = _read_state(directory / "state.json")
+        weights = state["weights"]
+        if state["fingerprint"] != dataset.fingerprint:
+            raise ZooError(
+                f"--resume: the data changed since {name} started (fingerprint "
+                f"{state['fingerprint']} → {dataset.fingerprint}); start a new run."
+            )
+    if state is None:
+        check_weights(recipe, image_size=recipe.input.size, weights=weights)
+    pixels, split = _check_data(dataset, recipe, options, split)
+    return _Run(
+        options, recipe, dataset, split, name, weights, directory, pixels=pixels, state=state
+    )
+
+
+STATE_KEYS = (
+    "recipe",
+    "split",
+    "weights",
+    "fingerprint",
+    "epochs_done",
+    "best_epoch",
+    "best_score",
+    "epochs_since_best",
+    "history",
+    "seconds",
+)
+
+
+def _read_state(file: Path) -> tuple[dict, Recipe, Split]:
+    """The ``state.json`` of an interrupted run with its recipe and split; a damaged file is a
+    :class:`ZooError` that names it and says what to do."""
+    fix = f"the run cannot be resumed: delete {file.parent} and train again without --resume"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ZooError(f"--resume: cannot read {file} ({reason}); {fix}.") from None
+    if not isinstance(state, dict):
+        raise ZooError(
+            f"--resume: {file} holds a JSON {type(state).__name__}, not an object; {fix}."
+        )
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise ZooError(f"--resume: {file} is damaged: no {', '.join(missing)}; {fix}.")
+    try:
+        return state, Recipe.from_dict(state["recipe"]), Split.from_dict(state["split"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ZooError(
+            f"--resume: {file} is damaged (its recipe or split: {exc.__class__.__name__}: {exc}); "
+            f"{fix}."
+        ) from None
+
+
+def _check_data(
+    dataset: Dataset, recipe: Recipe, options: TrainOptions, split: Split | None
+) -> tuple[ImageTable, Split]:
+    """Decode every image at the training size (once: the pixels are cached and used for
+    training) and draw the split (unless resuming one); raise one :class:`DataProblems` with
+    the reader's problems, every unreadable image and every reason the split is impossible."""
+    problems: list[str] = []
+    pixels = None
+    try:
+        pixels = load_images(
+            dataset,
+            size=recipe.input.size,
+            crop_borders=recipe.input.crop_borders,
+            interpolation=recipe.input.interpolation,
+            cache_dir=options.workspace / "cache" / "images",
+        )
+    except DataProblems as exc:  # the reader's problems and every unreadable image
+        problems += exc.problems
+    if split is None:
+        try:  # on the images with a known label: the reader reports the others
+            split = make_split(
+                dataset.labelled(), seed=options.split_seed, fold=options.fold, folds=options.folds
+            )
+        except DataProblems as exc:
+            problems += exc.problems
+    if problems:
+        raise DataProblems(dataset.spec, problems)
+    return pixels, split
 
 
 def _stage_plan(stages: tuple[Stage, ...]) -> list[tuple[int, Stage]]:
@@ -335,6 +429,18 @@ def _fit_stage(
     return not trained.stop_training
 
 
+def _load_checkpoint(file: Path):
+    """The model of an interrupted run; a missing or damaged file is a :class:`ZooError`."""
+    try:
+        return keras.saving.load_model(file, safe_mode=True)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ZooError(
+            f"--resume: cannot load the checkpoint {file} ({reason}); the run cannot be resumed: "
+            f"delete {file.parent} and train again without --resume."
+        ) from None
+
+
 def train(options: TrainOptions) -> Path:
     """Train the member ``options`` describe and return its directory."""
     options.workspace = Path(options.workspace)
@@ -342,21 +448,8 @@ def train(options: TrainOptions) -> Path:
     strategy = make_strategy(options.strategy)
     policy = configure_precision(options.mixed_precision)
     run.replicas, run.precision = strategy.num_replicas_in_sync, policy
-    state = None
-    if options.resume:
-        import json
-
-        state = json.loads(run.state_file.read_text())
-        if state["fingerprint"] != run.dataset.fingerprint:
-            raise ZooError(
-                f"--resume: the data changed since {run.name} started (fingerprint "
-                f"{state['fingerprint']} → {run.dataset.fingerprint}); start a new run."
-            )
-        run.recipe, run.split, run.weights = (
-            Recipe.from_dict(state["recipe"]),
-            Split.from_dict(state["split"]),
-            state["weights"],
-        )
+    state = run.state
+    if state is not None:  # recipe, split and weights came from it in _resolve
         run.history, run.best_epoch, run.best_score = (
             state["history"],
             state["best_epoch"],
@@ -378,19 +471,12 @@ def train(options: TrainOptions) -> Path:
             import zoo.augment  # noqa: F401
             import zoo.models.layers  # noqa: F401
 
-            model = keras.saving.load_model(run.directory / "checkpoint.keras", safe_mode=True)
+            model = _load_checkpoint(run.directory / "checkpoint.keras")
         else:
             model, run.weights = build_model(
                 recipe, num_classes=len(dataset.classes), weights=run.weights
             )
     console.info(f"  weights: {run.weights}; {model.count_params():,} parameters")
-    run.pixels = load_images(
-        dataset,
-        size=recipe.input.size,
-        crop_borders=recipe.input.crop_borders,
-        interpolation=recipe.input.interpolation,
-        cache_dir=options.workspace / "cache" / "images",
-    )
     counts = np.bincount(run.labels("train"), minlength=len(dataset.classes))
     weights_of_class = class_weights(
         counts, scheme=recipe.class_weight, beta=recipe.class_weight_beta

@@ -1,0 +1,122 @@
+"""``zoo predict TARGET PATH…``: class probabilities for image files, in ISIC CSV format.
+
+Folders are searched recursively for images; the target (a member or an ensemble) runs with
+its TTA scheme and prior correction (``zoo.evaluate.prior_settings``). ``--out FILE.csv``
+also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from zoo import console
+from zoo.data.sources import IMAGE_EXTENSIONS
+from zoo.errors import ZooError
+from zoo.evaluate import PriorSettings, prior_settings, tta_record
+from zoo.targets import Target, resolve_target
+from zoo.workspace import atomic_write_json, atomic_write_text
+
+
+def collect_images(paths: Sequence[str]) -> list[Path]:
+    """Image files named directly, and the images (jpg, png, …) under folders, recursively."""
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files += sorted(
+                f
+                for f in path.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTENSIONS
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ZooError(
+                f"{text}: no such file or folder; pass image files or folders of images."
+            )
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    if not unique:
+        raise ZooError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}; "
+            "pass image files or folders that hold some."
+        )
+    return unique
+
+
+def predict_command(args, workspace: Path) -> int:
+    """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to --out or stdout.
+
+    With ``--out FILE.csv`` also ``FILE.csv.json``: how the file was made (target, TTA
+    scheme, prior correction and the priors used, inputs)."""
+    from zoo.tta import parse_tta
+
+    scheme = parse_tta(args.tta) if args.tta is not None else None
+    target = resolve_target(args.target, workspace)
+    scheme = scheme or parse_tta(target.default_tta)
+    priors = prior_settings(
+        target,
+        prior_correction=False if args.no_prior_correction else None,
+        target_priors=getattr(args, "target_priors", None),
+    )
+    files = collect_images(args.paths)
+    to_stdout = args.out is None
+    was_quiet = console.is_quiet()
+    console.set_quiet(was_quiet or to_stdout)  # keep progress bars out of the CSV
+    try:
+        frame = target.predict_files(files, tta=scheme.spec, prior_correction=priors.correct)
+    finally:
+        console.set_quiet(was_quiet)
+    frame = priors.apply(frame)
+    for note in priors.notes:
+        if to_stdout:  # keep the CSV on stdout clean
+            print(f"note: {note}", file=sys.stderr)
+        else:
+            console.info(f"  note: {note}")
+    text = frame.rename_axis("image").to_csv()
+    if to_stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    out = Path(args.out)
+    atomic_write_text(out, text)
+    atomic_write_json(
+        sidecar_path(out),
+        _predict_record(
+            target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
+        ),
+    )
+    console.info(f"Wrote {len(frame)} rows to {out} (settings in {sidecar_path(out).name})")
+    return 0
+
+
+def sidecar_path(csv: Path) -> Path:
+    """``FILE.csv.json``: the settings behind the predictions file ``FILE.csv``."""
+    return csv.with_name(csv.name + ".json")
+
+
+def _predict_record(
+    target: Target, scheme, priors: PriorSettings, *, inputs, out: Path, text: str, n_images: int
+) -> dict:
+    import zoo
+
+    return {
+        "predictions": out.name,
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "target": {"name": target.name, "kind": target.kind, "path": str(target.path)},
+        "classes": [str(c) for c in target.classes],
+        "n_images": n_images,
+        "inputs": [str(p) for p in inputs],
+        "tta": scheme.spec,
+        "tta_scheme": tta_record(scheme),
+        "prior_correction": priors.correct,
+        "priors": priors.record,
+        "notes": priors.notes,
+        "zoo_version": zoo.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
