@@ -204,3 +204,16 @@ def test_prior_correction_of_the_target(workspace, demo, monkeypatch):
 def test_unknown_ids_are_an_error(member, demo, workspace):
     with pytest.raises(ZooError, match="not in data set demo"):
         member_probabilities(member, demo, ["nope"], tta="none", workspace=workspace)
+
+
+@pytest.mark.parametrize(
+    ("n", "n_views", "expected"),
+    [(64, 9, 8), (64, 8, 16), (64, 1, 64), (256, 9, 8), (2004, 9, 12), (1, 9, 1), (84, 9, 14)],
+)
+def test_originals_per_call_wastes_fewest_views(n, n_views, expected):
+    per_call = inference.originals_per_call(n, n_views=n_views, batch_size=128)
+    assert per_call == expected
+    assert n_views * per_call <= 128 and 2 * per_call >= min(128 // n_views, n)
+    padded = -(-n // per_call) * per_call
+    most = min(128 // n_views, n)
+    assert all(padded <= -(-n // p) * p for p in range((most + 1) // 2, most + 1))

@@ -218,7 +218,7 @@ def dispatch(args) -> int:
     return handler(args, workspace_of(args)) or 0
 
 
-TENSORFLOW_COMMANDS = ("train", "evaluate", "predict")
+TENSORFLOW_COMMANDS = ("recipes", "train", "evaluate", "predict")
 
 
 def _import_tensorflow_quietly() -> None:
