@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,20 +47,11 @@ def make_member(folder: Path, recipe_name: str, size: int) -> Path:
     return path
 
 
-def timed(fn, repeats: int = 1) -> float:
-    """Shortest wall time of ``repeats`` calls of ``fn``, after one untimed warm-up call with
-    the very same inputs (so no call is timed while it traces a new batch shape)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 256) -> dict:
+    """Each figure is the best of timed calls made after an untimed warm-up call with the very
+    same inputs, so no timed call traces a new batch shape."""
     import numpy as np
+    from bench import best_time  # scripts/ sibling: one timing rule for every figure
 
     from zoo.data.images import decode_many
     from zoo.inference import MemberTarget, load_model
@@ -73,8 +63,8 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
         model = load_model(target.member)
         pixels, _ = decode_many([str(p) for p in paths], size=size)
         tensor = np.asarray(pixels, dtype=np.float32)
-        preloaded = timed(lambda: model.predict(tensor, batch_size=64, verbose=0), 2)  # noqa: B023
-        via_zoo = timed(lambda: target.predict_files(paths, tta="none"), 2)  # noqa: B023
+        preloaded = best_time(lambda: model.predict(tensor, batch_size=64, verbose=0), 2)  # noqa: B023
+        via_zoo = best_time(lambda: target.predict_files(paths, tta="none"), 2)  # noqa: B023
         results[f"predict{key}_img_s"] = len(paths) / via_zoo
         results[f"predict{key}_img_s_preloaded"] = len(paths) / preloaded
         results[f"predict{key}_ratio"] = preloaded / via_zoo
@@ -86,9 +76,11 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
             )
         if recipe == "inception_v3":
             few = paths[:64]
-            plain = timed(lambda: target.predict_files(few, tta="none"))  # noqa: B023
+            plain = best_time(lambda: target.predict_files(few, tta="none"), 1)  # noqa: B023
             for scheme, name in (("dihedral", "tta8_ratio"), ("steppan", "tta_steppan_ratio")):
-                results[name] = timed(lambda s=scheme: target.predict_files(few, tta=s)) / plain  # noqa: B023
+                results[name] = (
+                    best_time(lambda s=scheme: target.predict_files(few, tta=s), 1) / plain
+                )  # noqa: B023
                 if not quiet:
                     print(
                         f"  TTA {scheme}: {results[name]:.2f}x a plain prediction", file=sys.stderr
