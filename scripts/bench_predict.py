@@ -78,9 +78,8 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
             few = paths[:64]
             plain = best_time(lambda: target.predict_files(few, tta="none"), 1)  # noqa: B023
             for scheme, name in (("dihedral", "tta8_ratio"), ("steppan", "tta_steppan_ratio")):
-                results[name] = (
-                    best_time(lambda s=scheme: target.predict_files(few, tta=s), 1) / plain
-                )  # noqa: B023
+                run = lambda s=scheme, t=target, f=few: t.predict_files(f, tta=s)  # noqa: E731
+                results[name] = best_time(run, 1) / plain
                 if not quiet:
                     print(
                         f"  TTA {scheme}: {results[name]:.2f}x a plain prediction", file=sys.stderr

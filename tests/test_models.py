@@ -329,3 +329,11 @@ def test_model_saves_and_loads_in_safe_mode(tmp_path):
     )
     assert [layer.name for layer in loaded.layers][-2:] == ["features", "head"]
     keras.backend.clear_session()
+
+
+def test_backbone_options_that_do_not_fit_are_one_line():
+    recipe = dataclasses.replace(get_recipe("small_cnn"), backbone_options={"depth": 3})
+    with pytest.raises(
+        ZooError, match=r"\[backbone_options\] \{'depth': 3\} do not fit backbone small_cnn"
+    ):
+        build_model(recipe, num_classes=3, image_size=32, weights="none")

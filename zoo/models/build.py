@@ -8,6 +8,7 @@ stage can train the head alone on cached features (:func:`split_model`).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -44,7 +45,22 @@ OWN_BACKBONES = {"small_cnn": small_cnn}
 def _application_backbone(recipe: Recipe, shape, weights):
     kwargs = dict(include_top=False, weights=weights, input_shape=shape, pooling="avg")
     kwargs.update(recipe.backbone_options)
-    return APPLICATIONS[recipe.backbone](**kwargs)
+    with _backbone_options_checked(recipe):
+        return APPLICATIONS[recipe.backbone](**kwargs)
+
+
+@contextlib.contextmanager
+def _backbone_options_checked(recipe: Recipe):
+    """Turn a builder's complaint about ``[backbone_options]`` into a one-line ZooError."""
+    try:
+        yield
+    except TypeError as exc:
+        if not recipe.backbone_options:
+            raise
+        raise ZooError(
+            f"recipe {recipe.name}: [backbone_options] {recipe.backbone_options} do not fit "
+            f"backbone {recipe.backbone} ({str(exc).splitlines()[0]}); fix or remove them."
+        ) from None
 
 
 def keras_weights_cache() -> Path:
@@ -152,7 +168,8 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
     """
     shape = (image_size, image_size, 3)
     if recipe.backbone in OWN_BACKBONES:
-        backbone = OWN_BACKBONES[recipe.backbone](input_shape=shape, **recipe.backbone_options)
+        with _backbone_options_checked(recipe):
+            backbone = OWN_BACKBONES[recipe.backbone](input_shape=shape, **recipe.backbone_options)
         if weights == "imagenet":
             raise ZooError(
                 f"recipe {recipe.name} (backbone {recipe.backbone}) has no ImageNet weights; use --weights none or PATH."
