@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def time_schemes(target, dataset, schemes: list[str], workspace: Path) -> dict[s
     member = target.member
     ids = list(member.split_ids("test"))
     table = load_images(dataset, **image_settings(member), cache_dir=workspace / "cache" / "images")
-    pixels = np.asarray(table.take(ids))
+    pixels = table.take(ids)  # an array, or DiskRows beyond the memory budget
     model = load_model(member)
     seconds = {}
     for spec in dict.fromkeys(["none", *schemes]):

@@ -39,12 +39,7 @@ from zoo.metrics import sens_spec_curves as class_curves
 from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
 from zoo.targets import Target, resolve_target
 from zoo.taxonomy import TASKS, score_task, task_scores
-from zoo.workspace import (
-    _UMASK,
-    atomic_directory,
-    atomic_write_csv,
-    atomic_write_json,
-)
+from zoo.workspace import atomic_directory, atomic_write_csv, atomic_write_json
 
 SPLITS = ("test", "val", "all")
 BOOTSTRAP_SEED = 0
@@ -472,7 +467,6 @@ def evaluate_target(
         )
     out = _checked_out(Path(out))
     with atomic_directory(out) as tmp:
-        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700; give the usual permissions
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
         metrics = _metrics(
@@ -697,7 +691,7 @@ def evaluate_command(args, workspace: Path) -> int:
     check_task(args.task)
     check_bootstrap(args.bootstrap)
     label_map = read_label_map(args.label_map) if args.label_map else None
-    target_priors = getattr(args, "target_priors", None)
+    target_priors = args.target_priors
     target = resolve_target(args.target, workspace)
     prior_correction = False if args.no_prior_correction else None
     # checked before the data is loaded: a bad priors file fails fast

@@ -180,10 +180,15 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _interval(low, high) -> str:
-    """``[low–high]``, or nothing when the interval is unknown."""
+    """``low–high``, or ``–`` when the interval is unknown."""
     if low is None or pd.isna(low):
-        return ""
-    return f"[{_fmt(low)}–{_fmt(high)}]"
+        return "–"
+    return f"{_fmt(low)}–{_fmt(high)}"
+
+
+def _with_interval(value, low, high) -> str:
+    """``value [low–high]`` for the markdown tables (the value alone without an interval)."""
+    return _fmt(value) if low is None or pd.isna(low) else f"{_fmt(value)} [{_interval(low, high)}]"
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -193,9 +198,9 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     )
     lines = [header, "|" + "---|" * 12]
     for i, r in enumerate(frame.itertuples(), 1):
-        ba = f"{_fmt(r.balanced_accuracy)} {_interval(r.ba_low, r.ba_high)}"
-        macro = f"{_fmt(r.macro_auc)} {_interval(r.macro_auc_low, r.macro_auc_high)}"
-        mel = f"{_fmt(r.mel_auc)} {_interval(r.mel_auc_low, r.mel_auc_high)}"
+        ba = _with_interval(r.balanced_accuracy, r.ba_low, r.ba_high)
+        macro = _with_interval(r.macro_auc, r.macro_auc_low, r.macro_auc_high)
+        mel = _with_interval(r.mel_auc, r.mel_auc_low, r.mel_auc_high)
         lines.append(
             f"| {i} | {r.entry} | {r.step} | {ba} | {macro} | {mel} | "
             f"{_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
@@ -307,7 +312,7 @@ def _html(
 
 def _intervals(frame: pd.DataFrame, prefix: str) -> list[str]:
     return [
-        _interval(lo, hi)[1:-1] or "–"
+        _interval(lo, hi)
         for lo, hi in zip(frame[f"{prefix}_low"], frame[f"{prefix}_high"], strict=True)
     ]
 

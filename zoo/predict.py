@@ -62,7 +62,7 @@ def predict_command(args, workspace: Path) -> int:
     priors = prior_settings(
         target,
         prior_correction=False if args.no_prior_correction else None,
-        target_priors=getattr(args, "target_priors", None),
+        target_priors=args.target_priors,
     )
     files = collect_images(args.paths)
     to_stdout = args.out is None

@@ -115,6 +115,7 @@ class Recipe:
         epochs: int | None = None,
         batch_size: int | None = None,
         weights: str | None = None,
+        crop_borders: bool | None = None,
     ) -> Recipe:
         """A copy with command-line overrides applied (``--epochs`` is the total budget)."""
         recipe = self
@@ -135,6 +136,10 @@ class Recipe:
             recipe = dataclasses.replace(recipe, batch_size=batch_size)
         if weights is not None:
             recipe = dataclasses.replace(recipe, weights=weights)
+        if crop_borders is not None:
+            recipe = dataclasses.replace(
+                recipe, input=dataclasses.replace(recipe.input, crop_borders=crop_borders)
+            )
         return recipe
 
 

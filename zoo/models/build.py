@@ -200,11 +200,7 @@ def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
     if weights in ("auto", "none"):
         return
     if weights != "imagenet":
-        if not Path(weights).expanduser().is_file():
-            raise ZooError(
-                f"--weights {weights}: no such file. Pass imagenet, none, or the path of a "
-                "backbone weights file."
-            )
+        _local_weights_file(weights)
         return
     if recipe.backbone in APPLICATIONS:
         _imagenet_backbone(recipe, (image_size, image_size, 3), required=True)
@@ -212,13 +208,19 @@ def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
         build_backbone(recipe, image_size=image_size, weights=weights)  # raises: none exist
 
 
-def load_backbone_weights(backbone: keras.Model, path: str) -> None:
-    """Load a local weights file (``.weights.h5`` or a keras.applications ``.h5``) into a backbone."""
+def _local_weights_file(path: str) -> Path:
+    """``--weights PATH`` as an existing file, else a one-line ZooError."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ZooError(
             f"--weights {path}: no such file. Pass imagenet, none, or the path of a backbone weights file."
         )
+    return file
+
+
+def load_backbone_weights(backbone: keras.Model, path: str) -> None:
+    """Load a local weights file (``.weights.h5`` or a keras.applications ``.h5``) into a backbone."""
+    file = _local_weights_file(path)
     try:
         backbone.load_weights(str(file))
     except Exception as exc:

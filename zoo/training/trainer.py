@@ -30,6 +30,7 @@ from zoo.members import library_versions, model_card, predictions_frame, write_p
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights
 from zoo.priors import effective_priors
+from zoo.recipes import OPTIMIZERS as RECIPE_OPTIMIZERS
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
@@ -39,13 +40,8 @@ from zoo.training.runtime import configure_precision, is_chief, make_strategy
 from zoo.training.schedules import learning_rate
 from zoo.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "nadam": keras.optimizers.Nadam,
-}
+# ``[optimizer] name`` → Keras class; the names live once, in zoo.recipes (checked at load).
+OPTIMIZERS = {name: getattr(keras.optimizers, cls) for name, cls in RECIPE_OPTIMIZERS.items()}
 
 
 @dataclass
@@ -171,12 +167,11 @@ def _resolve(options: TrainOptions) -> _Run:
         console.info(f"  note: {note}")
     weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
     recipe = recipe.with_overrides(
-        image_size=options.image_size, epochs=options.epochs, batch_size=options.batch_size
+        image_size=options.image_size,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        crop_borders=options.crop_borders,
     )
-    if options.crop_borders is not None:
-        recipe = dataclasses.replace(
-            recipe, input=dataclasses.replace(recipe.input, crop_borders=options.crop_borders)
-        )
     name = options.name or default_name(recipe.name, dataset, options)
     directory = options.workspace / "runs" / name
     member_dir = options.workspace / "members" / name
