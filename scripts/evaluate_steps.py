@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
