@@ -323,7 +323,7 @@ def test_optimizer_names_match_the_trainer():
     import keras
 
     from zoo.recipes import OPTIMIZERS, optimizer_arguments
-    from zoo.training.trainer import OPTIMIZERS as BUILT
+    from zoo.training.finetune import OPTIMIZERS as BUILT
 
     assert {n: getattr(keras.optimizers, c) for n, c in OPTIMIZERS.items()} == BUILT
     rmsprop = optimizer_arguments("rmsprop")
@@ -410,7 +410,7 @@ def test_inception_v3_carries_esteva_settings():
 
 
 def test_inception_v3_optimizer_is_keras_rmsprop_with_those_settings():
-    from zoo.training.trainer import make_optimizer
+    from zoo.training.finetune import make_optimizer
 
     r = get_recipe("inception_v3")
     opt = make_optimizer(r.optimizer, r.stages[0].learning_rate)
@@ -420,8 +420,8 @@ def test_inception_v3_optimizer_is_keras_rmsprop_with_those_settings():
 
 
 def test_every_recipe_schedule_and_optimizer_are_valid():
+    from zoo.training.finetune import make_optimizer
     from zoo.training.schedules import learning_rate
-    from zoo.training.trainer import make_optimizer
 
     for recipe in load_registry([BUILTIN_RECIPES]):
         make_optimizer(recipe.optimizer, 0.001)

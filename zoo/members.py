@@ -105,6 +105,7 @@ class Member:
 
         import zoo.augment  # noqa: F401  registers zoo's serializable layers
         import zoo.models.layers  # noqa: F401
+        import zoo.training.finetune  # noqa: F401  registers the discriminative optimizers
 
         return keras.saving.load_model(self.path / "model.keras", safe_mode=True)
 

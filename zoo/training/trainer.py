@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from zoo import console
+from zoo.backbones import get_backbone
 from zoo.data import Dataset, load_dataset
 from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
@@ -28,20 +29,17 @@ from zoo.data.splits import Split, check_split_options, make_split
 from zoo.errors import DataProblems, ZooError
 from zoo.members import library_versions, model_card, predictions_frame, write_predictions
 from zoo.models import build_model, split_model
-from zoo.models.build import check_weights
+from zoo.models.build import check_weights, weights_provenance
 from zoo.priors import effective_priors
-from zoo.recipes import OPTIMIZERS as RECIPE_OPTIMIZERS
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
+from zoo.training.finetune import make_optimizer, prepare_backbone
 from zoo.training.monitor import LearningRateSchedule, TrainingMonitor
 from zoo.training.runtime import configure_precision, is_chief, make_strategy
 from zoo.training.schedules import learning_rate
 from zoo.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
-
-# ``[optimizer] name`` → Keras class; the names live once, in zoo.recipes (checked at load).
-OPTIMIZERS = {name: getattr(keras.optimizers, cls) for name, cls in RECIPE_OPTIMIZERS.items()}
 
 
 @dataclass
@@ -79,14 +77,6 @@ def default_name(recipe: str, dataset: Dataset, options: TrainOptions) -> str:
     """``<recipe>.<data>.s<seed>[.f<fold>]`` (STYLE.md: names carry identity)."""
     name = f"{recipe}.{dataset.name}.s{options.seed}"
     return f"{name}.f{options.fold}" if options.fold is not None else name
-
-
-def make_optimizer(config: dict, learning_rate: float) -> keras.optimizers.Optimizer:
-    settings = {k: v for k, v in config.items() if k != "name"}
-    name = config.get("name", "adam")
-    if name not in OPTIMIZERS:
-        raise ZooError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
-    return OPTIMIZERS[name](learning_rate=learning_rate, **settings)
 
 
 def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
@@ -335,12 +325,12 @@ def _fit_stage(
     train_ids, val_ids = run.split.train, run.split.val
     y_train, y_val = run.labels("train"), run.labels("val")
     features, head = split_model(model)
-    features.trainable = stage.trainable == "all"
+    multipliers = prepare_backbone(features, stage)
     use_features = stage.trainable == "head" and not stage.augment and opts.feature_cache
     label = f"stage {index + 1}/{len(recipe.stages)} ({stage.name})"
     console.info(
         f"[bold]{label}[/bold]: {stage.epochs} epoch(s), lr {stage.learning_rate:g}, "
-        f"{'backbone frozen' if stage.trainable == 'head' else 'all layers train'}"
+        f"{'backbone frozen' if stage.trainable == 'head' else _trainable_summary(stage)}"
         f"{', features cached' if use_features else ''}"
     )
     train_x, val_x = run.pixels.take(train_ids), run.pixels.take(val_ids)
@@ -366,7 +356,7 @@ def _fit_stage(
     )
     with strategy.scope():
         if getattr(trained, "optimizer", None) is None or start_in_stage == 0:
-            optimizer = make_optimizer(recipe.optimizer, stage.learning_rate)
+            optimizer = make_optimizer(recipe.optimizer, stage.learning_rate, multipliers)
         else:
             optimizer = trained.optimizer
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
@@ -424,6 +414,18 @@ def _fit_stage(
     return not trained.stop_training
 
 
+def _trainable_summary(stage: Stage) -> str:
+    """How the backbone trains in a stage that unfreezes it."""
+    parts = ["all layers train"]
+    if stage.lr_multipliers:
+        parts = [
+            "backbone layer groups at lr × " + "/".join(f"{m:g}" for m in stage.lr_multipliers)
+        ]
+    if stage.batchnorm == "frozen":
+        parts.append("batch norm frozen")
+    return ", ".join(parts)
+
+
 def _load_checkpoint(file: Path):
     """The model of an interrupted run; a missing or damaged file is a :class:`ZooError`."""
     try:
@@ -465,6 +467,7 @@ def train(options: TrainOptions) -> Path:
         if state is not None:
             import zoo.augment  # noqa: F401
             import zoo.models.layers  # noqa: F401
+            import zoo.training.finetune  # noqa: F401  (discriminative optimizers)
 
             model = _load_checkpoint(run.directory / "checkpoint.keras")
         else:
@@ -481,6 +484,8 @@ def train(options: TrainOptions) -> Path:
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
     jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
+    if jit == "auto" and not get_backbone(recipe.backbone).xla:
+        jit = False
     done = state["epochs_done"] if state else 0
     for index, (first, stage) in enumerate(_stage_plan(recipe.stages)):
         if done >= first + stage.epochs:
@@ -521,6 +526,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "config": {"recipe": run.recipe.to_dict(), "options": run.options.to_dict()},
         "classes": list(classes),
         "weights": run.weights,
+        "weights_provenance": weights_provenance(run.recipe, run.weights),
         "priors": {
             "train_counts": counts.tolist(),
             "train_frequency": (counts / counts.sum()).tolist(),
