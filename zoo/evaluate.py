@@ -715,5 +715,5 @@ def evaluate_command(args, workspace: Path) -> int:
     )
     if not console.is_quiet():
         print_summary(json.loads((out / "metrics.json").read_text()))
-    console.console.print(f"Wrote {out}")
+    console.info(f"Wrote {out}")
     return 0
