@@ -46,7 +46,7 @@ def _recipe_params():
 
 @pytest.mark.parametrize("name", _recipe_params())
 def test_every_recipe_builds_a_softmax_classifier(name):
-    """STYLE.md 10: one parametrized test builds every registered recipe, no download."""
+    """One parametrized test builds every registered recipe, no download."""
     recipe = get_recipe(name)
     size = max(recipe.input.min_size, 32)  # the smallest the backbone accepts, 32–75 px
     model, used = build_model(recipe, num_classes=7, image_size=size, weights="none")

@@ -1,9 +1,10 @@
-"""Saved members: the directory format of DESIGN.md, loading, listing and the model card.
+"""Saved members: loading, listing, prediction CSVs and the model card.
 
 ``<workspace>/members/<name>/`` holds ``model.keras`` (loads with ``safe_mode=True``),
 ``member.json`` (resolved recipe and options, classes, priors, input spec, data
 fingerprint, split ids, versions, timings, metrics), ``predictions/<split>.csv`` (raw
-softmax in ISIC format; TTA variants beside them), ``history.csv`` and ``card.md``.
+softmax in ISIC format; TTA variants beside them), ``history.csv`` and ``card.md``; every
+file and key is described in ``docs/formats.md``.
 """
 
 from __future__ import annotations

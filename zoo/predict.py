@@ -2,7 +2,8 @@
 
 Folders are searched recursively for images; the target (a member or an ensemble) runs with
 its TTA scheme and prior correction (``zoo.evaluate.prior_settings``). ``--out FILE.csv``
-also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors that made it.
+also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors that made it
+(keys in ``docs/formats.md``).
 """
 
 from __future__ import annotations
