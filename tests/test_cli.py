@@ -191,6 +191,16 @@ def test_out_on_a_workspace_command_exits_2_pointing_to_workspace(
     assert not (tmp_path / "ws").exists()
 
 
+def test_a_workspace_that_cannot_be_a_folder_exits_2_naming_it(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    code, out, err = run(["members", "--workspace", tmp_path / "file"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --workspace {tmp_path / 'file'} cannot be the workspace")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "file" / "below"))
+    code, out, err = run(["members"], capsys)
+    assert code == 2 and f"$ZOO_HOME={tmp_path / 'file' / 'below'}" in err
+
+
 def _help(command: str) -> str:
     return dict(_subparsers(build_parser()))[command].format_help()
 

@@ -2,7 +2,8 @@
 
 Thin by design: every subcommand lives in its own module; this file only knows their
 options. ``--workspace`` is the workspace in every command, ``--out`` the output path of the
-commands that write one (evaluate, predict, leaderboard). Exit status: 0 success, 2 bad input (one-line message), 1 internal failure.
+commands that write one (evaluate, predict, leaderboard). Exit status: 0 success, 2 bad input
+(one-line message), 1 internal failure.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ def _common(
         parser.add_argument(
             "--json", action="store_true", help="print the listing as JSON on stdout"
         )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="print nothing but errors (--json and predict's CSV on stdout are still written)",
-    )
+    quiet = "print nothing but errors"
+    if json:
+        quiet += " (--json output still comes out)"
+    elif parser.prog == "zoo predict":
+        quiet += " (the CSV on standard output still comes out)"
+    parser.add_argument("--quiet", action="store_true", help=quiet)
 
 
 def _add(sub, name: str, text: str) -> argparse.ArgumentParser:
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-prior-correction",
         action="store_true",
-        help="score raw softmax outputs (default for an ensemble: its prior_correction)",
+        help="score raw softmax outputs (default: prior-corrected; an ensemble as its "
+        "prior_correction says)",
     )
     p.add_argument("--target-priors", metavar="FILE|uniform", help=_PRIORS_HELP)
     p.add_argument(
@@ -266,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="member or ensemble name, or its directory")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--tta", default=None, metavar="SCHEME", help=_TTA_HELP)
-    p.add_argument("--no-prior-correction", action="store_true", help="raw softmax outputs")
+    p.add_argument(
+        "--no-prior-correction",
+        action="store_true",
+        help="raw softmax outputs (default: prior-corrected; an ensemble as its prior_correction "
+        "says)",
+    )
     p.add_argument("--target-priors", metavar="FILE|uniform", help=_PRIORS_HELP)
     _common(
         p,
@@ -297,7 +305,19 @@ def workspace_of(args) -> Path:
     """``--workspace``, else ``$ZOO_HOME``, else ``./zoo-runs``."""
     from zoo.workspace import resolve_workspace
 
-    return resolve_workspace(args.workspace)
+    try:
+        return resolve_workspace(args.workspace)
+    except OSError as exc:
+        if args.workspace:
+            where = f"--workspace {args.workspace}"
+        elif os.environ.get("ZOO_HOME"):
+            where = f"$ZOO_HOME={os.environ['ZOO_HOME']}"
+        else:
+            where = "./zoo-runs"
+        raise ZooError(
+            f"{where} cannot be the workspace folder ({exc.strerror or exc}); give a folder "
+            "that can be created and written with --workspace DIR."
+        ) from None
 
 
 def dispatch(args) -> int:
