@@ -62,11 +62,12 @@ def test_recipes_params_builds_every_network(tmp_path, built, capsys):
     assert "21.8 M" not in out and "1.2 M" in out  # the built (fake) counts, not the table's
 
 
-def test_known_parameters_match_a_built_network():
-    """The static table gives what building gives (a cheap backbone checked here)."""
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_known_parameters_match_a_built_network(name):
+    """The static table gives what building gives (two cheap backbones checked here)."""
     import keras
 
-    recipe = load_registry().get("mobilenet_v3_small")
+    recipe = load_registry().get(name)
     model, _ = build.build_model(recipe, num_classes=7, image_size=32, weights="none")
     assert commands.known_parameters(recipe) == model.count_params()
     keras.backend.clear_session()
