@@ -531,3 +531,16 @@ def test_train_end_to_end_then_members_lists_it(zoo_workspace, capsys):
     assert code == 0 and "1 members" in out and "small_cnn.demo.s0" in out
     code, out, _ = run(["members", "--json", "--workspace", zoo_workspace], capsys)
     assert [r["path"] for r in json.loads(out)] == [str(path)]
+
+
+def test_members_json_is_valid_json_when_a_metric_is_nan(tmp_path, capsys):
+    _fake_member(tmp_path / "members" / "m", "m")
+    file = tmp_path / "members" / "m" / "member.json"
+    file.write_text(file.read_text().replace('"macro_auc": 0.75', '"macro_auc": NaN', 1))
+    code, out, _ = run(["members", "--json", "--workspace", tmp_path], capsys)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    (record,) = json.loads(out, parse_constant=refuse)
+    assert code == 0 and record["val_macro_auc"] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 
 from rich.console import Console, ConsoleDimensions
@@ -63,9 +64,20 @@ def warn(message: str) -> None:
 
 
 def print_json(data) -> None:
-    """``--json`` output: one JSON document on stdout, printed even with --quiet."""
-    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    """``--json`` output: one JSON document on stdout, printed even with --quiet; a number
+    that is not finite (NaN, ±inf) becomes ``null``, as JSON has no such numbers."""
+    sys.stdout.write(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
