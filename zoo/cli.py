@@ -358,12 +358,14 @@ def _import_tensorflow_quietly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``--quiet`` holds for this call only."""
     args = build_parser().parse_args(argv)
     from zoo import console
 
     if args.command in TENSORFLOW_COMMANDS:
         _import_tensorflow_quietly()
 
+    was_quiet = console.is_quiet()
     console.set_quiet(args.quiet)
     try:
         return dispatch(args)
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        console.set_quiet(was_quiet)
 
 
 if __name__ == "__main__":
