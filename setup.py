@@ -1,7 +1,7 @@
 """Packaging hook: ship the top-level ``recipes/`` and ``ensembles/`` folders in the wheel.
 
-Everything else lives in ``pyproject.toml``. The top-level folders stay the source of truth
-(DESIGN.md); a built wheel carries copies as ``zoo/_builtin/recipes/*.toml`` and
+Everything else lives in ``pyproject.toml``. The top-level folders stay the source of truth;
+a built wheel carries copies as ``zoo/_builtin/recipes/*.toml`` and
 ``zoo/_builtin/ensembles/*.toml``, which ``zoo.recipes.builtin_folder`` finds with
 ``importlib.resources``. An editable install reads the top-level folders directly.
 """

@@ -16,7 +16,7 @@ with no digest cached anywhere (the very first build after training).
     python scripts/bench_ensemble.py            # a table, then the JSON line
     python scripts/bench_ensemble.py --json     # only {"ensemble_build_s": ..., ...}
 
-``ensemble_build_s`` is the slowest rule's median; the issue asks for under 1 second.
+``ensemble_build_s`` is the slowest rule's median; the target is under 1 second.
 """
 
 from __future__ import annotations

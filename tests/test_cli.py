@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,19 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from zoo import commands, console
-from zoo.cli import main
+from zoo import __version__, commands, console
+from zoo.cli import build_parser, main
 from zoo.models import build
 from zoo.recipes import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Rich tables wide enough not to truncate names; --quiet undone after each test."""
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setattr(console, "_quiet", False)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -30,7 +25,9 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_recipes_lists_every_recipe(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def built(monkeypatch) -> list[str]:
+    """Names of the recipes whose networks ``zoo recipes`` builds (faked: 1,234,567 each)."""
     seen = []
 
     def fake_counts(recipes, workspace):
@@ -38,24 +35,72 @@ def test_recipes_lists_every_recipe(tmp_path, monkeypatch, capsys):
         return {r.name: 1_234_567 for r in recipes}
 
     monkeypatch.setattr(commands, "parameter_counts", fake_counts)
+    return seen
+
+
+def test_recipes_lists_every_recipe_without_building_large_networks(tmp_path, built, capsys):
     code, out, err = run(["recipes", "--workspace", tmp_path], capsys)
     assert (code, err) == (0, "")
-    names = load_registry().names()
-    assert sorted(seen) == names
-    for name in names:
+    registry = load_registry()
+    assert sorted(built) == ["small_cnn", "small_cnn_balanced"]  # cheap to build
+    for name in registry.names():
         assert name in out
-    assert f"{len(names)} recipes" in out
-    assert "Esteva et al. 2017" in out and "299 px" in out and "1.2 M" in out
+    assert f"{len(registry.names())} recipes" in out
+    assert "Esteva et al. 2017" in out and "299 px" in out and "21.8 M" in out and "1.2 M" in out
 
 
-def test_recipes_includes_workspace_recipes(tmp_path, monkeypatch, capsys):
+def test_recipes_params_builds_every_network(tmp_path, built, capsys):
+    code, out, _ = run(["recipes", "--params", "--workspace", tmp_path], capsys)
+    assert code == 0 and sorted(built) == load_registry().names()
+    assert "21.8 M" not in out and "1.2 M" in out  # the built (fake) counts, not the table's
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_known_parameters_match_a_built_network(name):
+    """The static table gives what building gives (two cheap backbones checked here)."""
+    import keras
+
+    recipe = load_registry().get(name)
+    model, _ = build.build_model(recipe, num_classes=7, image_size=32, weights="none")
+    assert commands.known_parameters(recipe) == model.count_params()
+    keras.backend.clear_session()
+
+
+def test_recipes_quiet_prints_nothing(tmp_path, built, capsys):
+    assert run(["recipes", "--quiet", "--workspace", tmp_path], capsys) == (0, "", "")
+    assert not console.is_quiet()  # --quiet holds for that one call
+
+
+def test_recipes_json_lists_every_recipe(tmp_path, built, capsys):
+    code, out, err = run(["recipes", "--json", "--quiet", "--workspace", tmp_path], capsys)
+    assert (code, err) == (0, "")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert sorted(rows) == load_registry().names()
+    assert rows["inception_v3"]["image_size"] == 299
+    assert rows["inception_v3"]["parameters"] == 21_802_784 + 2049 * 7
+    assert rows["small_cnn"]["parameters"] == 1_234_567
+    assert rows["inception_v3"]["stages"] == [{"trainable": "all", "epochs": 90}]
+
+
+def test_tables_never_truncate_names_when_not_a_terminal(tmp_path, built, monkeypatch, capsys):
+    """``zoo recipes | grep inception_v3``: a pipe gets every name and source whole, even
+    when the terminal the command runs from is 80 columns wide."""
+    monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr(
-        commands, "parameter_counts", lambda recipes, ws: {r.name: 0 for r in recipes}
+        "os.get_terminal_size", lambda fd=0: __import__("os").terminal_size((80, 24))
     )
+    code, out, _ = run(["recipes", "--workspace", tmp_path], capsys)
+    assert code == 0 and "…" not in out
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line}
+    for recipe in load_registry():
+        assert recipe.name in lines and recipe.source in lines[recipe.name]
+
+
+def test_recipes_include_workspace_recipes(tmp_path, built, capsys):
     (tmp_path / "recipes").mkdir()
     text = (ROOT / "recipes" / "small_cnn.toml").read_text().replace('"small_cnn"\n', '"mine"\n', 1)
     (tmp_path / "recipes" / "mine.toml").write_text(text)
-    code, out, _ = run(["recipes", "--out", tmp_path], capsys)
+    code, out, _ = run(["recipes", "--workspace", tmp_path], capsys)
     assert code == 0 and "mine" in out
 
 
@@ -71,6 +116,118 @@ def test_parameter_counts_are_counted_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr("zoo.models.build_model", no_building)
     assert commands.parameter_counts(recipes, tmp_path) == first
+
+
+# --- --workspace is the workspace, --out the output path, in every command -----------------
+
+COMMANDS = {
+    "recipes": ["recipes"],
+    "train": ["train", "small_cnn"],
+    "members": ["members"],
+    "evaluate": ["evaluate", "m"],
+    "predict": ["predict", "m", "x.jpg"],
+    "ensemble": ["ensemble", "build", "e.toml"],
+    "leaderboard": ["leaderboard"],
+}
+WITH_OUT = {"evaluate": "DIR", "predict": "FILE.csv", "leaderboard": "DIR"}
+
+
+@pytest.fixture
+def dispatched(monkeypatch) -> list[tuple]:
+    """(command, workspace, out) of each dispatched command; nothing runs."""
+    seen = []
+    for name in COMMANDS:
+
+        def handler(args, workspace, name=name):
+            seen.append((name, workspace, getattr(args, "out", None)))
+
+        monkeypatch.setattr(commands, name, handler)
+    return seen
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_workspace_option_then_zoo_home_then_zoo_runs(
+    command, tmp_path, monkeypatch, dispatched, capsys
+):
+    argv = COMMANDS[command]
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--workspace", str(tmp_path / "ws")]) == 0
+    assert main(argv) == 0
+    monkeypatch.delenv("ZOO_HOME")
+    assert main(argv) == 0
+    assert [w for _, w, _ in dispatched] == [
+        tmp_path / "ws",
+        tmp_path / "home",
+        tmp_path / "zoo-runs",
+    ]
+
+
+@pytest.mark.parametrize("command", WITH_OUT)
+def test_out_is_the_output_path_not_the_workspace(
+    command, tmp_path, monkeypatch, dispatched, capsys
+):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    assert main([*COMMANDS[command], "--out", str(tmp_path / "result")]) == 0
+    assert dispatched == [(command, tmp_path / "home", str(tmp_path / "result"))]
+    assert f"--out {WITH_OUT[command]}" in _help(command)
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - set(WITH_OUT)))
+def test_out_on_a_workspace_command_exits_2_pointing_to_workspace(
+    command, tmp_path, dispatched, capsys
+):
+    with pytest.raises(SystemExit) as info:
+        main([*COMMANDS[command], "--out", str(tmp_path / "ws")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and dispatched == []
+    assert err.startswith("error: zoo ") and err.count("\n") == 1
+    assert f"--out {tmp_path / 'ws'}" in err and f"--workspace {tmp_path / 'ws'}" in err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_workspace_that_cannot_be_a_folder_exits_2_naming_it(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    code, out, err = run(["members", "--workspace", tmp_path / "file"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --workspace {tmp_path / 'file'} cannot be the workspace")
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "file" / "below"))
+    code, out, err = run(["members"], capsys)
+    assert code == 2 and f"$ZOO_HOME={tmp_path / 'file' / 'below'}" in err
+
+
+def _help(command: str) -> str:
+    return dict(_subparsers(build_parser()))[command].format_help()
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from _subparsers(sub)
+
+
+def test_every_option_shows_its_default_in_help():
+    """Options that take a value say their default (argparse's or the help's own words)."""
+    missing = []
+    for name, sub in _subparsers(build_parser()):
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if not action.option_strings or action.nargs == 0 or action.help == argparse.SUPPRESS:
+                continue
+            text = formatter._expand_help(action)
+            if "default" not in text:
+                missing.append(f"zoo {name} {action.option_strings[0]}")
+    assert missing == []
+    assert "(default: 1000)" in " ".join(_help("evaluate").split())
+    assert "(default: $ZOO_HOME, else ./zoo-runs)" in " ".join(_help("members").split())
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"zoo {__version__}\n"
 
 
 def test_unknown_recipe_exits_2_with_one_line(tmp_path, capsys):
@@ -295,8 +452,6 @@ def test_corrupt_state_on_resume_exits_2_naming_the_file(zoo_workspace, capsys):
 
 
 def _fake_member(folder: Path, name: str) -> None:
-    import json
-
     folder.mkdir(parents=True)
     metrics = {"balanced_accuracy": 0.5, "macro_auc": 0.75, "accuracy": 0.5, "n_images": 10}
     info = {
@@ -320,38 +475,66 @@ def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
     (members / "c.latin1" / "member.json").write_bytes('{"name": "é"}'.encode("latin-1"))
     (members / "d.no-metrics").mkdir()
     (members / "d.no-metrics" / "member.json").write_text('{"name": "d.no-metrics"}')
+    damaged = ("b.not-json", "c.latin1", "d.no-metrics")
     code, out, err = run(["members", "--workspace", tmp_path], capsys)
-    assert code == 0 and err == "" and "Traceback" not in out
+    assert code == 0 and "Traceback" not in out + err
     assert "5 members" in out
     rows = {}
     for line in out.splitlines():
         cells = line.replace("│", " ").split()
-        if cells and cells[0] in ("a.good", "z.good", "b.not-json", "c.latin1", "d.no-metrics"):
+        if cells and cells[0] in ("a.good", "z.good", *damaged):
             rows[cells[0]] = line
     assert "0.500" in rows["a.good"] and "0.500" in rows["z.good"]
-    for name in ("b.not-json", "c.latin1", "d.no-metrics"):
+    for name in damaged:  # a row in the table, the reason as a warning on stderr
         assert "damaged" in rows[name], out
-        assert f"{members / name / 'member.json'}" in out
-    assert "no 'metrics' entry" in out and "retrain" in out
+        assert f"{members / name / 'member.json'}" in err
+    assert "no 'metrics' entry" in err and "retrain" in err
+
+    code, out, err = run(["members", "--json", "--workspace", tmp_path], capsys)
+    records = {r["name"]: r for r in json.loads(out)}
+    assert (code, err) == (0, "") and len(records) == 5
+    assert records["a.good"]["val_macro_auc"] == 0.75 and records["a.good"]["epochs"] == 1
+    assert "no 'metrics' entry" in records["d.no-metrics"]["damaged"]
+
+    code, out, err = run(["members", "--quiet", "--workspace", tmp_path], capsys)
+    assert (code, out, err) == (0, "", "")
 
 
 @pytest.mark.slow
 def test_train_end_to_end_then_members_lists_it(zoo_workspace, capsys):
-    """``zoo train`` on the demo set prints where the member went; ``zoo members`` lists it;
+    """``zoo train`` on the demo set, its output in a log (not a terminal): one line per
+    epoch, no progress-bar fragments, then where the member went; ``zoo members`` lists it;
     ``--no-crop-borders`` is recorded in member.json with the other overrides."""
-    import json
-
-    argv = ["train", "small_cnn", "--image-size", "32", "--epochs", "1", "--quiet"]
-    code, out, err = run([*argv, "--no-crop-borders", "--out", zoo_workspace], capsys)
+    argv = ["train", "small_cnn", "--image-size", "32", "--epochs", "2", "--no-crop-borders"]
+    code, out, err = run([*argv, "--workspace", zoo_workspace], capsys)
     path = zoo_workspace / "members" / "small_cnn.demo.s0"
     assert code == 0, err
-    assert f"Saved member small_cnn.demo.s0 to {path}" in " ".join(out.split())
-    assert "epoch" not in out  # --quiet: no progress, no tables
+    epochs = [line for line in out.splitlines() if line.lstrip().startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert "\r" not in out + err and "\x1b[" not in out + err
+    bars = [line for line in (out + err).splitlines() if "━" in line and set(line) - set("━╇ ")]
+    assert bars == []  # the only heavy rule is the summary table's header line
+    assert f"Saved member small_cnn.demo.s0 to {path}" in out
     info = json.loads((path / "member.json").read_text())
     assert info["config"]["options"]["crop_borders"] is False
     assert info["config"]["recipe"]["input"]["crop_borders"] is False
     assert info["input"]["crop_borders"] is False
     assert info["config"]["recipe"]["input"]["size"] == 32
 
-    code, out, _ = run(["members", "--out", zoo_workspace], capsys)
+    code, out, _ = run(["members", "--workspace", zoo_workspace], capsys)
     assert code == 0 and "1 members" in out and "small_cnn.demo.s0" in out
+    code, out, _ = run(["members", "--json", "--workspace", zoo_workspace], capsys)
+    assert [r["path"] for r in json.loads(out)] == [str(path)]
+
+
+def test_members_json_is_valid_json_when_a_metric_is_nan(tmp_path, capsys):
+    _fake_member(tmp_path / "members" / "m", "m")
+    file = tmp_path / "members" / "m" / "member.json"
+    file.write_text(file.read_text().replace('"macro_auc": 0.75', '"macro_auc": NaN', 1))
+    code, out, _ = run(["members", "--json", "--workspace", tmp_path], capsys)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    (record,) = json.loads(out, parse_constant=refuse)
+    assert code == 0 and record["val_macro_auc"] is None

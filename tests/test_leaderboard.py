@@ -96,3 +96,19 @@ def test_leaderboard_unknown_data_name(evaluated_workspace: Path, tmp_path: Path
     shutil.copytree(evaluated_workspace / "evaluations", copy / "evaluations")
     assert main(["leaderboard", "--workspace", str(copy), "--data", "nonesuch"]) == 2
     assert "nonesuch" in capsys.readouterr().err
+
+
+def test_leaderboard_json_and_default_folder(evaluated_workspace: Path, tmp_path: Path, capsys):
+    """Without --out the files go to <workspace>/leaderboard; --json prints the ranking as
+    leaderboard.csv holds it, and nothing else, on stdout."""
+    import json
+
+    copy = tmp_path / "ws"
+    shutil.copytree(evaluated_workspace / "evaluations", copy / "evaluations")
+    assert main(["leaderboard", "--workspace", str(copy), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(copy / "leaderboard" / "leaderboard.csv")
+    assert [r["entry"] for r in rows] == list(table["entry"])
+    assert [r["balanced_accuracy"] for r in rows] == pytest.approx(table["balanced_accuracy"])
+    assert main(["leaderboard", "--workspace", str(copy), "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")

@@ -46,7 +46,7 @@ def _recipe_params():
 
 @pytest.mark.parametrize("name", _recipe_params())
 def test_every_recipe_builds_a_softmax_classifier(name):
-    """STYLE.md 10: one parametrized test builds every registered recipe, no download."""
+    """One parametrized test builds every registered recipe, no download."""
     recipe = get_recipe(name)
     size = max(recipe.input.min_size, 32)  # the smallest the backbone accepts, 32–75 px
     model, used = build_model(recipe, num_classes=7, image_size=size, weights="none")
@@ -170,7 +170,7 @@ def test_auto_weights_fall_back_with_a_warning(offline_applications, capsys):
     model, used = build_model(recipe, num_classes=7, image_size=32, weights="auto")
     assert used == "none"
     assert offline_applications == ["imagenet", None]
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "warning" in out and "MobileNetV3Small" in out and "from scratch" in out
     assert model.output_shape == (None, 7)
     keras.backend.clear_session()
@@ -221,7 +221,7 @@ def test_imagenet_offline_names_the_file_keras_looked_for(empty_keras_cache):
 def test_auto_offline_falls_back_to_random_weights(empty_keras_cache, capsys):
     backbone, used = build_backbone(get_recipe("mobilenet_v3_small"), image_size=32, weights="auto")
     assert used == "none" and backbone.output_shape == (None, 576)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "warning" in out and "from scratch" in out and str(empty_keras_cache.models) in out
     keras.backend.clear_session()
 

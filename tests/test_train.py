@@ -15,7 +15,7 @@ from zoo.data.images import load_images
 from zoo.data.sources import load_dataset
 from zoo.data.splits import make_split
 from zoo.errors import DataProblems, ZooError
-from zoo.members import find_member, list_members, read_predictions
+from zoo.members import Member, list_members, read_predictions
 from zoo.training import trainer
 from zoo.training.trainer import TrainOptions, train
 
@@ -177,7 +177,7 @@ def test_saved_model_loads_safely_and_reproduces_cached_predictions(member, demo
     pixels = table.take(list(cached.index)).astype("float32")
     probs = model.predict(pixels, batch_size=64, verbose=0)
     np.testing.assert_allclose(probs, cached.to_numpy(), atol=1e-5)
-    assert find_member("small_cnn.demo.s0", path.parent.parent).classes == info["classes"]
+    assert Member(path).classes == info["classes"]
 
 
 @pytest.mark.slow

@@ -120,12 +120,12 @@ def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras
 
     Keys (all optional; any other key is a ZooError):
 
+    - ``flip``: ``"none"``, ``"horizontal"`` (left–right), ``"vertical"``
+      (up–down) or ``"horizontal_and_vertical"``; each flip with p = 0.5.
     - ``rotation``: ``"inscribed"`` for Esteva's rotation by 0–359° keeping the
       largest upright inscribed square (:class:`RandomInscribedRotation`); a
       number ``d`` in (0, 180] for ``keras.layers.RandomRotation`` by up to ±d
       degrees (reflect fill); ``0`` for none.
-    - ``flip``: ``"none"``, ``"horizontal"`` (left–right), ``"vertical"``
-      (up–down) or ``"horizontal_and_vertical"``; each flip with p = 0.5.
     - ``zoom``: fraction ``z`` in [0, 1): zoom in or out by up to ``z``
       (``keras.layers.RandomZoom``, reflect fill).
     - ``translate``: fraction ``t`` in [0, 1): shift by up to ``t`` of the height
@@ -141,7 +141,8 @@ def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras
       of the image) with noise (``keras.layers.RandomErasing``).
 
     A zero value (or ``"none"``) leaves that step out. Layers run in the order
-    above: geometry, then colour, then erasing; all keep pixels in [0, 255].
+    listed: flip, rotation, zoom, translation (geometry), then brightness,
+    contrast, saturation, hue (colour), then erasing; all keep pixels in [0, 255].
     An empty table gives a Sequential holding a single ``keras.layers.Identity``
     (never None, so callers can always call it). ``seed`` seeds layer ``i`` with
     ``seed + i``; with ``None`` every run differs.

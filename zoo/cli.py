@@ -1,7 +1,9 @@
 """``python -m zoo`` / ``zoo``: parse, dispatch, turn bad input into one line and exit status 2.
 
-Thin by design (STYLE.md): every subcommand lives in its own module; this file only knows
-their options. Exit status: 0 success, 2 bad input (one-line message), 1 internal failure.
+Thin by design: every subcommand lives in its own module; this file only knows their
+options. ``--workspace`` is the workspace in every command, ``--out`` the output path of the
+commands that write one (evaluate, predict, leaderboard). Exit status: 0 success, 2 bad input
+(one-line message), 1 internal failure.
 """
 
 from __future__ import annotations
@@ -40,39 +42,118 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _common(parser: argparse.ArgumentParser, *, out_is_workspace: bool = True) -> None:
-    parser.add_argument(
-        "--workspace", metavar="DIR", help="workspace folder (default: $ZOO_HOME or ./zoo-runs)"
-    )
-    if out_is_workspace:
-        parser.add_argument("--out", metavar="DIR", help="workspace folder (same as --workspace)")
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress bars or tables (for scripts)"
-    )
+WORKSPACE_HELP = "workspace folder (default: $ZOO_HOME, else ./zoo-runs)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default: argparse's value, or the help's own words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False
+        shown = shown and action.default != argparse.SUPPRESS
+        if shown and "default" not in text and action.option_strings:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+class _NoOutput(argparse.Action):
+    """``--out`` on a command that writes into the workspace: one line saying what to use."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        command = parser.prog.removeprefix("zoo ")
+        parser.exit(
+            2,
+            f"error: zoo {command} takes no --out (received --out {values}): it writes into "
+            f"the workspace; give that with --workspace {values}.\n",
+        )
+
+
+def _common(
+    parser: argparse.ArgumentParser, *, out: tuple[str, str] | None = None, json: bool = False
+) -> None:
+    """``--workspace`` and ``--quiet`` for every command; ``--out`` where the command writes
+    an output path of its own (``out`` = metavar, help), else a pointer to --workspace."""
+    parser.add_argument("--workspace", metavar="DIR", help=WORKSPACE_HELP)
+    if out is None:
+        parser.add_argument("--out", action=_NoOutput, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("--out", metavar=out[0], help=out[1])
+    if json:
+        parser.add_argument(
+            "--json", action="store_true", help="print the listing as JSON on stdout"
+        )
+    quiet = "print nothing but errors"
+    if json:
+        quiet += " (--json output still comes out)"
+    elif parser.prog == "zoo predict":
+        quiet += " (the CSV on standard output still comes out)"
+    parser.add_argument("--quiet", action="store_true", help=quiet)
+
+
+def _add(sub, name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+
+
+_TTA_HELP = (
+    "none, steppan, dihedral or rotations:N (default: the target's: none for a member, "
+    "the ensemble's tta for an ensemble)"
+)
+_PRIORS_HELP = (
+    'prior correction towards these class priors: JSON {"class": prior} or uniform '
+    "(default: uniform)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zoo import __version__
+
     parser = argparse.ArgumentParser(
-        prog="zoo", description="Keras model zoo for skin-lesion classification."
+        prog="zoo",
+        description="Keras model zoo for skin-lesion classification. File formats: "
+        "docs/formats.md.",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("recipes", help="table of registered recipes")
-    _common(p)
+    p = _add(sub, "recipes", "table of registered recipes")
+    p.add_argument(
+        "--params",
+        action="store_true",
+        help="count every network's parameters by building it (slow the first time, then "
+        "cached); without it the counts come from a table of known backbones",
+    )
+    _common(p, json=True)
 
-    p = sub.add_parser("train", help="train one member and save it")
+    p = _add(sub, "train", "train one member and save it in the workspace")
     p.add_argument("recipe", help="recipe name (see zoo recipes)")
     p.add_argument(
         "--data",
         metavar="SPEC",
-        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE or demo (default)",
+        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE or demo (default: demo)",
     )
-    p.add_argument("--images", metavar="DIR", help="image folder for isic:/csv: data")
     p.add_argument(
-        "--epochs", type=_positive_int, help="total epochs, shared among the recipe's stages"
+        "--images",
+        metavar="DIR",
+        help="image folder for isic:/csv: data (default: beside the CSV)",
     )
-    p.add_argument("--batch-size", type=_positive_int, help="global batch size")
-    p.add_argument("--image-size", type=_positive_int, metavar="PX", help="input size in pixels")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="total epochs, shared among the recipe's stages (default: the recipe's; 6 on "
+        "demo data)",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, help="global batch size (default: the recipe's)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="PX",
+        help="input size in pixels (default: the recipe's; 64 on demo data, or the "
+        "backbone's minimum)",
+    )
     p.add_argument(
         "--crop-borders",
         action=argparse.BooleanOptionalAction,
@@ -96,11 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--split-seed",
         type=_non_negative_int,
         default=0,
-        help="seed of the train/val/test split (default 0)",
+        help="seed of the train/val/test split",
     )
-    p.add_argument("--fold", type=int, help="validation fold K of --folds N (test part unchanged)")
-    p.add_argument("--folds", type=int, help="number of folds")
-    p.add_argument("--name", help="member name (default RECIPE.DATA.sSEED[.fK])")
+    p.add_argument(
+        "--fold",
+        type=int,
+        help="validation fold K of --folds N, test part unchanged (default: no folds, a "
+        "70/10/20 split)",
+    )
+    p.add_argument("--folds", type=int, help="number of folds (default: no folds)")
+    p.add_argument("--name", help="member name (default: RECIPE.DATA.sSEED[.fK])")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )
@@ -123,84 +209,115 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
-    p = sub.add_parser("members", help="table of saved members")
-    _common(p)
+    p = _add(sub, "members", "table of saved members")
+    _common(p, json=True)
 
-    p = sub.add_parser(
-        "evaluate", help="score a member or ensemble; writes truth, predictions, metrics, plots"
+    p = _add(
+        sub, "evaluate", "score a member or ensemble; writes truth, predictions, metrics, plots"
     )
     p.add_argument("target", help="member or ensemble name, or its directory")
     p.add_argument(
         "--data", metavar="SPEC", help="data set (default: the one the target was trained on)"
     )
-    p.add_argument("--images", metavar="DIR", help="image folder for isic:/csv: data")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="image folder for isic:/csv: data (default: beside the CSV)",
+    )
     p.add_argument(
         "--split",
         default=None,
         choices=["test", "val", "all"],
         help="which part (default: test on the training data, all on other data)",
     )
+    p.add_argument("--tta", default=None, metavar="SCHEME", help=_TTA_HELP)
     p.add_argument(
-        "--tta", default=None, metavar="SCHEME", help="none, steppan, dihedral or rotations:N"
+        "--no-prior-correction",
+        action="store_true",
+        help="score raw softmax outputs (default: prior-corrected; an ensemble as its "
+        "prior_correction says)",
     )
-    p.add_argument("--no-prior-correction", action="store_true", help="score raw softmax outputs")
+    p.add_argument("--target-priors", metavar="FILE|uniform", help=_PRIORS_HELP)
     p.add_argument(
-        "--target-priors",
-        metavar="FILE|uniform",
-        help='prior correction towards these class priors: JSON {"class": prior} or uniform '
-        "(the default)",
+        "--label-map",
+        metavar="FILE",
+        help='JSON {"source label": "model class"} (default: none; labels must be the '
+        "target's classes)",
     )
-    p.add_argument("--label-map", metavar="FILE", help='JSON {"source label": "model class"}')
     p.add_argument(
         "--ignore-unmapped",
         action="store_true",
         help="drop images whose label the map does not cover",
     )
     p.add_argument(
-        "--task", metavar="NAME", help="binary task: melanocytic, epidermal or malignant"
+        "--task",
+        metavar="NAME",
+        help="binary task: melanocytic, epidermal or malignant (default: none, all classes)",
     )
     p.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)"
     )
-    p.add_argument("--out", metavar="DIR", help="output folder")
-    _common(p, out_is_workspace=False)
+    _common(
+        p,
+        out=(
+            "DIR",
+            "evaluation folder (default: <workspace>/evaluations/<target>-<data>-<split>…)",
+        ),
+    )
 
-    p = sub.add_parser("predict", help="class probabilities for images or folders (ISIC CSV)")
+    p = _add(sub, "predict", "class probabilities for images or folders (ISIC CSV)")
     p.add_argument("target", help="member or ensemble name, or its directory")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--tta", default=None, metavar="SCHEME", help=_TTA_HELP)
     p.add_argument(
-        "--tta", default=None, metavar="SCHEME", help="none, steppan, dihedral or rotations:N"
+        "--no-prior-correction",
+        action="store_true",
+        help="raw softmax outputs (default: prior-corrected; an ensemble as its prior_correction "
+        "says)",
     )
-    p.add_argument("--no-prior-correction", action="store_true", help="raw softmax outputs")
-    p.add_argument(
-        "--target-priors",
-        metavar="FILE|uniform",
-        help='prior correction towards these class priors: JSON {"class": prior} or uniform '
-        "(the default)",
+    p.add_argument("--target-priors", metavar="FILE|uniform", help=_PRIORS_HELP)
+    _common(
+        p,
+        out=(
+            "FILE.csv",
+            "output CSV, with its settings in FILE.csv.json (default: the CSV on standard output)",
+        ),
     )
-    p.add_argument("--out", metavar="FILE.csv", help="output CSV (default: standard output)")
-    _common(p, out_is_workspace=False)
 
-    p = sub.add_parser("ensemble", help="ensembles of saved members")
+    p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
-    b = ens.add_parser("build", help="build an ensemble from a definition file")
+    b = _add(ens, "build", "build an ensemble from a definition file into the workspace")
     b.add_argument("spec", metavar="FILE.toml", help="ensemble definition (see ensembles/)")
     _common(b)
 
-    p = sub.add_parser("leaderboard", help="publish the comparison of all members and ensembles")
-    p.add_argument("--out", metavar="DIR", help="output folder (default <workspace>/leaderboard)")
-    p.add_argument("--data", metavar="SPEC", help="only entries evaluated on this data set")
-    _common(p, out_is_workspace=False)
+    p = _add(sub, "leaderboard", "publish the comparison of all members and ensembles")
+    p.add_argument(
+        "--data",
+        metavar="NAME",
+        help="only entries evaluated on this data set (default: the data set and split with "
+        "the most evaluations)",
+    )
+    _common(p, out=("DIR", "output folder (default: <workspace>/leaderboard)"), json=True)
     return parser
 
 
 def workspace_of(args) -> Path:
+    """``--workspace``, else ``$ZOO_HOME``, else ``./zoo-runs``."""
     from zoo.workspace import resolve_workspace
 
-    out = getattr(args, "workspace", None)
-    if out is None and args.command in ("recipes", "train", "members", "ensemble"):
-        out = getattr(args, "out", None)
-    return resolve_workspace(out)
+    try:
+        return resolve_workspace(args.workspace)
+    except OSError as exc:
+        if args.workspace:
+            where = f"--workspace {args.workspace}"
+        elif os.environ.get("ZOO_HOME"):
+            where = f"$ZOO_HOME={os.environ['ZOO_HOME']}"
+        else:
+            where = "./zoo-runs"
+        raise ZooError(
+            f"{where} cannot be the workspace folder ({exc.strerror or exc}); give a folder "
+            "that can be created and written with --workspace DIR."
+        ) from None
 
 
 def dispatch(args) -> int:
@@ -241,12 +358,14 @@ def _import_tensorflow_quietly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``--quiet`` holds for this call only."""
     args = build_parser().parse_args(argv)
     from zoo import console
 
     if args.command in TENSORFLOW_COMMANDS:
         _import_tensorflow_quietly()
 
+    was_quiet = console.is_quiet()
     console.set_quiet(args.quiet)
     try:
         return dispatch(args)
@@ -259,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        console.set_quiet(was_quiet)
 
 
 if __name__ == "__main__":

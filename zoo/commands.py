@@ -11,34 +11,97 @@ from rich.table import Table
 from zoo import console
 from zoo.errors import ZooError
 
+# Parameters of each keras.applications backbone as zoo builds it (include_top=False,
+# pooling="avg", weights=None; Keras 3.15) and the width of its pooled features, counted once
+# so that listing recipes never builds the large networks. ``zoo recipes --params`` builds.
+BACKBONE_PARAMETERS = {
+    "ConvNeXtTiny": (27_820_128, 768),
+    "DenseNet121": (7_037_504, 1024),
+    "EfficientNetB0": (4_049_571, 1280),
+    "EfficientNetB4": (17_673_823, 1792),
+    "EfficientNetB5": (28_513_527, 2048),
+    "InceptionResNetV2": (54_336_736, 1536),
+    "InceptionV3": (21_802_784, 2048),
+    "MobileNetV3Large": (2_996_352, 960),
+    "MobileNetV3Small": (939_120, 576),
+    "NASNetLarge": (84_916_818, 4032),
+    "ResNet50": (23_587_712, 2048),
+    "Xception": (20_861_480, 2048),
+}
+COUNTED_CLASSES = 7  # parameters are shown for a 7-class head, as for HAM10000
+CHEAP_BACKBONES = ("small_cnn",)  # built in well under a second to count their parameters
+
+
+def known_parameters(recipe) -> int | None:
+    """A recipe's parameter count from :data:`BACKBONE_PARAMETERS`, or None when its backbone
+    is not listed there or takes ``[backbone_options]``."""
+    known = BACKBONE_PARAMETERS.get(recipe.backbone)
+    if known is None or recipe.backbone_options:
+        return None
+    params, width = known
+    return params + (width + 1) * COUNTED_CLASSES
+
+
+def recipe_row(recipe, parameters: int | None) -> dict:
+    """One recipe as the listing shows it (``--json`` prints these dicts)."""
+    return {
+        "name": recipe.name,
+        "backbone": recipe.backbone,
+        "image_size": recipe.input.size,
+        "parameters": parameters,
+        "stages": [{"trainable": s.trainable, "epochs": s.epochs} for s in recipe.stages],
+        "class_weight": recipe.class_weight,
+        "sampling": recipe.sampling,
+        "source": recipe.source,
+    }
+
 
 def recipes(args, workspace: Path) -> int:
     """Table of registered recipes: name, backbone, input size, parameters, source paper."""
     from zoo.recipes import load_registry, recipe_dirs
 
-    registry = load_registry(recipe_dirs(workspace))
-    counts = parameter_counts(list(registry), workspace)
-    table = Table(title=f"{len(registry)} recipes", show_lines=False)
-    for column in ("name", "backbone", "input", "parameters", "stages", "class weights", "source"):
-        table.add_column(column, justify="right" if column in ("input", "parameters") else "left")
-    for r in registry:
-        stages = " → ".join(f"{s.trainable}×{s.epochs}" for s in r.stages)
-        weighting = r.class_weight if r.sampling == "none" else f"{r.sampling} sampling"
-        table.add_row(
-            r.name,
-            r.backbone,
-            f"{r.input.size} px",
-            f"{counts[r.name] / 1e6:.1f} M",
-            stages,
-            weighting,
-            r.source,
+    registry = list(load_registry(recipe_dirs(workspace)))
+    counts = {r.name: None if args.params else known_parameters(r) for r in registry}
+    to_build = [
+        r
+        for r in registry
+        if counts[r.name] is None and (args.params or r.backbone in CHEAP_BACKBONES)
+    ]
+    counts.update(parameter_counts(to_build, workspace) if to_build else {})
+    rows = [recipe_row(r, counts[r.name]) for r in registry]
+    if args.json:
+        console.print_json(rows)
+        return 0
+    console.console.print(_recipes_table(rows))
+    if any(row["parameters"] is None for row in rows):
+        console.info(
+            "Parameters shown as – are counted by building each network: zoo recipes --params"
         )
-    console.console.print(table)
     return 0
 
 
+def _recipes_table(rows: list[dict]) -> Table:
+    table = Table(title=f"{len(rows)} recipes", show_lines=False)
+    for column in ("name", "backbone", "input", "parameters", "stages", "class weights", "source"):
+        table.add_column(column, justify="right" if column in ("input", "parameters") else "left")
+    for row in rows:
+        params = row["parameters"]
+        sampling = row["sampling"]
+        table.add_row(
+            escape(row["name"]),
+            escape(row["backbone"]),
+            f"{row['image_size']} px",
+            "–" if params is None else f"{params / 1e6:.1f} M",
+            " → ".join(f"{s['trainable']}×{s['epochs']}" for s in row["stages"]),
+            row["class_weight"] if sampling == "none" else f"{sampling} sampling",
+            escape(row["source"]),
+        )
+    return table
+
+
 def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
-    """Parameters of each recipe's network for 7 classes, cached per recipe file and Keras version."""
+    """Parameters of each recipe's network for 7 classes, counted by building it; cached in
+    ``<workspace>/cache/parameters.json`` per recipe content and Keras version."""
     import hashlib
 
     import keras
@@ -67,7 +130,10 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
             task = bar.add_task("counting parameters (once)", total=len(missing), status="")
             for r, key in missing:
                 model, _ = build_model(
-                    r, num_classes=7, image_size=max(r.input.min_size, 96), weights="none"
+                    r,
+                    num_classes=COUNTED_CLASSES,
+                    image_size=max(r.input.min_size, 96),
+                    weights="none",
                 )
                 cache[key] = result[r.name] = int(model.count_params())
                 keras.backend.clear_session()
@@ -105,21 +171,37 @@ def train(args, workspace: Path) -> int:
     return 0
 
 
-def _member_row(member) -> list[str]:
-    """One row of the members table; raises ZooError, KeyError, TypeError or ValueError
-    when ``member.json`` is damaged."""
+def member_record(member) -> dict:
+    """One member as the listing shows it (``--json`` prints these dicts); raises ZooError,
+    KeyError, TypeError or ValueError when ``member.json`` is damaged."""
     info = member.info
     val, test = info["metrics"]["val"], info["metrics"]["test"]
+    return {
+        "name": str(info["name"]),
+        "recipe": str(info["recipe"]),
+        "data": str(info["data"]["name"]),
+        "image_size": member.image_size,
+        "epochs": int(info["training"]["epochs_run"]),
+        "val_balanced_accuracy": float(val["balanced_accuracy"]),
+        "val_macro_auc": None if val["macro_auc"] is None else float(val["macro_auc"]),
+        "test_balanced_accuracy": float(test["balanced_accuracy"]),
+        "train_seconds": float(info["training"]["seconds"]),
+        "path": str(member.path),
+    }
+
+
+def _member_cells(record: dict) -> list[str]:
+    auc = record["val_macro_auc"]
     return [
-        info["name"],
-        info["recipe"],
-        info["data"]["name"],
-        str(member.image_size),
-        str(info["training"]["epochs_run"]),
-        f"{val['balanced_accuracy']:.3f}",
-        "–" if val["macro_auc"] is None else f"{val['macro_auc']:.3f}",
-        f"{test['balanced_accuracy']:.3f}",
-        f"{info['training']['seconds'] / 60:.1f} min",
+        escape(record["name"]),
+        escape(record["recipe"]),
+        escape(record["data"]),
+        str(record["image_size"]),
+        str(record["epochs"]),
+        f"{record['val_balanced_accuracy']:.3f}",
+        "–" if auc is None else f"{auc:.3f}",
+        f"{record['test_balanced_accuracy']:.3f}",
+        f"{record['train_seconds'] / 60:.1f} min",
     ]
 
 
@@ -137,41 +219,56 @@ def _damage(member, exc: Exception) -> str:
     )
 
 
-def members(args, workspace: Path) -> int:
-    """Table of saved members with their headline metrics."""
+def member_records(workspace: Path) -> list[dict]:
+    """Every member of the workspace; a damaged one as ``{name, path, damaged: why}``."""
     from zoo.members import list_members
 
-    found = list_members(workspace)
-    if not found:
-        console.console.print(
-            f"No members in {workspace / 'members'} yet: run [bold]zoo train RECIPE[/bold]."
-        )
+    records = []
+    for m in list_members(workspace):
+        try:
+            records.append(member_record(m))
+        except (ZooError, KeyError, TypeError, ValueError, IndexError) as exc:
+            records.append({"name": m.path.name, "path": str(m.path), "damaged": _damage(m, exc)})
+    return records
+
+
+MEMBER_COLUMNS = (
+    "name",
+    "recipe",
+    "data",
+    "px",
+    "epochs",
+    "val bal. acc.",
+    "val AUC",
+    "test bal. acc.",
+    "train time",
+)
+
+
+def members(args, workspace: Path) -> int:
+    """Table of saved members with their headline metrics (``--json``: a list of objects)."""
+    records = member_records(workspace)
+    if args.json:
+        console.print_json(records)
         return 0
-    table = Table(title=f"{len(found)} members in {workspace / 'members'}")
-    for column in (
-        "name",
-        "recipe",
-        "data",
-        "px",
-        "epochs",
-        "val bal. acc.",
-        "val AUC",
-        "test bal. acc.",
-        "train time",
-    ):
+    folder = workspace / "members"
+    if not records:
+        console.info(f"No members in {folder} yet: run [bold]zoo train RECIPE[/bold].")
+        return 0
+    table = Table(title=f"{len(records)} members in {folder}")
+    for column in MEMBER_COLUMNS:
         table.add_column(
             column, justify="left" if column in ("name", "recipe", "data") else "right"
         )
-    damaged = []
-    for m in found:
-        try:
-            table.add_row(*_member_row(m))
-        except (ZooError, KeyError, TypeError, ValueError, IndexError) as exc:
-            table.add_row(m.path.name, "[red]damaged[/red]", *[""] * 7)
-            damaged.append(_damage(m, exc))
+    for record in records:
+        if "damaged" in record:
+            table.add_row(escape(record["name"]), "[red]damaged[/red]", *[""] * 7)
+        else:
+            table.add_row(*_member_cells(record))
     console.console.print(table)
-    for line in damaged:
-        console.warn(escape(line))
+    for record in records:
+        if "damaged" in record:
+            console.warn(escape(record["damaged"]))
     return 0
 
 

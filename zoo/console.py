@@ -1,10 +1,18 @@
-"""One rich console for the whole package, and progress bars that respect --quiet."""
+"""Rich consoles for the whole package: results on stdout, warnings and progress on stderr.
+
+``--quiet`` silences both (errors are printed by ``zoo.cli`` itself). When a stream is not a
+terminal (a pipe, a log file) its console is very wide, so that tables never truncate names,
+and progress bars are off, so that a log holds whole lines only (one per training epoch).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import sys
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,14 +22,30 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=False, highlight=False)
+NOT_A_TERMINAL_WIDTH = 10_000
+
+
+class _Console(Console):
+    """A rich Console that does not wrap or truncate when its stream is not a terminal."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal:
+            return size
+        return ConsoleDimensions(NOT_A_TERMINAL_WIDTH, size.height)
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 _quiet = False
 
 
 def set_quiet(quiet: bool) -> None:
-    """Silence progress bars and informational lines (errors still print)."""
+    """Silence everything but errors: tables, notes, warnings and progress bars."""
     global _quiet
     _quiet = quiet
+    console.quiet = err_console.quiet = quiet
 
 
 def is_quiet() -> bool:
@@ -29,18 +53,35 @@ def is_quiet() -> bool:
 
 
 def info(message: str) -> None:
-    """Print an informational line unless --quiet."""
+    """Print an informational line on stdout unless --quiet."""
     if not _quiet:
         console.print(message)
 
 
 def warn(message: str) -> None:
-    """Print a warning; shown even with --quiet."""
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    """Print a warning on stderr unless --quiet."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def print_json(data) -> None:
+    """``--json`` output: one JSON document on stdout, printed even with --quiet; a number
+    that is not finite (NaN, ±inf) becomes ``null``, as JSON has no such numbers."""
+    sys.stdout.write(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
-    """A rich Progress with the usual columns; disabled when quiet."""
+    """A rich Progress on stderr with the usual columns; off when quiet or not a terminal."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -48,7 +89,7 @@ def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
-        console=console,
-        disable=_quiet,
+        console=err_console,
+        disable=_quiet or not err_console.is_terminal,
         transient=False,
     )

@@ -12,6 +12,8 @@ scripts use it). It writes, in its output folder:
   settings (TTA scheme, prior correction with the priors used), data and timing behind them;
 - ``roc.csv``/``roc.png``, ``sens_spec.csv``/``sens_spec.png`` and ``confusion.png``.
 
+Every file and ``metrics.json`` key is described in ``docs/formats.md``.
+
 The folder is built under a temporary name and swapped in when complete, so a failed run
 leaves the previous evaluation whole. The prior settings here (:func:`prior_settings`) serve
 ``zoo predict`` (:mod:`zoo.predict`) too.
@@ -715,5 +717,5 @@ def evaluate_command(args, workspace: Path) -> int:
     )
     if not console.is_quiet():
         print_summary(json.loads((out / "metrics.json").read_text()))
-    console.console.print(f"Wrote {out}")
+    console.info(f"Wrote {out}")
     return 0

@@ -416,6 +416,9 @@ def leaderboard_command(args, workspace: Path) -> int:
         workspace, out=Path(args.out) if args.out else None, data_name=args.data
     )
     ranked = pd.read_csv(out / "leaderboard.csv")
+    if args.json:  # the ranking as leaderboard.csv holds it, one object per row
+        console.print_json(json.loads(ranked.to_json(orient="records")))
+        return 0
     shown = _display(ranked).head(15)[
         ["entry", "step", "balanced acc.", "95 % CI", "macro AUC", "mel AUC"]
     ]
@@ -424,7 +427,6 @@ def leaderboard_command(args, workspace: Path) -> int:
         table.add_column(column, justify="left" if column in ("entry", "step") else "right")
     for values in shown.itertuples(index=False):
         table.add_row(*map(str, values))
-    if not console.is_quiet():
-        console.console.print(table)
-    console.console.print(f"Published the leaderboard to {out}")
+    console.console.print(table)
+    console.info(f"Published the leaderboard to {out}")
     return 0

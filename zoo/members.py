@@ -1,9 +1,10 @@
-"""Saved members: the directory format of DESIGN.md, loading, listing and the model card.
+"""Saved members: loading, listing, prediction CSVs and the model card.
 
 ``<workspace>/members/<name>/`` holds ``model.keras`` (loads with ``safe_mode=True``),
 ``member.json`` (resolved recipe and options, classes, priors, input spec, data
 fingerprint, split ids, versions, timings, metrics), ``predictions/<split>.csv`` (raw
-softmax in ISIC format; TTA variants beside them), ``history.csv`` and ``card.md``.
+softmax in ISIC format; TTA variants beside them), ``history.csv`` and ``card.md``; every
+file and key is described in ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoo.errors import ZooError, close_matches
+from zoo.errors import ZooError
 from zoo.workspace import atomic_write_csv
 
 MEMBER_FILE = "member.json"
@@ -112,10 +113,6 @@ class Member:
     def predictions_file(self, key: str) -> Path:
         return self.path / "predictions" / f"{key}.csv"
 
-    def cached_predictions(self, key: str) -> pd.DataFrame | None:
-        file = self.predictions_file(key)
-        return read_predictions(file) if file.exists() else None
-
 
 def members_dir(workspace: Path) -> Path:
     return Path(workspace) / "members"
@@ -131,20 +128,6 @@ def list_members(workspace: Path) -> list[Member]:
         for p in sorted(folder.iterdir())
         if (p / MEMBER_FILE).is_file() and not p.name.startswith(".")
     ]
-
-
-def find_member(target: str, workspace: Path) -> Member:
-    """A member by name or directory; an unknown name lists close matches."""
-    path = Path(target)
-    if (path / MEMBER_FILE).is_file():
-        return Member(path.resolve())
-    candidate = members_dir(workspace) / target
-    if (candidate / MEMBER_FILE).is_file():
-        return Member(candidate)
-    names = [m.path.name for m in list_members(workspace)]
-    raise ZooError(
-        f"no member {target!r} in {members_dir(workspace)}.{close_matches(target, names) if names else ' There are no members yet: run zoo train first.'}"
-    )
 
 
 def model_card(info: dict) -> str:

@@ -2,7 +2,8 @@
 
 Folders are searched recursively for images; the target (a member or an ensemble) runs with
 its TTA scheme and prior correction (``zoo.evaluate.prior_settings``). ``--out FILE.csv``
-also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors that made it.
+also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors that made it
+(keys in ``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ def predict_command(args, workspace: Path) -> int:
     )
     files = collect_images(args.paths)
     to_stdout = args.out is None
-    was_quiet = console.is_quiet()
-    console.set_quiet(was_quiet or to_stdout)  # keep progress bars out of the CSV
+    was_quiet = console.console.quiet
+    console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
     try:
         frame = target.predict_files(files, tta=scheme.spec, prior_correction=priors.correct)
     finally:
-        console.set_quiet(was_quiet)
+        console.console.quiet = was_quiet
     frame = priors.apply(frame)
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
-            print(f"note: {note}", file=sys.stderr)
+            if not console.is_quiet():
+                print(f"note: {note}", file=sys.stderr)
         else:
             console.info(f"  note: {note}")
     text = frame.rename_axis("image").to_csv()

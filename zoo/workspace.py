@@ -1,8 +1,9 @@
 """Where zoo keeps its work, and writing files so that nothing is ever half-written.
 
-The workspace is ``--out``, else ``$ZOO_HOME``, else ``./zoo-runs``. It holds
+The workspace is ``--workspace``, else ``$ZOO_HOME``, else ``./zoo-runs``. It holds
 ``members/``, ``ensembles/``, ``evaluations/``, ``runs/`` (training in progress),
-``cache/`` (decoded images, features) and ``data/`` (the generated demo set).
+``cache/`` (decoded images, label lists, parameter counts) and ``data/`` (the generated
+demo set); ``docs/formats.md`` describes every file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Readers for data sets in their published layouts, chosen by ``--data SPEC``.
 
-Specs (DESIGN.md): ``ham10000:DIR``, ``isic:CSV``, ``folder:DIR``, ``csv:FILE``, ``demo``; without
+Specs: ``ham10000:DIR``, ``isic:CSV``, ``folder:DIR``, ``csv:FILE``, ``demo``; without
 a prefix the kind is detected from the path. A reader lists files and labels only; problems
 it finds (missing image, unknown label, duplicate id) are collected, not raised, so that
 every problem is reported at once before training.

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo.ensembles.combine import COMBINE_RULES, Combiner, make_combiner
 from zoo.errors import ZooError, close_matches
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 __all__ = ["ALLOWED_KEYS", "EnsembleSpec", "load_spec", "resolve_members"]
 

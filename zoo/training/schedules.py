@@ -21,9 +21,6 @@ _ALLOWED = {
 }
 
 
-SCHEDULES = tuple(_ALLOWED)
-
-
 def check_schedule(schedule: Any) -> None:
     """Raise a ZooError unless ``schedule`` is a known schedule with valid numeric options."""
     if not isinstance(schedule, dict):

@@ -74,7 +74,7 @@ class TrainOptions:
 
 
 def default_name(recipe: str, dataset: Dataset, options: TrainOptions) -> str:
-    """``<recipe>.<data>.s<seed>[.f<fold>]`` (STYLE.md: names carry identity)."""
+    """``<recipe>.<data>.s<seed>[.f<fold>]``: the name carries the member's identity."""
     name = f"{recipe}.{dataset.name}.s{options.seed}"
     return f"{name}.f{options.fold}" if options.fold is not None else name
 
