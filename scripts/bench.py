@@ -11,6 +11,9 @@ Prints one JSON object (with --json, only that):
       inception_v3 at 299 px on 256 HAM10000 images vs. model.predict on the same images preloaded
       as a tensor (and the same for small_cnn at 64 px: predict_small_*);
   tta8_ratio / tta_steppan_ratio — dihedral (8 views) and steppan (9 views) vs. a plain prediction;
+  train_img_s_lite0_224 — fine-tuning EfficientNet-Lite0 at 224 px as its recipe's last stage
+      does (float32, no XLA, early layers and batch norm frozen), with _all_layers, _bf16 and
+      _xla for the settings it was chosen against;
   feature_cache_speedup — an epoch of a frozen, un-augmented stage with cached features vs. running
       the frozen backbone every epoch (same head, same loss);
   inception_v3_gflops / matmul_gflops — forward arithmetic rate of Inception v3 at 299 px vs. a
@@ -317,6 +320,53 @@ def training_throughput(quiet: bool) -> dict:
     return results
 
 
+LITE_CODE = """
+import sys, time, numpy as np, keras
+from zoo.models import build_model, split_model
+from zoo.recipes import get_recipe
+from zoo.training.finetune import make_optimizer, prepare_backbone
+setting, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+keras.config.set_dtype_policy("mixed_bfloat16" if setting == "bf16" else "float32")
+recipe = get_recipe("efficientnet_lite0")
+stage = recipe.stages[-1]
+if setting == "all_layers":
+    import dataclasses
+    stage = dataclasses.replace(stage, lr_multipliers=(), batchnorm="train")
+model, _ = build_model(recipe, num_classes=7, image_size=size, weights="none")
+multipliers = prepare_backbone(split_model(model)[0], stage)
+model.compile(optimizer=make_optimizer(recipe.optimizer, 1e-4, multipliers),
+              loss="categorical_crossentropy", jit_compile=setting == "xla")
+x = np.random.rand(batch * steps, size, size, 3).astype("float32") * 255
+y = np.eye(7)[np.random.randint(0, 7, batch * steps)]
+model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)
+t = time.perf_counter(); model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+print(batch * steps / (time.perf_counter() - t))
+"""
+
+
+def lite_throughput(quiet: bool, steps: int = 8) -> dict:
+    """Training images/s of EfficientNet-Lite0 at 224 px in its recipe's fine-tuning stage
+    (early layer group frozen, batch norm frozen, float32, no XLA: ``train_img_s_lite0_224``),
+    and the settings it was chosen against: every layer and batch norm training, mixed
+    bfloat16, XLA (each in a fresh process: the dtype policy is global)."""
+    import subprocess
+
+    results = {}
+    for setting in ("recipe", "all_layers", "bf16", "xla"):
+        out = subprocess.run(
+            [sys.executable, "-c", LITE_CODE, setting, "224", "32", str(steps)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
+        rate = float(out.stdout.strip().splitlines()[-1])
+        key = "train_img_s_lite0_224" + ("" if setting == "recipe" else f"_{setting}")
+        results[key] = rate
+        log(f"  fine-tuning efficientnet_lite0 224 px ({setting}): {rate:.1f} img/s", quiet)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,7 +382,7 @@ def main(argv=None) -> int:
         "--skip",
         default="",
         help="comma-separated parts to skip: "
-        "flops,threads,pipeline,training,features,predict,ensemble",
+        "flops,threads,pipeline,training,lite,features,predict,ensemble",
     )
     args = parser.parse_args(argv)
     if args.probe_threads:  # a child process of thread_settings()
@@ -365,6 +415,9 @@ def main(argv=None) -> int:
         if "training" not in skip:
             log("training throughput, float32 vs mixed bfloat16…", quiet)
             results.update(training_throughput(quiet))
+        if "lite" not in skip:
+            log("fine-tuning throughput of EfficientNet-Lite0 at 224 px…", quiet)
+            results.update(lite_throughput(quiet))
         if "features" not in skip:
             log("feature cache…", quiet)
             results.update(feature_cache(quiet))

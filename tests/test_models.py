@@ -337,3 +337,21 @@ def test_backbone_options_that_do_not_fit_are_one_line():
         ZooError, match=r"\[backbone_options\] \{'depth': 3\} do not fit backbone small_cnn"
     ):
         build_model(recipe, num_classes=3, image_size=32, weights="none")
+
+
+def test_shades_of_gray_removes_a_colour_cast_inside_the_saved_model(tmp_path):
+    """A grey scene under a reddish illuminant comes out grey again: equal channel
+    Minkowski means, whatever the cast; the layer survives a save and a safe load."""
+    from zoo.models.layers import ShadesOfGray
+
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(40, 200, size=(2, 16, 16, 1)).repeat(3, axis=-1)
+    cast = np.clip(scene * np.array([1.0, 0.7, 0.45]), 0, 255).astype("float32")
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, ShadesOfGray(power=6.0)(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    out = np.asarray(loaded(cast))
+    means = np.mean((out / 255.0) ** 6, axis=(1, 2)) ** (1 / 6)
+    np.testing.assert_allclose(means, means[:, :1].repeat(3, axis=1), rtol=1e-3)
+    assert np.ptp(np.mean(cast, axis=(1, 2)), axis=1).min() > 30  # the input really was cast

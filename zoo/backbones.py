@@ -32,13 +32,23 @@ class Backbone:
     size: int
     min_size: int
     imagenet: str
-    parameters: int
+    parameters: int  # without a head, counted once with Keras 3.15
+    features: int  # width of the pooled feature vector the head reads
     xla: bool = True  # whether ``--jit-compile auto`` compiles it with XLA
 
 
-def _keras(name: str, preprocessing: str, size: int, min_size: int, parameters: int) -> Backbone:
+def _keras(
+    name: str, preprocessing: str, size: int, min_size: int, parameters: int, features: int
+) -> Backbone:
     return Backbone(
-        name, f"keras.applications.{name}", preprocessing, size, min_size, "keras", parameters
+        name,
+        f"keras.applications.{name}",
+        preprocessing,
+        size,
+        min_size,
+        "keras",
+        parameters,
+        features,
     )
 
 
@@ -54,6 +64,7 @@ def _lite(index: int, size: int, parameters: int) -> Backbone:
         32,
         "pypi",
         parameters,
+        1280,
         xla=False,
     )
 
@@ -61,22 +72,24 @@ def _lite(index: int, size: int, parameters: int) -> Backbone:
 BACKBONES = {
     b.name: b
     for b in (
-        _keras("InceptionV3", "inception", 299, 75, 21_802_784),
-        _keras("InceptionResNetV2", "inception", 299, 75, 54_336_736),
-        _keras("Xception", "inception", 299, 71, 20_861_480),
-        _keras("NASNetLarge", "inception", 331, 32, 84_916_818),
-        _keras("EfficientNetB0", "raw", 224, 32, 4_049_571),
-        _keras("EfficientNetB4", "raw", 380, 32, 17_673_823),
-        _keras("EfficientNetB5", "raw", 456, 32, 28_513_527),
-        _keras("MobileNetV3Small", "raw", 224, 32, 939_120),
-        _keras("MobileNetV3Large", "raw", 224, 32, 2_996_352),
-        _keras("ResNet50", "caffe", 224, 32, 23_587_712),
-        _keras("DenseNet121", "torch", 224, 32, 7_037_504),
-        _keras("ConvNeXtTiny", "raw", 224, 32, 27_820_128),
+        _keras("InceptionV3", "inception", 299, 75, 21_802_784, 2048),
+        _keras("InceptionResNetV2", "inception", 299, 75, 54_336_736, 1536),
+        _keras("Xception", "inception", 299, 71, 20_861_480, 2048),
+        _keras("NASNetLarge", "inception", 331, 32, 84_916_818, 4032),
+        _keras("EfficientNetB0", "raw", 224, 32, 4_049_571, 1280),
+        _keras("EfficientNetB4", "raw", 380, 32, 17_673_823, 1792),
+        _keras("EfficientNetB5", "raw", 456, 32, 28_513_527, 2048),
+        _keras("MobileNetV3Small", "raw", 224, 32, 939_120, 576),
+        _keras("MobileNetV3Large", "raw", 224, 32, 2_996_352, 960),
+        _keras("ResNet50", "caffe", 224, 32, 23_587_712, 2048),
+        _keras("DenseNet121", "torch", 224, 32, 7_037_504, 1024),
+        _keras("ConvNeXtTiny", "raw", 224, 32, 27_820_128, 768),
         _lite(0, 224, 3_413_024),
         _lite(1, 240, 4_189_344),
         _lite(2, 260, 4_869_168),
-        Backbone("small_cnn", "zoo.models.small_cnn:small_cnn", "unit", 64, 32, "none", 1_175_136),
+        Backbone(
+            "small_cnn", "zoo.models.small_cnn:small_cnn", "unit", 64, 32, "none", 1_175_136, 256
+        ),
     )
 }
 

@@ -9,37 +9,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo import console
+from zoo.backbones import get_backbone
 from zoo.errors import ZooError
 
-# Parameters of each keras.applications backbone as zoo builds it (include_top=False,
-# pooling="avg", weights=None; Keras 3.15) and the width of its pooled features, counted once
-# so that listing recipes never builds the large networks. ``zoo recipes --params`` builds.
-BACKBONE_PARAMETERS = {
-    "ConvNeXtTiny": (27_820_128, 768),
-    "DenseNet121": (7_037_504, 1024),
-    "EfficientNetB0": (4_049_571, 1280),
-    "EfficientNetB4": (17_673_823, 1792),
-    "EfficientNetB5": (28_513_527, 2048),
-    "InceptionResNetV2": (54_336_736, 1536),
-    "InceptionV3": (21_802_784, 2048),
-    "MobileNetV3Large": (2_996_352, 960),
-    "MobileNetV3Small": (939_120, 576),
-    "NASNetLarge": (84_916_818, 4032),
-    "ResNet50": (23_587_712, 2048),
-    "Xception": (20_861_480, 2048),
-}
+# Listing recipes never builds the large networks: their parameter counts come from the
+# backbone table (``zoo recipes --params`` builds them).
 COUNTED_CLASSES = 7  # parameters are shown for a 7-class head, as for HAM10000
 CHEAP_BACKBONES = ("small_cnn",)  # built in well under a second to count their parameters
 
 
 def known_parameters(recipe) -> int | None:
-    """A recipe's parameter count from :data:`BACKBONE_PARAMETERS`, or None when its backbone
-    is not listed there or takes ``[backbone_options]``."""
-    known = BACKBONE_PARAMETERS.get(recipe.backbone)
-    if known is None or recipe.backbone_options:
+    """A recipe's parameter count from the backbone table, or None when its backbone takes
+    ``[backbone_options]`` (which change the count)."""
+    if recipe.backbone_options:
         return None
-    params, width = known
-    return params + (width + 1) * COUNTED_CLASSES
+    backbone = get_backbone(recipe.backbone)
+    return backbone.parameters + (backbone.features + 1) * COUNTED_CLASSES
 
 
 def recipe_row(recipe, parameters: int | None) -> dict:

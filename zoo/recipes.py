@@ -45,6 +45,7 @@ CLASS_WEIGHTS = ("none", "inverse", "effective")
 SAMPLING = ("none", "balanced")
 TRAINABLE = ("all", "head")
 BATCHNORM = ("train", "frozen")
+COLOR_CONSTANCY = ("none", "shades_of_gray")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class InputSpec:
     min_size: int = 32
     interpolation: str = "bilinear"
     crop_borders: bool = False
+    # "shades_of_gray": colour constancy (Minkowski p = 6) inside the model, before the
+    # backbone's normalisation; "none": pixels as decoded.
+    color_constancy: str = "none"
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,10 @@ def parse_recipe(path: Path) -> Recipe:
         raise fail(f"input.{mismatch}.")
     from zoo.data.images import RESAMPLING
 
+    if spec.color_constancy not in COLOR_CONSTANCY:
+        raise fail(
+            f"input.color_constancy must be one of {COLOR_CONSTANCY}; got {spec.color_constancy!r}."
+        )
     if spec.interpolation not in RESAMPLING:
         raise fail(
             f"input.interpolation must be one of {tuple(RESAMPLING)}; got {spec.interpolation!r}."

@@ -25,7 +25,7 @@ from zoo.console import warn
 from zoo.errors import ZooError
 from zoo.models import pretrained
 from zoo.models.efficientnet_lite import efficientnet_lite
-from zoo.models.layers import ImagePreprocess
+from zoo.models.layers import ImagePreprocess, ShadesOfGray
 from zoo.models.small_cnn import small_cnn
 from zoo.recipes import Recipe
 
@@ -265,7 +265,10 @@ def build_model(
     size = image_size or recipe.input.size
     backbone, used = build_backbone(recipe, image_size=size, weights=weights or recipe.weights)
     inputs = keras.Input((size, size, 3), name="image")
-    x = ImagePreprocess(recipe.input.preprocessing, name="preprocess")(inputs)
+    x = inputs
+    if recipe.input.color_constancy == "shades_of_gray":
+        x = ShadesOfGray(power=6.0, name="color_constancy")(x)
+    x = ImagePreprocess(recipe.input.preprocessing, name="preprocess")(x)
     features = keras.Model(inputs, backbone(x), name="features")
     head = keras.Sequential(
         [

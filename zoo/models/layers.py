@@ -48,3 +48,34 @@ class ImagePreprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ShadesOfGray(keras.layers.Layer):
+    """Colour constancy by the Shades of Gray method (Finlayson & Trezzi 2004), as Gessert et
+    al. applied it to every image in their ISIC 2019 entry: each image's illuminant is
+    estimated per channel as the Minkowski ``power``-mean of its pixels, and the channels are
+    rescaled so that this illuminant becomes neutral grey. RGB in [0, 255] in and out.
+    """
+
+    def __init__(self, power: float = 6.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # x**6 needs float32's range
+        super().__init__(**kwargs)
+        if not power >= 1:
+            raise ValueError(f"ShadesOfGray power must be at least 1; got {power!r}.")
+        self.power = float(power)
+
+    def call(self, images):
+        x = ops.cast(images, "float32") / 255.0
+        illuminant = ops.power(
+            ops.mean(ops.power(x, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
+        )
+        norm = ops.sqrt(ops.sum(ops.square(illuminant), axis=-1, keepdims=True))
+        gain = norm / (ops.maximum(illuminant, 1e-6) * 3.0**0.5)
+        return ops.clip(x * gain, 0.0, 1.0) * 255.0
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
