@@ -331,6 +331,37 @@ def test_optimizer_names_match_the_trainer():
     assert "learning_rate" not in rmsprop and "name" not in rmsprop
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop", "nadam"])
+def test_written_out_optimizer_arguments_match_keras(name):
+    """The table that lets recipes load without Keras is what Keras' signatures say."""
+    import inspect
+
+    import keras
+
+    from zoo.recipes import OPTIMIZERS, optimizer_arguments
+
+    init = getattr(keras.optimizers, OPTIMIZERS[name]).__init__
+    keras_arguments = {
+        p.name: p.default
+        for p in inspect.signature(init).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in ("self", "learning_rate", "name")
+    }
+    assert optimizer_arguments(name) == keras_arguments
+
+
+def test_loading_recipes_does_not_import_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from zoo.recipes import load_registry; load_registry(); "
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def _stages(*epochs: int) -> tuple[Stage, ...]:
     return tuple(Stage(name=f"s{i}", epochs=e, learning_rate=0.1) for i, e in enumerate(epochs))
 

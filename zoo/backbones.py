@@ -94,6 +94,17 @@ BACKBONES = {
 }
 
 
+def small_cnn_parameters(*, widths=(32, 64, 128, 256), convs_per_stage: int = 2) -> int:
+    """Parameters of ``zoo.models.small_cnn`` with these options, counted without building it:
+    3×3 convolutions without bias, each followed by batch norm (4 numbers per channel)."""
+    total, channels = 0, 3
+    for width in widths:
+        for _ in range(convs_per_stage):
+            total += 9 * channels * width + 4 * width
+            channels = width
+    return total
+
+
 def get_backbone(name: str) -> Backbone:
     """The table entry for ``name``; an unknown name lists the close matches."""
     if name not in BACKBONES:

@@ -335,7 +335,8 @@ def dispatch(args) -> int:
     return handler(args, workspace_of(args)) or 0
 
 
-TENSORFLOW_COMMANDS = ("recipes", "train", "evaluate", "predict")
+# Commands that import TensorFlow (``recipes`` only with ``--params``, which builds networks).
+TENSORFLOW_COMMANDS = ("train", "evaluate", "predict")
 
 
 def _import_tensorflow_quietly() -> None:
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from zoo import console
 
-    if args.command in TENSORFLOW_COMMANDS:
+    if args.command in TENSORFLOW_COMMANDS or getattr(args, "params", False):
         _import_tensorflow_quietly()
 
     was_quiet = console.is_quiet()

@@ -9,21 +9,28 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo import console
-from zoo.backbones import get_backbone
+from zoo.backbones import get_backbone, small_cnn_parameters
 from zoo.errors import ZooError
 
 # Listing recipes never builds the large networks: their parameter counts come from the
 # backbone table (``zoo recipes --params`` builds them).
 COUNTED_CLASSES = 7  # parameters are shown for a 7-class head, as for HAM10000
-CHEAP_BACKBONES = ("small_cnn",)  # built in well under a second to count their parameters
 
 
 def known_parameters(recipe) -> int | None:
-    """A recipe's parameter count from the backbone table, or None when its backbone takes
-    ``[backbone_options]`` (which change the count)."""
+    """A recipe's parameter count from the backbone table (``small_cnn`` counted from its
+    options), or None when ``[backbone_options]`` change a table backbone's count."""
+    backbone = get_backbone(recipe.backbone)
+    if recipe.backbone == "small_cnn":
+        options = recipe.backbone_options
+        try:
+            body = small_cnn_parameters(**options)
+        except TypeError:  # options the builder will refuse too
+            return None
+        width = options.get("widths", (32, 64, 128, 256))[-1]
+        return body + (width + 1) * COUNTED_CLASSES
     if recipe.backbone_options:
         return None
-    backbone = get_backbone(recipe.backbone)
     return backbone.parameters + (backbone.features + 1) * COUNTED_CLASSES
 
 
@@ -47,11 +54,7 @@ def recipes(args, workspace: Path) -> int:
 
     registry = list(load_registry(recipe_dirs(workspace)))
     counts = {r.name: None if args.params else known_parameters(r) for r in registry}
-    to_build = [
-        r
-        for r in registry
-        if counts[r.name] is None and (args.params or r.backbone in CHEAP_BACKBONES)
-    ]
+    to_build = [r for r in registry if counts[r.name] is None and args.params]
     counts.update(parameter_counts(to_build, workspace) if to_build else {})
     rows = [recipe_row(r, counts[r.name]) for r in registry]
     if args.json:

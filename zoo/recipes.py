@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import inspect
 import os
 import tomllib
 import typing
@@ -261,20 +260,39 @@ def _record(cls: type, raw: Any, *, table: str, prefix: str, fail) -> Any:
     return cls(**_checked(cls, raw, prefix=prefix, fail=fail))
 
 
+# The keyword arguments (→ defaults) of each Keras optimizer that ``[optimizer] name`` picks,
+# less ``learning_rate`` (set per stage) and ``name``. Written out so that loading recipes never
+# imports Keras (``zoo recipes`` answers in a second); a test checks it against Keras' signatures.
+_COMMON_ARGUMENTS = {
+    "weight_decay": None,
+    "clipnorm": None,
+    "clipvalue": None,
+    "global_clipnorm": None,
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+_ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}
+OPTIMIZER_ARGUMENTS = {
+    "adam": {**_ADAM, "amsgrad": False, **_COMMON_ARGUMENTS},
+    "adamw": {**_COMMON_ARGUMENTS, "weight_decay": 0.004, **_ADAM, "amsgrad": False},
+    "sgd": {"momentum": 0.0, "nesterov": False, **_COMMON_ARGUMENTS},
+    "rmsprop": {
+        "rho": 0.9,
+        "momentum": 0.0,
+        "epsilon": 1e-07,
+        "centered": False,
+        **_COMMON_ARGUMENTS,
+    },
+    "nadam": {**_ADAM, **_COMMON_ARGUMENTS},
+}
+
+
 def optimizer_arguments(name: str) -> dict[str, Any]:
-    """The keyword arguments (→ defaults) of the Keras optimizer that ``[optimizer] name`` picks.
-
-    ``learning_rate`` comes from each stage and ``name`` picks the optimizer, so neither is listed.
-    """
-    import keras
-
-    init = getattr(keras.optimizers, OPTIMIZERS[name]).__init__
-    return {
-        p.name: p.default
-        for p in inspect.signature(init).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and p.name not in ("self", "learning_rate", "name")
-    }
+    """The keyword arguments (→ defaults) of the Keras optimizer that ``[optimizer] name`` picks."""
+    return dict(OPTIMIZER_ARGUMENTS[name])
 
 
 def _check_optimizer(config: dict[str, Any], fail) -> None:
