@@ -68,6 +68,9 @@ PACKAGED = {
 }
 
 
+BOOKKEEPING = re.compile(r"\.num_batches_tracked$")  # a BN step counter, not a weight
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -98,27 +101,23 @@ def _keras_arrays(layer, tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
 def fill_from_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> set[str]:
     """Set every weighted layer of ``model`` from ``state`` (PyTorch names); returns the names
     of the tensors used. A layer without tensors, or a shape that does not fit, is an error."""
-    by_layer: dict[str, dict[str, np.ndarray]] = {}
-    for name, array in state.items():
+    by_layer: dict[str, dict[str, str]] = {}  # Keras layer → tensor kind → PyTorch name
+    for name in state:
         layer, tensor = keras_name(name)
-        by_layer.setdefault(layer, {})[tensor] = array
+        by_layer.setdefault(layer, {})[tensor] = name
     used = set()
     for layer in model.layers:
         if not layer.weights:
             continue
-        if layer.name not in by_layer:
+        names = {k: n for k, n in by_layer.get(layer.name, {}).items() if not BOOKKEEPING.search(n)}
+        if not names:
             raise LegacyFormatError(f"it has no tensors for layer {layer.name}")
         try:
-            arrays = _keras_arrays(layer, by_layer[layer.name])
-            layer.set_weights(arrays)
+            layer.set_weights(_keras_arrays(layer, {k: state[n] for k, n in names.items()}))
         except (KeyError, ValueError) as exc:
             raise LegacyFormatError(f"its tensors do not fit layer {layer.name} ({exc})") from None
-        prefix = next(n for n in state if keras_name(n)[0] == layer.name).rpartition(".")[0]
-        used |= {f"{prefix}.{t}" for t in by_layer[layer.name] if t != "num_batches_tracked"}
+        used |= set(names.values())
     return used
-
-
-BOOKKEEPING = re.compile(r"\.num_batches_tracked$")  # a BN step counter, not a weight
 
 
 def converted_weights(backbone: str) -> tuple[Path, dict]:
