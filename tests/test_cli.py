@@ -296,11 +296,14 @@ def test_corrupt_state_on_resume_exits_2_naming_the_file(zoo_workspace, capsys):
 
 def _fake_member(folder: Path, name: str) -> None:
     import json
+    import zipfile
 
     folder.mkdir(parents=True)
     metrics = {"balanced_accuracy": 0.5, "macro_auc": 0.75, "accuracy": 0.5, "n_images": 10}
     info = {
         "name": name,
+        "classes": ["a", "b"],
+        "split": {"ids": {"train": [], "val": [], "test": []}},
         "recipe": "small_cnn",
         "data": {"name": "demo"},
         "input": {"size": 32},
@@ -308,6 +311,9 @@ def _fake_member(folder: Path, name: str) -> None:
         "metrics": {"val": metrics, "test": metrics},
     }
     (folder / "member.json").write_text(json.dumps(info))
+    with zipfile.ZipFile(folder / "model.keras", "w") as archive:  # passes the cheap check
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"")
 
 
 def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
@@ -332,7 +338,7 @@ def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
     for name in ("b.not-json", "c.latin1", "d.no-metrics"):
         assert "damaged" in rows[name], out
         assert f"{members / name / 'member.json'}" in out
-    assert "no 'metrics' entry" in out and "retrain" in out
+    assert "no valid 'classes' entry" in out and "retrain" in out
 
 
 @pytest.mark.slow

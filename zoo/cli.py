@@ -40,6 +40,14 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1], the range NumPy and TensorFlow accept."""
+    value = _non_negative_int(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 4294967295, got {text!r}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser, *, out_is_workspace: bool = True) -> None:
     parser.add_argument(
         "--workspace", metavar="DIR", help="workspace folder (default: $ZOO_HOME or ./zoo-runs)"
@@ -88,18 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of initialisation, shuffling and augmentation",
     )
     p.add_argument(
         "--split-seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of the train/val/test split (default 0)",
     )
-    p.add_argument("--fold", type=int, help="validation fold K of --folds N (test part unchanged)")
-    p.add_argument("--folds", type=int, help="number of folds")
+    p.add_argument(
+        "--fold",
+        type=_non_negative_int,
+        help="validation fold K of --folds N (test part unchanged)",
+    )
+    p.add_argument("--folds", type=_positive_int, help="number of folds")
     p.add_argument("--name", help="member name (default RECIPE.DATA.sSEED[.fK])")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
@@ -160,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", metavar="NAME", help="binary task: melanocytic, epidermal or malignant"
     )
     p.add_argument(
-        "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)"
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples (0 = none)",
     )
     p.add_argument("--out", metavar="DIR", help="output folder")
     _common(p, out_is_workspace=False)

@@ -107,8 +107,13 @@ def train(args, workspace: Path) -> int:
 
 def _member_row(member) -> list[str]:
     """One row of the members table; raises ZooError, KeyError, TypeError or ValueError
-    when ``member.json`` is damaged."""
+    when ``member.json`` or ``model.keras`` is damaged."""
+    from zoo.members import MODEL_FILE, model_file_problem
+
     info = member.info
+    problem = model_file_problem(member.path / MODEL_FILE)
+    if problem is not None:
+        raise ZooError(f"{member.path / MODEL_FILE}: {problem}; retrain the member.")
     val, test = info["metrics"]["val"], info["metrics"]["test"]
     return [
         info["name"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import inspect
+import math
 import os
 import tomllib
 import typing
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, close_matches
+from zoo.names import NAME_RULE, is_valid_name
 from zoo.training.schedules import learning_rate
 
 
@@ -320,6 +322,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def _check_finite(value: Any, key: str, fail) -> None:
+    """Every number in the file is finite: TOML's ``inf`` and ``nan`` are refused, naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise fail(f"{key} must be a finite number; got {value!r}.")
+    items = value.items() if isinstance(value, dict) else []
+    if isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value, start=1))
+    for sub, item in items:
+        joined = f"{key}{sub}" if sub.startswith("[") else f"{key}.{sub}" if key else sub
+        _check_finite(item, joined, fail)
+
+
 def parse_recipe(path: Path) -> Recipe:
     """Read and validate one recipe file, so that a bad recipe fails when it is loaded.
 
@@ -343,6 +357,11 @@ def parse_recipe(path: Path) -> Recipe:
     fields = {k: v for k, v in data.items() if k not in ("input", "stages")}
     fields = _checked(Recipe, fields, prefix="", fail=fail)
     fields.setdefault("name", path.stem)
+    if not is_valid_name(fields["name"]):
+        raise fail(
+            f"name must be {NAME_RULE} (it names members' directories); got {fields['name']!r}."
+        )
+    _check_finite(data, "", fail)
 
     spec = _record(InputSpec, data["input"], table="[input]", prefix="input.", fail=fail)
     if spec.preprocessing not in PREPROCESSING:

@@ -16,13 +16,13 @@ Keys::
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo.ensembles.combine import COMBINE_RULES, Combiner, make_combiner
 from zoo.errors import ZooError, close_matches
+from zoo.names import NAME_RULE, is_valid_name
 
 try:
     import tomllib
@@ -32,7 +32,6 @@ except ModuleNotFoundError:  # Python 3.10
 __all__ = ["ALLOWED_KEYS", "EnsembleSpec", "load_spec", "resolve_members"]
 
 ALLOWED_KEYS = ("name", "description", "members", "combine", "prior_correction", "tta", "options")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _GLOB_CHARS = set("*?[")
 
 
@@ -102,10 +101,9 @@ def load_spec(path: str | Path) -> EnsembleSpec:
             raise ZooError(f"{path}: missing required key {key!r}; add it (see ensembles/*.toml)")
 
     name = need("name", str, "a string") if "name" in data else path.stem
-    if not _NAME.fullmatch(name):
+    if not is_valid_name(name):
         raise ZooError(
-            f"{path}: key 'name' must be letters, digits, '.', '_' or '-' (used as a directory "
-            f"name); got {name!r}"
+            f"{path}: key 'name' must be {NAME_RULE} (used as a directory name); got {name!r}"
         )
     members = need("members", list, "an array of member names or glob patterns")
     if not members:
