@@ -34,6 +34,7 @@ from zoo import console
 from zoo.data import Dataset, load_dataset
 from zoo.data.dataset import safe_name
 from zoo.errors import ZooError, close_matches
+from zoo.locks import hold
 from zoo.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
 from zoo.metrics import sens_spec_curves as class_curves
 from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
@@ -466,7 +467,7 @@ def evaluate_target(
             target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
         )
     out = _checked_out(Path(out))
-    with atomic_directory(out) as tmp:
+    with hold(out, what=f"zoo evaluate {target.name}"), atomic_directory(out) as tmp:
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
         metrics = _metrics(
