@@ -210,6 +210,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NAME_MAX = 255  # bytes in one file name on Linux and macOS
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse text no option can take: a NUL byte, or a path part longer than a file name can
+    be (the operating system would refuse it later, less clearly)."""
+    for key, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            option = (
+                key
+                if key in ("recipe", "target", "paths", "spec")
+                else f"--{key.replace('_', '-')}"
+            )
+            if "\x00" in text:
+                raise ZooError(f"{option}: the value contains a NUL byte; got {text!r}.")
+            if any(len(part.encode()) > NAME_MAX for part in text.split("/")):
+                raise ZooError(
+                    f"{option}: a file or folder name has at most {NAME_MAX} bytes; got "
+                    f"{text[:40]!r}… ({len(text)} characters)."
+                )
+
+
 def workspace_of(args) -> Path:
     from zoo.workspace import resolve_workspace
 
@@ -265,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console.set_quiet(args.quiet)
     try:
+        check_arguments(args)
         return dispatch(args)
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -56,9 +56,15 @@ def check_task(task: str | None) -> None:
         )
 
 
+MAX_BOOTSTRAP = 100_000
+
+
 def check_bootstrap(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ZooError(f"--bootstrap must be a whole number >= 0 (0 = no intervals); got {n!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_BOOTSTRAP:
+        raise ZooError(
+            f"--bootstrap must be a whole number from 0 (no intervals) to {MAX_BOOTSTRAP:,}; "
+            f"got {n!r}."
+        )
 
 
 def read_label_map(path: str | Path) -> dict[str, str]:
@@ -68,8 +74,8 @@ def read_label_map(path: str | Path) -> dict[str, str]:
         mapping = json.loads(path.read_text())
     except OSError as exc:
         raise ZooError(f"--label-map {path}: cannot read it ({exc.strerror or exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"--label-map {path}: not valid JSON ({exc}).") from None
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
+        raise ZooError(f"--label-map {path}: not valid JSON text ({exc}).") from None
     return _checked_mapping(mapping, where=f"--label-map {path}")
 
 

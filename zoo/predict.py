@@ -103,6 +103,8 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
     """Refuse, before any work, an ``--out`` that cannot be written or would replace an input
     image (or its settings file would)."""
     out = out.expanduser()
+    if not out.name or out.name in (".", ".."):
+        raise ZooError(f"--out {str(out)!r}: give a file name such as predictions.csv.")
     for file in (out, sidecar_path(out)):
         if file.is_dir():
             raise ZooError(
