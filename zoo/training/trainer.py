@@ -243,7 +243,7 @@ def _check_classes(dataset: Dataset) -> None:
 def _forget_empty_run(directory: Path, *, resume: bool) -> None:
     """A run interrupted before its first checkpoint holds nothing to resume: start it over."""
     if directory.exists() and not (directory / "state.json").exists():
-        console.info(
+        console.warn(
             f"{directory} holds no checkpoint (stopped in its first epoch); starting over."
         )
         shutil.rmtree(directory)
