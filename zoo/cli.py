@@ -214,8 +214,8 @@ NAME_MAX = 255  # bytes in one file name on Linux and macOS
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse text no option can take: a NUL byte, or a path part longer than a file name can
-    be (the operating system would refuse it later, less clearly)."""
+    """Refuse text no option or argument can take: an empty value, a NUL byte, or a path part
+    longer than a file name can be (the operating system would refuse it later, less clearly)."""
     for key, value in vars(args).items():
         for text in value if isinstance(value, list) else [value]:
             if not isinstance(text, str):
@@ -225,6 +225,8 @@ def check_arguments(args: argparse.Namespace) -> None:
                 if key in ("recipe", "target", "paths", "spec")
                 else f"--{key.replace('_', '-')}"
             )
+            if not text.strip():
+                raise ZooError(f"{option}: the value is empty; give one or leave the option out.")
             if "\x00" in text:
                 raise ZooError(f"{option}: the value contains a NUL byte; got {text!r}.")
             if any(len(part.encode()) > NAME_MAX for part in text.split("/")):

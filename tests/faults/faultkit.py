@@ -99,3 +99,13 @@ def png_bomb(path: Path, side: int = 40_000) -> Path:
         + chunk(b"IEND", b"")
     )
     return path
+
+
+def tiny_folder(folder: Path, *, classes: int = 3, per_class: int = 20) -> str:
+    """A ``folder:`` data set of 16 px images, small enough to train on in a second or two."""
+    from conftest import write_image
+
+    for c in range(classes):
+        for i in range(per_class):
+            write_image(Path(folder) / f"class{c}" / f"img{c}_{i}.jpg", seed=100 * c + i)
+    return f"folder:{folder}"

@@ -10,20 +10,35 @@ import subprocess
 import sys
 
 import pytest
-from faultkit import assert_refused, half_written, run_cli
+from faultkit import assert_refused, half_written, run_cli, tiny_folder
 
 from zoo import console, locks
 from zoo.errors import ZooError
 from zoo.training import trainer
 
 NAME = "faulty"
-TRAIN = ["train", "small_cnn", "--image-size", "32", "--name", NAME, "--quiet"]
+TRAIN = [
+    "train",
+    "small_cnn",
+    "--image-size",
+    "32",
+    "--name",
+    NAME,
+    "--quiet",
+    "--jit-compile",
+    "off",
+]
 
 
 @pytest.fixture(autouse=True)
 def _console(monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.setattr(console, "_quiet", False)
+
+
+@pytest.fixture
+def data(tmp_path) -> str:
+    return tiny_folder(tmp_path / "tiny")
 
 
 def _interrupt(monkeypatch, *, after_checkpoint: bool) -> None:
@@ -41,9 +56,9 @@ def _interrupt(monkeypatch, *, after_checkpoint: bool) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("again", [[], ["--resume"]], ids=["plain", "resume"])
 def test_ctrl_c_before_the_first_checkpoint_then_running_again_starts_over(
-    again, zoo_workspace, monkeypatch, capsys
+    again, zoo_workspace, data, monkeypatch, capsys
 ):
-    argv = [*TRAIN, "--epochs", "1", "--workspace", zoo_workspace]
+    argv = [*TRAIN, "--epochs", "1", "--data", data, "--workspace", zoo_workspace]
     _interrupt(monkeypatch, after_checkpoint=False)
     result = run_cli(argv, capsys)
     assert result.code == 130 and "Traceback" not in result.err
@@ -59,14 +74,17 @@ def test_ctrl_c_before_the_first_checkpoint_then_running_again_starts_over(
 
 
 @pytest.mark.slow
-def test_resume_refuses_contradicting_options_then_continues(zoo_workspace, monkeypatch, capsys):
-    argv = [*TRAIN, "--epochs", "2", "--workspace", zoo_workspace]
+def test_resume_refuses_contradicting_options_then_continues(
+    zoo_workspace, data, monkeypatch, capsys
+):
+    argv = [*TRAIN, "--epochs", "2", "--data", data, "--workspace", zoo_workspace]
     _interrupt(monkeypatch, after_checkpoint=True)
     assert run_cli(argv, capsys).code == 130
     monkeypatch.undo()
     state = zoo_workspace / "runs" / NAME / "state.json"
     before = state.read_bytes()
-    bad = [*TRAIN, "--image-size", "48", "--epochs", "3", "--workspace", zoo_workspace]
+    bad = [*TRAIN, "--image-size", "48", "--epochs", "3", "--data", data]
+    bad += ["--workspace", zoo_workspace]
     assert_refused(run_cli([*bad, "--resume"], capsys), "--image-size 48", "--epochs 3")
     assert state.read_bytes() == before  # the interrupted run is untouched
     result = run_cli([*argv, "--resume"], capsys)
@@ -78,7 +96,7 @@ def test_resume_refuses_contradicting_options_then_continues(zoo_workspace, monk
 
 @pytest.mark.slow
 def test_a_loss_that_turns_nan_stops_the_run_keeping_the_last_good_checkpoint(
-    zoo_workspace, capsys
+    zoo_workspace, data, capsys
 ):
     """Stage 1 learns; stage 2's absurd learning rate overflows the weights in its epoch."""
     (zoo_workspace / "recipes").mkdir()
@@ -88,8 +106,9 @@ def test_a_loss_that_turns_nan_stops_the_run_keeping_the_last_good_checkpoint(
         '[[stages]]\nname = "calm"\ntrainable = "all"\nepochs = 1\nlearning_rate = 0.01\n'
         '[[stages]]\nname = "wild"\ntrainable = "all"\nepochs = 1\nlearning_rate = 1e30\n'
     )
-    argv = ["train", "wild", "--name", NAME, "--workspace", zoo_workspace, "--quiet"]
-    result = run_cli([*argv, "--image-size", "32", "--epochs", "2"], capsys)
+    argv = ["train", "wild", "--name", NAME, "--data", data, "--jit-compile", "off"]
+    argv += ["--workspace", zoo_workspace]
+    result = run_cli([*argv, "--image-size", "32", "--epochs", "2", "--quiet"], capsys)
     assert_refused(result, "diverged", "epoch 2", "last good checkpoint (epoch 1)")
     state = json.loads((zoo_workspace / "runs" / NAME / "state.json").read_text())
     assert state["epochs_done"] == 1 and len(state["history"]) == 1
