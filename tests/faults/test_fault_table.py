@@ -159,6 +159,14 @@ def _print_activation(config: str) -> str:
     return config[: activation.start()] + replaced + config[activation.end() :]
 
 
+def _empty_a_test_image(case: Case) -> dict:
+    """Empty one of the member's test images after its pixels were cached."""
+    image = json.loads((case.member / "member.json").read_text())["split"]["ids"]["test"][0]
+    (path,) = case.ws.glob(f"data/**/{image}.*")
+    path.write_bytes(b"")
+    return {"image": image}
+
+
 def _bomb(case: Case) -> dict:
     spec = case.two_classes()
     png_bomb(case.tmp / "data" / "a" / "bomb.png")
@@ -331,6 +339,19 @@ FAULTS = {
     ),
     "ensemble.json not JSON": Fault(
         lambda c: c.ensemble(text="{"), ENSEMBLE_EVAL, ["ensemble.json", "unreadable"]
+    ),
+    "image emptied after it was cached": Fault(
+        _empty_a_test_image, EVALUATE, ["image {image}", "not a readable image"]
+    ),
+    "ensemble spec option nan": Fault(
+        lambda c: (
+            (c.tmp / "nan.toml").write_text(
+                'members = ["*"]\ncombine = "weighted"\n[options]\nl2 = nan\n'
+            )
+            and {}
+        ),
+        ["ensemble", "build", "{tmp}/nan.toml"],
+        ["nan.toml", "options.l2 must be a finite number"],
     ),
     "ensemble spec name escapes": Fault(
         lambda c: (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -127,10 +128,13 @@ def memory_budget() -> int:
     configured = os.environ.get("ZOO_MEMORY_BUDGET_GB")
     if configured:
         try:
-            return int(float(configured) * 2**30)
+            gigabytes = float(configured)
+            if not math.isfinite(gigabytes) or gigabytes < 0:
+                raise ValueError(configured)
+            return int(gigabytes * 2**30)
         except ValueError:
             raise ZooError(
-                f"ZOO_MEMORY_BUDGET_GB must be a number of gigabytes; got {configured!r}."
+                f"ZOO_MEMORY_BUDGET_GB must be a number of gigabytes (finite, >= 0); got {configured!r}."
             ) from None
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2

@@ -16,6 +16,7 @@ Keys::
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ def load_spec(path: str | Path) -> EnsembleSpec:
             f"{close_matches(combine, list(COMBINE_RULES))}"
         )
     options = dict(need("options", dict, "a table")) if "options" in data else {}
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ZooError(f"{path}: options.{key} must be a finite number; got {value!r}")
     try:
         make_combiner(combine, **options)
     except ZooError as exc:
