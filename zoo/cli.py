@@ -106,12 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the train/val/test split (default 0)",
     )
-    p.add_argument(
-        "--fold",
-        type=_non_negative_int,
-        help="validation fold K of --folds N (test part unchanged)",
-    )
-    p.add_argument("--folds", type=_positive_int, help="number of folds")
+    p.add_argument("--fold", type=int, help="validation fold K of --folds N (test part unchanged)")
+    p.add_argument("--folds", type=int, help="number of folds")
     p.add_argument("--name", help="member name (default RECIPE.DATA.sSEED[.fK])")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
@@ -172,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", metavar="NAME", help="binary task: melanocytic, epidermal or malignant"
     )
     p.add_argument(
-        "--bootstrap",
-        type=_non_negative_int,
-        default=1000,
-        metavar="N",
-        help="bootstrap resamples (0 = none)",
+        "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)"
     )
     p.add_argument("--out", metavar="DIR", help="output folder")
     _common(p, out_is_workspace=False)
