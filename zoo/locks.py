@@ -68,6 +68,8 @@ def _create(file: Path, what: str) -> bool:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
+    except OSError as exc:
+        raise ZooError(f"cannot write the lock file {file}: {exc.strerror or exc}.") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(record, handle)
     return True

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import MEMBER, half_written, zoo_process
+from faultkit import MEMBER, half_written, tiny_folder, zoo_process
 
 TRAIN = ["train", "small_cnn", "--image-size", "32", "--name", "killed", "--quiet"]
+TRAIN += ["--jit-compile", "off"]
 
 
 def _wait_for(path: Path, process, timeout: float = 240) -> None:
@@ -30,13 +31,17 @@ def _one_error_line(err: str) -> str:
 
 
 @pytest.mark.slow
-def test_two_trainings_of_one_name_then_kill_9_then_resume(zoo_workspace):
-    argv = [*TRAIN, "--epochs", "2", "--workspace", zoo_workspace]
-    first = zoo_process(*argv)
+def test_two_trainings_of_one_name_then_kill_9_then_resume(zoo_workspace, tmp_path):
+    """Both start together: the one that takes the lock trains, the other is refused."""
+    data = tiny_folder(tmp_path / "tiny")
+    argv = [*TRAIN, "--epochs", "8", "--data", data, "--workspace", zoo_workspace]
+    pair = [zoo_process(*argv), zoo_process(*argv)]
     run_dir = zoo_workspace / "runs" / "killed"
-    _wait_for(run_dir, first)
-    second = zoo_process(*argv)
-    _, err = second.communicate(timeout=240)
+    while all(p.poll() is None for p in pair):
+        time.sleep(0.2)
+    (second,) = [p for p in pair if p.poll() is not None]
+    (first,) = [p for p in pair if p is not second]
+    _, err = second.communicate()
     assert second.returncode == 2
     assert f"pid {first.pid}" in _one_error_line(err)
 
@@ -49,7 +54,7 @@ def test_two_trainings_of_one_name_then_kill_9_then_resume(zoo_workspace):
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     info = json.loads((zoo_workspace / "members" / "killed" / "member.json").read_text())
-    assert info["training"]["epochs_run"] == 2
+    assert info["training"]["epochs_run"] == 8
     assert not run_dir.exists() and half_written(zoo_workspace) == []
 
 

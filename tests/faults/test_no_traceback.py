@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from faultkit import MEMBER, run_cli
 
-from zoo import commands, console
+from zoo import commands, console, plots
 from zoo.training import trainer
 
 HOSTILE = [
@@ -79,7 +79,8 @@ COMMANDS = {
 
 @pytest.fixture
 def hostile_places(workspace, tmp_path, monkeypatch, write_images):
-    """Runs happen in an empty folder; training and parameter counting stop before any work."""
+    """Runs happen in an empty folder; training, parameter counting and plotting are stubbed:
+    the property is about how input is checked, not about the work that follows."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.setattr(console, "_quiet", False)
@@ -87,6 +88,8 @@ def hostile_places(workspace, tmp_path, monkeypatch, write_images):
     monkeypatch.setattr(
         commands, "parameter_counts", lambda recipes, workspace: {r.name: 1 for r in recipes}
     )
+    for name in ("plot_confusion", "plot_roc", "plot_sens_spec"):  # no input reaches them
+        monkeypatch.setattr(plots, name, lambda *args, **kwargs: None)
     (tmp_path / "folder").mkdir()
     (tmp_path / "text.txt").write_text("not what anything expects\n")
     (tmp_path / "spec.toml").write_text('members = ["*"]\ncombine = "mean"\n')
