@@ -167,8 +167,8 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack) -> _Run:
     data (see :func:`_check_data`).
     """
     workspace = options.workspace
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
-    given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != defaults[k]}
+    unset = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != unset[k]}
     if options.name is not None:
         check_name(options.name, what="--name")
     recipe = get_recipe(options.recipe, workspace=workspace)
