@@ -159,13 +159,16 @@ RESUME_OPTIONS = (
 )
 
 
-def _resolve(options: TrainOptions, stack: contextlib.ExitStack) -> _Run:
+def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -> _Run:
     """Recipe, data, defaults, name, run directory, decoded pixels and split.
 
     Every check runs here, before a model is built: options, the run directory (locked in
-    ``stack`` against a second run of the same name), the state of a run to resume, then the
-    data (see :func:`_check_data`).
+    ``stack`` against a second run of the same name; without a stack, only while resolving),
+    the state of a run to resume, then the data (see :func:`_check_data`).
     """
+    if stack is None:
+        with contextlib.ExitStack() as local:
+            return _resolve(options, local)
     workspace = options.workspace
     unset = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
     given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != unset[k]}
