@@ -454,10 +454,15 @@ def test_corrupt_state_on_resume_exits_2_naming_the_file(zoo_workspace, capsys):
 
 
 def _fake_member(folder: Path, name: str) -> None:
+    import json
+    import zipfile
+
     folder.mkdir(parents=True)
     metrics = {"balanced_accuracy": 0.5, "macro_auc": 0.75, "accuracy": 0.5, "n_images": 10}
     info = {
         "name": name,
+        "classes": ["a", "b"],
+        "split": {"ids": {"train": [], "val": [], "test": []}},
         "recipe": "small_cnn",
         "data": {"name": "demo"},
         "input": {"size": 32},
@@ -465,6 +470,9 @@ def _fake_member(folder: Path, name: str) -> None:
         "metrics": {"val": metrics, "test": metrics},
     }
     (folder / "member.json").write_text(json.dumps(info))
+    with zipfile.ZipFile(folder / "model.keras", "w") as archive:  # passes the cheap check
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"")
 
 
 def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
@@ -490,7 +498,7 @@ def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
     for name in damaged:  # a row in the table, the reason as a warning on stderr
         assert "damaged" in rows[name], out
         assert f"{members / name / 'member.json'}" in err
-    assert "no 'metrics' entry" in err and "retrain" in err
+    assert "no valid 'classes' entry" in err and "retrain" in err
 
     code, out, err = run(["members", "--json", "--workspace", tmp_path], capsys)
     records = {r["name"]: r for r in json.loads(out)}

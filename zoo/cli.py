@@ -105,6 +105,14 @@ _PRIORS_HELP = (
 )
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1], the range NumPy and TensorFlow accept."""
+    value = _non_negative_int(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 4294967295, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zoo import __version__
 
@@ -169,13 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of initialisation, shuffling and augmentation",
     )
     p.add_argument(
         "--split-seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of the train/val/test split",
     )
@@ -301,6 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NAME_MAX = 255  # bytes in one file name on Linux and macOS
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse text no option or argument can take: an empty value, a NUL byte, or a path part
+    longer than a file name can be (the operating system would refuse it later, less clearly)."""
+    for key, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            option = (
+                key
+                if key in ("recipe", "target", "paths", "spec")
+                else f"--{key.replace('_', '-')}"
+            )
+            if not text.strip():
+                raise ZooError(f"{option}: the value is empty; give one or leave the option out.")
+            if "\x00" in text:
+                raise ZooError(f"{option}: the value contains a NUL byte; got {text!r}.")
+            if any(len(part.encode()) > NAME_MAX for part in text.split("/")):
+                raise ZooError(
+                    f"{option}: a file or folder name has at most {NAME_MAX} bytes; got "
+                    f"{text[:40]!r}… ({len(text)} characters)."
+                )
+
+
 def workspace_of(args) -> Path:
     """``--workspace``, else ``$ZOO_HOME``, else ``./zoo-runs``."""
     from zoo.workspace import resolve_workspace
@@ -369,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     was_quiet = console.is_quiet()
     console.set_quiet(args.quiet)
     try:
+        check_arguments(args)
         return dispatch(args)
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)

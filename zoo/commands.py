@@ -161,8 +161,13 @@ def train(args, workspace: Path) -> int:
 
 def member_record(member) -> dict:
     """One member as the listing shows it (``--json`` prints these dicts); raises ZooError,
-    KeyError, TypeError or ValueError when ``member.json`` is damaged."""
+    KeyError, TypeError or ValueError when ``member.json`` or ``model.keras`` is damaged."""
+    from zoo.members import MODEL_FILE, model_file_problem
+
     info = member.info
+    problem = model_file_problem(member.path / MODEL_FILE)
+    if problem is not None:
+        raise ZooError(f"{member.path / MODEL_FILE}: {problem}; retrain the member.")
     val, test = info["metrics"]["val"], info["metrics"]["test"]
     return {
         "name": str(info["name"]),

@@ -36,6 +36,7 @@ from zoo import console
 from zoo.data import Dataset, load_dataset
 from zoo.data.dataset import safe_name
 from zoo.errors import ZooError, close_matches
+from zoo.locks import hold
 from zoo.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
 from zoo.metrics import sens_spec_curves as class_curves
 from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
@@ -57,9 +58,15 @@ def check_task(task: str | None) -> None:
         )
 
 
+MAX_BOOTSTRAP = 100_000
+
+
 def check_bootstrap(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ZooError(f"--bootstrap must be a whole number >= 0 (0 = no intervals); got {n!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_BOOTSTRAP:
+        raise ZooError(
+            f"--bootstrap must be a whole number from 0 (no intervals) to {MAX_BOOTSTRAP:,}; "
+            f"got {n!r}."
+        )
 
 
 def read_label_map(path: str | Path) -> dict[str, str]:
@@ -69,8 +76,8 @@ def read_label_map(path: str | Path) -> dict[str, str]:
         mapping = json.loads(path.read_text())
     except OSError as exc:
         raise ZooError(f"--label-map {path}: cannot read it ({exc.strerror or exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise ZooError(f"--label-map {path}: not valid JSON ({exc}).") from None
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
+        raise ZooError(f"--label-map {path}: not valid JSON text ({exc}).") from None
     return _checked_mapping(mapping, where=f"--label-map {path}")
 
 
@@ -468,7 +475,7 @@ def evaluate_target(
             target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
         )
     out = _checked_out(Path(out))
-    with atomic_directory(out) as tmp:
+    with hold(out, what=f"zoo evaluate {target.name}"), atomic_directory(out) as tmp:
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
         metrics = _metrics(

@@ -67,11 +67,46 @@ def collect(workspace: Path) -> list[Entry]:
     for file in sorted((Path(workspace) / "evaluations").glob("*/metrics.json")):
         if file.parent.name.startswith("."):  # an evaluation being written or replaced
             continue
-        metrics = json.loads(file.read_text())
-        if metrics.get("task") or metrics.get("label_map"):
+        metrics = _read_metrics(file)
+        if metrics is None or metrics.get("task") or metrics.get("label_map"):
             continue
         entries.append(Entry(file.parent, metrics))
     return entries
+
+
+_NEEDED = (
+    "target",
+    "data",
+    "split",
+    "classes",
+    "aggregate",
+    "per_category",
+    "macro_average",
+    "tta",
+    "prior_correction",
+    "n_images",
+)
+
+
+def _read_metrics(file: Path) -> dict | None:
+    """One evaluation's ``metrics.json``; a damaged one is skipped with a warning naming it."""
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        console.warn(f"skipping {file}: unreadable ({reason}); run zoo evaluate again.")
+        return None
+    missing = [k for k in _NEEDED if not isinstance(metrics, dict) or k not in metrics]
+    if not missing:
+        missing = [
+            f"{part}.{key}"
+            for part, key in (("target", "path"), ("data", "name"), ("data", "fingerprint"))
+            if not isinstance(metrics[part], dict) or key not in metrics[part]
+        ]
+    if missing:
+        console.warn(f"skipping {file}: damaged (no {', '.join(missing)}); run zoo evaluate again.")
+        return None
+    return metrics
 
 
 def select(entries: list[Entry], data_name: str | None) -> list[Entry]:
@@ -412,9 +447,11 @@ def publish_leaderboard(
 def leaderboard_command(args, workspace: Path) -> int:
     from rich.table import Table
 
-    out = publish_leaderboard(
-        workspace, out=Path(args.out) if args.out else None, data_name=args.data
-    )
+    from zoo.locks import hold
+
+    folder = Path(args.out) if args.out else Path(workspace) / "leaderboard"
+    with hold(folder, what="zoo leaderboard"):
+        out = publish_leaderboard(workspace, out=folder, data_name=args.data)
     ranked = pd.read_csv(out / "leaderboard.csv")
     if args.json:  # the ranking as leaderboard.csv holds it, one object per row
         console.print_json(json.loads(ranked.to_json(orient="records")))

@@ -9,6 +9,7 @@ also writes ``FILE.csv.json`` beside the CSV: the target, TTA scheme and priors 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -66,6 +67,8 @@ def predict_command(args, workspace: Path) -> int:
         target_priors=args.target_priors,
     )
     files = collect_images(args.paths)
+    if args.out is not None:
+        check_out(Path(args.out), files)
     to_stdout = args.out is None
     was_quiet = console.console.quiet
     console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
@@ -86,15 +89,43 @@ def predict_command(args, workspace: Path) -> int:
         sys.stdout.flush()
         return 0
     out = Path(args.out)
-    atomic_write_text(out, text)
-    atomic_write_json(
-        sidecar_path(out),
-        _predict_record(
-            target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
-        ),
+    record = _predict_record(
+        target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
     )
+    try:
+        atomic_write_text(out, text)
+        atomic_write_json(sidecar_path(out), record)
+    except OSError as exc:
+        raise ZooError(f"--out {out}: cannot write it ({exc.strerror or exc}).") from None
     console.info(f"Wrote {len(frame)} rows to {out} (settings in {sidecar_path(out).name})")
     return 0
+
+
+def check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse, before any work, an ``--out`` that cannot be written or would replace an input
+    image (or its settings file would)."""
+    out = out.expanduser()
+    if not out.name or out.name in (".", ".."):
+        raise ZooError(f"--out {str(out)!r}: give a file name such as predictions.csv.")
+    for file in (out, sidecar_path(out)):
+        if file.is_dir():
+            raise ZooError(
+                f"--out {out}: {file} is a folder; pass a file name such as predictions.csv."
+            )
+    if {out.resolve(), sidecar_path(out).resolve()} & set(inputs) or (
+        out.suffix.lower() in IMAGE_EXTENSIONS and out.exists()
+    ):
+        raise ZooError(
+            f"--out {out} would overwrite an image; pass a new file name such as predictions.csv."
+        )
+    folder = out.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ZooError(
+            f"--out {out}: cannot write in {folder} ({'not a folder' if not folder.is_dir() else 'permission denied'}); "
+            "pass a path in a folder you can write to."
+        )
 
 
 def sidecar_path(csv: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import os
 import tomllib
 import typing
@@ -23,6 +24,7 @@ from typing import Any
 
 from zoo.backbones import check_preprocessing, get_backbone
 from zoo.errors import ZooError, close_matches
+from zoo.names import NAME_RULE, is_valid_name
 from zoo.training.schedules import learning_rate
 
 
@@ -353,6 +355,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def _check_finite(value: Any, key: str, fail) -> None:
+    """Every number in the file is finite: TOML's ``inf`` and ``nan`` are refused, naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise fail(f"{key} must be a finite number; got {value!r}.")
+    items = value.items() if isinstance(value, dict) else []
+    if isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value, start=1))
+    for sub, item in items:
+        joined = f"{key}{sub}" if sub.startswith("[") else f"{key}.{sub}" if key else sub
+        _check_finite(item, joined, fail)
+
+
 def parse_recipe(path: Path) -> Recipe:
     """Read and validate one recipe file, so that a bad recipe fails when it is loaded.
 
@@ -380,6 +394,11 @@ def parse_recipe(path: Path) -> Recipe:
         backbone = get_backbone(fields["backbone"])
     except ZooError as exc:
         raise fail(f"backbone: {exc}") from None
+    if not is_valid_name(fields["name"]):
+        raise fail(
+            f"name must be {NAME_RULE} (it names members' directories); got {fields['name']!r}."
+        )
+    _check_finite(data, "", fail)
 
     raw_input = data.get("input", {})
     if not isinstance(raw_input, dict):

@@ -19,14 +19,23 @@ from typing import Any
 
 import pandas as pd
 
+from zoo.errors import ZooError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def resolve_workspace(out: str | os.PathLike | None = None) -> Path:
-    """The workspace folder (created if missing)."""
+    """The workspace folder (created if missing); a :class:`ZooError` when it cannot be one."""
     path = Path(out or os.environ.get("ZOO_HOME") or "zoo-runs").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ZooError(f"workspace {path} is a file, not a folder; pass --workspace DIR.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(
+            f"cannot create the workspace {path}: {exc.strerror or exc}; pass --workspace DIR."
+        ) from None
     return path
 
 

@@ -3,7 +3,8 @@
 Any PIL-readable file is converted to RGB (grayscale, RGBA, CMYK, palette, 16-bit), so such
 images are accepted, not rejected. Decoded arrays are kept on disk in
 ``<workspace>/cache/images/`` keyed by the data fingerprint and the input settings, so that
-epochs after the first — and later runs — read no JPEG at all. A part of a data set that fits
+epochs after the first — and later runs — read no JPEG at all; the index records each file's
+size and modification time, and a file changed since it was decoded makes the set decode again. A part of a data set that fits
 the memory budget (half the machine's memory, or ``$ZOO_MEMORY_BUDGET_GB``) is handed to the
 pipeline as an in-memory array; a larger one as :class:`DiskRows`, read batch by batch from
 the memory-mapped cache (and such a data set is decoded straight into that file).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,12 +24,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zoo import console
 from zoo.console import progress
 from zoo.data.dataset import Dataset
 from zoo.errors import DataProblems, ZooError
 from zoo.workspace import atomic_path, atomic_write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the index records each file's size and time
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -125,10 +128,13 @@ def memory_budget() -> int:
     configured = os.environ.get("ZOO_MEMORY_BUDGET_GB")
     if configured:
         try:
-            return int(float(configured) * 2**30)
+            gigabytes = float(configured)
+            if not math.isfinite(gigabytes) or gigabytes < 0:
+                raise ValueError(configured)
+            return int(gigabytes * 2**30)
         except ValueError:
             raise ZooError(
-                f"ZOO_MEMORY_BUDGET_GB must be a number of gigabytes; got {configured!r}."
+                f"ZOO_MEMORY_BUDGET_GB must be a number of gigabytes (finite, >= 0); got {configured!r}."
             ) from None
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
@@ -182,7 +188,38 @@ class ImageTable:
         return self.pixels[rows]
 
 
-_MEMORY: dict[str, ImageTable] = {}
+_MEMORY: dict[str, tuple[list[list[int]], ImageTable]] = {}
+
+
+def file_stats(paths) -> list[list[int]]:
+    """[size, modification time in ns] of each file ([-1, -1] when missing): what the pixel
+    cache checks to notice an image changed since it was decoded."""
+    stats = []
+    for path in paths:
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        stats.append([st.st_size, st.st_mtime_ns] if st else [-1, -1])
+    return stats
+
+
+def _cached(array_file: Path, index_file: Path, stats: list[list[int]], name: str):
+    """The cached table when its files are unchanged since decoding; else None (with a note)."""
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+        pixels = np.load(array_file, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        console.info(f"the pixel cache {array_file} is unreadable ({exc}); decoding again.")
+        return None
+    if not isinstance(index, dict) or index.get("stats") != stats or len(pixels) != len(stats):
+        changed = sum(a != b for a, b in zip(index.get("stats") or [], stats, strict=False))
+        console.info(
+            f"{changed or 'some'} image file(s) of {name} changed since they were cached; "
+            "decoding again."
+        )
+        return None
+    return ImageTable(index["ids"], pixels)
 
 
 def cache_key(dataset: Dataset, *, size: int, crop_borders: bool, interpolation: str) -> str:
@@ -210,17 +247,17 @@ def load_images(
     Raises :class:`DataProblems` listing the reader's problems and every unreadable image.
     """
     key = cache_key(dataset, size=size, crop_borders=crop_borders, interpolation=interpolation)
-    if key in _MEMORY and not dataset.problems:
-        return _MEMORY[key]
+    paths = list(dataset.records["path"])
+    stats = file_stats(paths)
+    if key in _MEMORY and not dataset.problems and _MEMORY[key][0] == stats:
+        return _MEMORY[key][1]
     if cache_dir is not None and not dataset.problems:
         array_file, index_file = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
         if array_file.exists() and index_file.exists():
-            table = ImageTable(
-                json.loads(index_file.read_text())["ids"], np.load(array_file, mmap_mode="r")
-            )
-            _MEMORY[key] = table
-            return table
-    paths = list(dataset.records["path"])
+            table = _cached(array_file, index_file, stats, dataset.name)
+            if table is not None:
+                _MEMORY[key] = (stats, table)
+                return table
     with contextlib.ExitStack() as stack:
         pixels = None
         if cache_dir is not None and len(paths) * size * size * 3 > memory_budget():
@@ -254,10 +291,10 @@ def load_images(
     if cache_dir is not None:
         atomic_write_json(
             Path(cache_dir) / f"{key}.json",
-            {"ids": dataset.ids, "spec": dataset.spec, "size": size},
+            {"ids": dataset.ids, "spec": dataset.spec, "size": size, "stats": stats},
         )
     _MEMORY.clear()  # keep one data set in memory at a time
-    _MEMORY[key] = table
+    _MEMORY[key] = (stats, table)
     return table
 
 

@@ -715,7 +715,11 @@ def build_command(args, workspace: Path) -> int:
     """``zoo ensemble build FILE.toml``."""
     if getattr(args, "ensemble_command", "build") != "build":
         raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
-    path = build_ensemble(args.spec, workspace=workspace)
+    from zoo.locks import hold
+
+    spec = load_spec(args.spec)
+    with hold(ensembles_dir(workspace) / spec.name, what=f"zoo ensemble build {spec.name}"):
+        path = build_ensemble(spec, workspace=workspace)
     info = json.loads((path / ENSEMBLE_FILE).read_text(encoding="utf-8"))
     print_summary(info, path)
     return 0

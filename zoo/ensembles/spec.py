@@ -16,7 +16,7 @@ Keys::
 from __future__ import annotations
 
 import fnmatch
-import re
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +24,11 @@ from typing import Any
 
 from zoo.ensembles.combine import COMBINE_RULES, Combiner, make_combiner
 from zoo.errors import ZooError, close_matches
+from zoo.names import NAME_RULE, is_valid_name
 
 __all__ = ["ALLOWED_KEYS", "EnsembleSpec", "load_spec", "resolve_members"]
 
 ALLOWED_KEYS = ("name", "description", "members", "combine", "prior_correction", "tta", "options")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _GLOB_CHARS = set("*?[")
 
 
@@ -98,10 +98,9 @@ def load_spec(path: str | Path) -> EnsembleSpec:
             raise ZooError(f"{path}: missing required key {key!r}; add it (see ensembles/*.toml)")
 
     name = need("name", str, "a string") if "name" in data else path.stem
-    if not _NAME.fullmatch(name):
+    if not is_valid_name(name):
         raise ZooError(
-            f"{path}: key 'name' must be letters, digits, '.', '_' or '-' (used as a directory "
-            f"name); got {name!r}"
+            f"{path}: key 'name' must be {NAME_RULE} (used as a directory name); got {name!r}"
         )
     members = need("members", list, "an array of member names or glob patterns")
     if not members:
@@ -120,6 +119,9 @@ def load_spec(path: str | Path) -> EnsembleSpec:
             f"{close_matches(combine, list(COMBINE_RULES))}"
         )
     options = dict(need("options", dict, "a table")) if "options" in data else {}
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ZooError(f"{path}: options.{key} must be a finite number; got {value!r}")
     try:
         make_combiner(combine, **options)
     except ZooError as exc:

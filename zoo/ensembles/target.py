@@ -59,16 +59,18 @@ class EnsembleTarget:
         file = path / ENSEMBLE_FILE
         try:
             info = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
             raise ZooError(
                 f"{file} is missing or unreadable ({exc}); rebuild the ensemble with "
                 "`zoo ensemble build FILE.toml`"
             ) from None
+        _check_info(info, file)
         members = [
             cls._locate(record, info, path=path, workspace=Path(workspace))
             for record in info["members"]
         ]
         target = cls(path=path, info=info, members=members)
+        _check_combiner(target, file)
         if verify:
             target.verify()
         return target
@@ -279,6 +281,7 @@ class EnsembleTarget:
             probabilities=stacked,
         )
         out = self.combiner.predict(prediction_set)
+        _check_output(out, self.path / ENSEMBLE_FILE)
         return pd.DataFrame(out, index=pd.Index(ids, name=name), columns=self.classes)
 
     def __repr__(self) -> str:
@@ -288,3 +291,81 @@ class EnsembleTarget:
 def _spec_hint(info: dict) -> str:
     spec = info.get("spec") or {}
     return str(spec.get("file") or f"ensembles/{info.get('name', 'NAME')}.toml")
+
+
+# key → (type, what it must be) for every entry of ensemble.json that running it needs.
+_INFO_KEYS = {
+    "name": (str, "a string"),
+    "rule": (str, "a string"),
+    "tta": (str, "a string"),
+    "prior_correction": (bool, "true or false"),
+    "members": (list, "a non-empty list of member records"),
+    "classes": (list, "a list of class names"),
+    "combiner": (dict, "an object"),
+    "weights": (dict, "an object"),
+    "data": (dict, "an object"),
+    "split": (dict, "an object"),
+}
+
+
+def _damaged(file: Path, reason: str) -> ZooError:
+    return ZooError(
+        f"{file} is damaged ({reason}); rebuild the ensemble with `zoo ensemble build FILE.toml`."
+    )
+
+
+def _check_info(info, file: Path) -> None:
+    """``ensemble.json`` holds every entry that running the ensemble needs, of the right type."""
+    if not isinstance(info, dict):
+        raise _damaged(file, f"a JSON {type(info).__name__}, not an object")
+    for key, (kind, what) in _INFO_KEYS.items():
+        if not isinstance(info.get(key), kind):
+            got = "missing" if key not in info else repr(info[key])[:60]
+            raise _damaged(file, f"{key!r} must be {what}; got {got}")
+    if not info["members"]:
+        raise _damaged(file, "'members' is empty")
+    for i, record in enumerate(info["members"]):
+        ok = isinstance(record, dict) and isinstance(record.get("name"), str)
+        if not ok or not isinstance(record.get("sha256"), dict):
+            raise _damaged(file, f"members[{i}] must be an object with 'name' and 'sha256'")
+    ids = info["split"].get("ids")
+    if not isinstance(ids, dict) or not all(isinstance(ids.get(p), list) for p in ("val", "test")):
+        raise _damaged(file, "'split.ids' must hold 'val' and 'test' lists")
+
+
+def _check_combiner(target: EnsembleTarget, file: Path) -> None:
+    """The stored combiner rebuilds, and its weights are finite, non-negative, one per member."""
+    try:
+        combiner = target.combiner
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _damaged(file, f"its 'combiner' cannot be rebuilt: {exc!r}") from None
+    weights = np.asarray(getattr(combiner, "weights_", []), dtype=object)
+    try:
+        weights = weights.astype(float)
+    except (TypeError, ValueError):
+        raise _damaged(file, f"combiner weights must be numbers; got {weights.tolist()}") from None
+    bad = (
+        weights.ndim != 1
+        or len(weights) != len(target.members)
+        or not np.all(np.isfinite(weights))
+        or np.any(weights < 0)
+        or not weights.sum() > 0
+    )
+    if bad:
+        raise _damaged(
+            file,
+            f"combiner weights must be {len(target.members)} finite, non-negative numbers that "
+            f"do not all vanish; got {weights.tolist()}",
+        )
+
+
+def _check_output(probabilities: np.ndarray, file: Path) -> None:
+    """Combined probabilities are finite, non-negative and sum to 1 in every row."""
+    values = np.asarray(probabilities, dtype=float)
+    ok = np.all(np.isfinite(values)) and np.all(values >= -1e-9)
+    if not ok or not np.allclose(values.sum(axis=1), 1.0, atol=1e-4):
+        raise _damaged(
+            file,
+            "its combiner gives values that are not probabilities (negative, non-finite or rows "
+            "not summing to 1)",
+        )

@@ -10,6 +10,15 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from zoo import console
+from zoo.errors import ZooError
+
+
+class Diverged(ZooError):
+    """The training loss became NaN or infinite; ``epoch`` is the global epoch (1-based)."""
+
+    def __init__(self, epoch: int, loss: float):
+        self.epoch, self.loss = epoch, loss
+        super().__init__(f"training diverged: the loss is {loss} in epoch {epoch}")
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -68,6 +77,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = time.perf_counter() - self._start
         self._bar.stop()
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            raise Diverged(self.epoch_offset + epoch + 1, loss)
         if self.before_validation is not None:
             self.before_validation()
         probs = self.predict_val()

@@ -26,7 +26,13 @@ def configure_precision(mixed_precision: bool) -> str:
 def split_logical_cpus() -> None:
     """With ``ZOO_LOGICAL_CPUS=N``, present the CPU as N logical devices (to test ``mirrored``
     on a machine without GPUs). Must run before TensorFlow initialises its devices."""
-    count = int(os.environ.get("ZOO_LOGICAL_CPUS", "0") or 0)
+    text = os.environ.get("ZOO_LOGICAL_CPUS", "0") or "0"
+    try:
+        count = int(text)
+    except ValueError:
+        raise ZooError(
+            f"ZOO_LOGICAL_CPUS must be a whole number of devices; got {text!r}."
+        ) from None
     if count > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -36,7 +42,9 @@ def split_logical_cpus() -> None:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all GPUs of this machine, or its logical CPUs
-    when there is no GPU) or ``multi-worker`` (several machines described by ``TF_CONFIG``)."""
+    when there is no GPU) or ``multi-worker`` (several machines described by ``TF_CONFIG``).
+    A ``TF_CONFIG`` that is set is checked here, before training, not when the member is saved."""
+    tf_config()
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -53,9 +61,25 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ZooError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}.")
 
 
+def tf_config() -> dict:
+    """``$TF_CONFIG`` as a dict ({} when unset); a malformed one is a :class:`ZooError`."""
+    text = os.environ.get("TF_CONFIG", "") or "{}"
+    try:
+        config = json.loads(text)
+        task = config.get("task", {})
+        if not isinstance(task, dict) or not isinstance(config.get("cluster", {}), dict):
+            raise ValueError("'task' and 'cluster' must be objects")
+        int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ZooError(
+            f"TF_CONFIG is not a valid cluster description ({exc}); see README for an example."
+        ) from None
+    return config
+
+
 def is_chief() -> bool:
     """True unless this process is a non-chief worker of a multi-worker cluster."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    config = tf_config()
     task = config.get("task", {})
     if not task:
         return True

@@ -7,6 +7,7 @@ after every epoch, so ``--resume`` continues where it stopped) and becomes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -27,16 +28,18 @@ from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, check_split_options, make_split
 from zoo.errors import DataProblems, ZooError
+from zoo.locks import hold
 from zoo.members import library_versions, model_card, predictions_frame, write_predictions
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
+from zoo.names import check_name
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
 from zoo.training.finetune import make_optimizer, prepare_backbone
-from zoo.training.monitor import LearningRateSchedule, TrainingMonitor
+from zoo.training.monitor import Diverged, LearningRateSchedule, TrainingMonitor
 from zoo.training.runtime import configure_precision, is_chief, make_strategy
 from zoo.training.schedules import learning_rate
 from zoo.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
@@ -131,13 +134,36 @@ class _Run:
         return self.dataset.subset(self.split.ids(part)).labels
 
 
-def _resolve(options: TrainOptions) -> _Run:
+# Options that shape a run: --resume refuses values that contradict the interrupted run's
+# (a changed data set is caught by its fingerprint).
+RESUME_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "image_size",
+    "crop_borders",
+    "weights",
+    "seed",
+    "split_seed",
+    "fold",
+    "folds",
+)
+
+
+def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -> _Run:
     """Recipe, data, defaults, name, run directory, decoded pixels and split.
 
-    Every check runs here, before a model is built: options, the run directory, the state
-    of a run to resume, then the data (see :func:`_check_data`).
+    Every check runs here, before a model is built: options, the run directory (locked in
+    ``stack`` against a second run of the same name; without a stack, only while resolving),
+    the state of a run to resume, then the data (see :func:`_check_data`).
     """
+    if stack is None:
+        with contextlib.ExitStack() as local:
+            return _resolve(options, local)
     workspace = options.workspace
+    unset = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != unset[k]}
+    if options.name is not None:
+        check_name(options.name, what="--name")
     recipe = get_recipe(options.recipe, workspace=workspace)
     check_split_options(fold=options.fold, folds=options.folds)
     dataset = load_dataset(
@@ -155,6 +181,7 @@ def _resolve(options: TrainOptions) -> _Run:
             options.epochs = defaults["epochs"]
     for note in dataset.notes:
         console.info(f"  note: {note}")
+    _check_classes(dataset)
     weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
     recipe = recipe.with_overrides(
         image_size=options.image_size,
@@ -162,9 +189,11 @@ def _resolve(options: TrainOptions) -> _Run:
         batch_size=options.batch_size,
         crop_borders=options.crop_borders,
     )
-    name = options.name or default_name(recipe.name, dataset, options)
+    name = check_name(options.name or default_name(recipe.name, dataset, options), what="--name")
     directory = options.workspace / "runs" / name
     member_dir = options.workspace / "members" / name
+    stack.enter_context(hold(member_dir, what=f"zoo train {name}"))
+    _forget_empty_run(directory, resume=options.resume)
     if member_dir.exists():
         raise ZooError(
             f"member {name!r} already exists in {member_dir.parent}; pass --name to train another, "
@@ -175,13 +204,12 @@ def _resolve(options: TrainOptions) -> _Run:
             f"an interrupted run of {name!r} exists in {directory}; pass --resume to continue it, "
             "or delete that directory to start over."
         )
-    if options.resume and not (directory / "state.json").exists():
-        raise ZooError(
-            f"--resume: no interrupted run of {name!r} in {directory.parent}; run without --resume."
-        )
     state, split = None, None
-    if options.resume:
+    if options.resume and directory.exists():
         state, recipe, split = _read_state(directory / "state.json")
+        _check_resume_options(state, recipe, given, file=directory / "state.json")
+        for key in RESUME_OPTIONS:
+            setattr(options, key, (state.get("options") or {}).get(key, getattr(options, key)))
         weights = state["weights"]
         if state["fingerprint"] != dataset.fingerprint:
             raise ZooError(
@@ -194,6 +222,51 @@ def _resolve(options: TrainOptions) -> _Run:
     return _Run(
         options, recipe, dataset, split, name, weights, directory, pixels=pixels, state=state
     )
+
+
+def _check_classes(dataset: Dataset) -> None:
+    """A classifier needs images of at least two classes."""
+    present = sorted({dataset.classes[i] for i in np.unique(dataset.labelled().labels)})
+    if len(present) < 2:
+        raise ZooError(
+            f"data set {dataset.spec} has images of {len(present)} class(es) "
+            f"({', '.join(present) or 'none'}); a classifier needs at least two classes."
+        )
+
+
+def _forget_empty_run(directory: Path, *, resume: bool) -> None:
+    """A run interrupted before its first checkpoint holds nothing to resume: start it over."""
+    if directory.exists() and not (directory / "state.json").exists():
+        console.warn(
+            f"{directory} holds no checkpoint (stopped in its first epoch); starting over."
+        )
+        shutil.rmtree(directory)
+    elif resume and not directory.exists():
+        console.info(
+            f"--resume: no checkpoint of this run in {directory.parent}; starting from epoch 1."
+        )
+
+
+def _check_resume_options(state: dict, recipe: Recipe, given: dict, *, file: Path) -> None:
+    """Refuse options given with --resume that contradict the interrupted run, naming them."""
+    saved = state.get("options") if isinstance(state.get("options"), dict) else {}
+    effective = {
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "image_size": recipe.input.size,
+        "crop_borders": recipe.input.crop_borders,
+        "weights": state["weights"],
+    }
+    clashes = [
+        f"--{key.replace('_', '-')} {value} (the run has {saved.get(key, effective.get(key))})"
+        for key, value in given.items()
+        if value is not None and value not in (saved.get(key), effective.get(key, saved.get(key)))
+    ]
+    if clashes:
+        raise ZooError(
+            f"--resume: {', '.join(clashes)} contradict the interrupted run in {file.parent}; "
+            "drop those options to continue it, or delete that folder to start over."
+        )
 
 
 STATE_KEYS = (
@@ -441,7 +514,17 @@ def _load_checkpoint(file: Path):
 def train(options: TrainOptions) -> Path:
     """Train the member ``options`` describe and return its directory."""
     options.workspace = Path(options.workspace)
-    run = _resolve(options)
+    with contextlib.ExitStack() as stack:
+        run = _resolve(options, stack)
+        try:
+            return _train(run)
+        except Diverged as exc:
+            raise ZooError(f"{exc}; training stopped. {_kept(run)}") from None
+
+
+def _train(run: _Run) -> Path:
+    """Build or load the model, run the stages, save the member."""
+    options = run.options
     strategy = make_strategy(options.strategy)
     policy = configure_precision(options.mixed_precision)
     run.replicas, run.precision = strategy.num_replicas_in_sync, policy
@@ -506,6 +589,19 @@ def train(options: TrainOptions) -> Path:
             break
     model.load_weights(run.directory / "best.weights.h5")
     return _save_member(run, model, counts, weights_of_class, priors)
+
+
+def _kept(run: _Run) -> str:
+    """What a diverged run leaves behind, and what to do."""
+    if not run.history:
+        return (
+            f"No epoch finished, so nothing was kept ({run.directory} is removed on the next "
+            "run); lower the learning rate or check the data."
+        )
+    return (
+        f"The last good checkpoint (epoch {run.history[-1]['epoch']}) is kept in {run.directory}; "
+        "lower the learning rate and train again after deleting it, or --resume from it."
+    )
 
 
 def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:

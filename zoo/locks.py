@@ -1,0 +1,115 @@
+"""One writer per output folder: a lock file holding the owner's pid and host.
+
+``with hold(folder):`` creates ``.<folder name>.lock`` beside ``folder`` (atomically, with
+``O_EXCL``) and removes it on exit. A second command that wants the same folder is refused
+with one line naming the owner. A lock left by a process that no longer runs on this host is
+stale: it is taken over, with a note.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from zoo import console
+from zoo.errors import ZooError
+
+
+def lock_file(folder: Path) -> Path:
+    """The lock file that guards ``folder``."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _owner(file: Path) -> dict | None:
+    """The lock's owner record, or None when the file is unreadable or damaged."""
+    try:
+        owner = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(owner, dict) and isinstance(owner.get("pid"), int)
+    return owner if ok and isinstance(owner.get("host"), str) else None
+
+
+def _is_stale(owner: dict | None, file: Path) -> bool:
+    """A damaged lock older than a minute, or one whose process is gone from this host."""
+    if owner is None:
+        try:
+            return time.time() - file.stat().st_mtime > 60
+        except FileNotFoundError:
+            return True
+    return owner["host"] == socket.gethostname() and not _alive(owner["pid"])
+
+
+def _create(file: Path, what: str) -> bool:
+    """Create the lock file; False when it already exists."""
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "what": what,
+    }
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise ZooError(f"cannot write the lock file {file}: {exc.strerror or exc}.") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    return True
+
+
+def acquire(folder: Path, *, what: str) -> Path:
+    """Take the lock of ``folder`` or raise a :class:`ZooError` naming its owner."""
+    file = lock_file(folder)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot create {file.parent}: {exc.strerror or exc}.") from None
+    for _ in range(3):
+        if _create(file, what):
+            return file
+        owner = _owner(file)
+        if not _is_stale(owner, file):
+            break
+        console.warn(f"removing the stale lock {file} (its process is gone)")
+        file.unlink(missing_ok=True)
+    owner = _owner(file) or {}
+    raise ZooError(
+        f"{folder} is in use by another zoo command ({owner.get('what', '?')}, pid "
+        f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('started', '?')}); "
+        f"wait for it to finish, or delete {file} if that process is gone."
+    )
+
+
+def release(file: Path) -> None:
+    """Remove a lock this process holds (not one another process has taken over)."""
+    owner = _owner(file)
+    if owner is not None and owner["pid"] == os.getpid():
+        file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def hold(folder: Path, *, what: str) -> Iterator[Path]:
+    """Hold the lock of ``folder`` for the duration of the ``with`` block."""
+    file = acquire(folder, what=what)
+    try:
+        yield file
+    finally:
+        release(file)
