@@ -504,7 +504,7 @@ def test_members_shows_damaged_members_without_aborting(tmp_path, capsys):
     records = {r["name"]: r for r in json.loads(out)}
     assert (code, err) == (0, "") and len(records) == 5
     assert records["a.good"]["val_macro_auc"] == 0.75 and records["a.good"]["epochs"] == 1
-    assert "no 'metrics' entry" in records["d.no-metrics"]["damaged"]
+    assert "no valid 'classes' entry" in records["d.no-metrics"]["damaged"]
 
     code, out, err = run(["members", "--quiet", "--workspace", tmp_path], capsys)
     assert (code, out, err) == (0, "", "")

@@ -339,19 +339,13 @@ def workspace_of(args) -> Path:
     """``--workspace``, else ``$ZOO_HOME``, else ``./zoo-runs``."""
     from zoo.workspace import resolve_workspace
 
-    try:
-        return resolve_workspace(args.workspace)
-    except OSError as exc:
-        if args.workspace:
-            where = f"--workspace {args.workspace}"
-        elif os.environ.get("ZOO_HOME"):
-            where = f"$ZOO_HOME={os.environ['ZOO_HOME']}"
-        else:
-            where = "./zoo-runs"
-        raise ZooError(
-            f"{where} cannot be the workspace folder ({exc.strerror or exc}); give a folder "
-            "that can be created and written with --workspace DIR."
-        ) from None
+    if args.workspace:
+        given_as = f"--workspace {args.workspace}"
+    elif os.environ.get("ZOO_HOME"):
+        given_as = f"$ZOO_HOME={os.environ['ZOO_HOME']}"
+    else:
+        given_as = "./zoo-runs"
+    return resolve_workspace(args.workspace, given_as=given_as)
 
 
 def dispatch(args) -> int:

@@ -25,17 +25,21 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def resolve_workspace(out: str | os.PathLike | None = None) -> Path:
-    """The workspace folder (created if missing); a :class:`ZooError` when it cannot be one."""
+def resolve_workspace(out: str | os.PathLike | None = None, *, given_as: str = "") -> Path:
+    """The workspace folder (created if missing); a one-line :class:`ZooError` naming how it
+    was given (``given_as``, e.g. ``--workspace DIR``) when it cannot be one."""
     path = Path(out or os.environ.get("ZOO_HOME") or "zoo-runs").expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise ZooError(f"workspace {path} is a file, not a folder; pass --workspace DIR.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    reason = "it is a file" if path.exists() and not path.is_dir() else None
+    if reason is None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    if reason is not None:
         raise ZooError(
-            f"cannot create the workspace {path}: {exc.strerror or exc}; pass --workspace DIR."
-        ) from None
+            f"{given_as or f'workspace {path}'} cannot be the workspace folder ({reason}); give "
+            "a folder that can be created and written with --workspace DIR."
+        )
     return path
 
 

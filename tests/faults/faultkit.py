@@ -65,12 +65,16 @@ def assert_refused(result: Result, *named, pattern: str | None = None) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """relative path → sha256 of every file under ``folder`` (lock files left out)."""
+    """relative path → sha256 of every file under ``folder`` (lock files and caches left out:
+    the pixel cache and the remembered file digests may be written by any read)."""
     folder = Path(folder)
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.endswith(".lock") and "cache" not in p.parts
+        if p.is_file()
+        and not p.name.endswith(".lock")
+        and p.name != ".sha256-cache.json"
+        and "cache" not in p.parts
     }
 
 

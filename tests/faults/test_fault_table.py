@@ -272,7 +272,7 @@ FAULTS = {
     "--workspace under a file": Fault(
         lambda c: (c.tmp / "file").write_text("x") and {},
         ["members", "--workspace", "{tmp}/file/ws"],
-        ["{tmp}/file/ws", "cannot create"],
+        ["{tmp}/file/ws", "cannot be the workspace"],
     ),
     "--bootstrap negative": Fault(None, ["evaluate", MEMBER, "--bootstrap", "-1"], ["--bootstrap"]),
     "predict --out an input image": Fault(
@@ -404,7 +404,7 @@ def test_members_marks_a_damaged_model_without_aborting(workspace, capsys):
     assert result.code == 0 and "Traceback" not in result.out + result.err
     rows = {line.split()[1]: line for line in result.out.splitlines() if "│" in line[:2]}
     assert "damaged" in rows["copy.s1"] and "damaged" not in rows[MEMBER]
-    assert f"{other / 'model.keras'}" in " ".join(result.out.split())
+    assert f"{other / 'model.keras'}" in " ".join(result.err.split())  # warnings go to stderr
 
 
 def test_leaderboard_skips_a_damaged_metrics_json_with_a_warning(workspace, capsys):
@@ -413,7 +413,7 @@ def test_leaderboard_skips_a_damaged_metrics_json_with_a_warning(workspace, caps
     broken = workspace / "evaluations" / "broken"
     broken.mkdir()
     (broken / "metrics.json").write_text('{"aggregate": ')
-    result = run_cli(["leaderboard", "--workspace", workspace, "--quiet"], capsys)
+    result = run_cli(["leaderboard", "--workspace", workspace], capsys)
     assert result.code == 0 and "Traceback" not in result.out + result.err
-    assert f"skipping {broken / 'metrics.json'}" in " ".join(result.out.split())
+    assert f"skipping {broken / 'metrics.json'}" in " ".join(result.err.split())
     assert (workspace / "leaderboard" / "leaderboard.csv").is_file()
