@@ -257,6 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)"
     )
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument(
+        "--calibrate",
+        dest="calibrate",
+        action="store_const",
+        const=True,
+        default=None,
+        help="temperature scaling fitted on the target's validation split (default: on where "
+        "it can be fitted and prior correction is on)",
+    )
+    cal.add_argument(
+        "--no-calibration",
+        dest="calibrate",
+        action="store_const",
+        const=False,
+        help="score the probabilities without temperature scaling",
+    )
+    p.add_argument(
+        "--operating-point",
+        action="append",
+        default=[],
+        metavar="CLASS:METRIC=V",
+        help="threshold chosen on validation, e.g. mel:sensitivity=0.90 or "
+        "nv:specificity=0.95; repeatable (default: mel at sensitivity 0.90 and 0.95)",
+    )
+    p.add_argument(
+        "--ood-data",
+        metavar="SPEC",
+        help="images from elsewhere (any data spec) to separate from the evaluated ones: "
+        "AUROC and FPR at 95 %% recall of the OOD scores (default: none)",
+    )
     _common(
         p,
         out=(
