@@ -157,3 +157,18 @@ def test_ood_scores_and_separation():
     # energy at T = 1 of real logits; log p only fixes them up to a constant
     assert energy(np.log([[0.5, 0.5]]))[0] == pytest.approx(0.0)
     assert fpr_at_recall(np.arange(100), np.arange(100)) == pytest.approx(0.96)
+
+
+def test_predict_can_carry_ood_scores(workspace, tmp_path, write_images, capsys):
+    from zoo.cli import main
+
+    write_images(tmp_path / "imgs", ["a", "b"], size=40)
+    out = tmp_path / "p.csv"
+    args = ["predict", "small_cnn.demo.s0", str(tmp_path / "imgs"), "--ood-scores"]
+    assert main([*args, "--workspace", str(workspace), "--out", str(out), "--quiet"]) == 0
+    frame = pd.read_csv(out).set_index("image")
+    assert list(frame.columns[-2:]) == ["ood_msp", "ood_energy"]
+    probs = frame.drop(columns=["ood_msp", "ood_energy"]).to_numpy()
+    np.testing.assert_allclose(frame["ood_msp"], probs.max(axis=1))
+    expected = 0.5 * np.log((probs**2).sum(axis=1))  # from the CSV's rounded probabilities
+    np.testing.assert_allclose(frame["ood_energy"], expected, rtol=1e-5, atol=1e-9)

@@ -283,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
         "nv:specificity=0.95; repeatable (default: mel at sensitivity 0.90 and 0.95)",
     )
     p.add_argument(
+        "--tsne",
+        action="store_true",
+        help="also write tsne.csv/tsne.png: t-SNE of the last hidden layer, coloured by class",
+    )
+    p.add_argument(
         "--ood-data",
         metavar="SPEC",
         help="images from elsewhere (any data spec) to separate from the evaluated ones: "
@@ -301,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--tta", default=None, metavar="SCHEME", help=_TTA_HELP)
     p.add_argument(
+        "--ood-scores",
+        action="store_true",
+        help="add columns ood_msp and ood_energy (out-of-distribution scores; lower: less "
+        "like the training images) after the class columns",
+    )
+    p.add_argument(
         "--no-prior-correction",
         action="store_true",
         help="raw softmax outputs (default: prior-corrected; an ensemble as its prior_correction "
@@ -312,6 +323,29 @@ def build_parser() -> argparse.ArgumentParser:
         out=(
             "FILE.csv",
             "output CSV, with its settings in FILE.csv.json (default: the CSV on standard output)",
+        ),
+    )
+
+    p = _add(sub, "explain", "saliency or Grad-CAM maps of a member or ensemble for images")
+    p.add_argument("target", help="member or ensemble name, or its directory")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument(
+        "--method",
+        default="saliency",
+        metavar="NAME",
+        help="saliency (L1 norm over RGB of the loss gradient at the input) or gradcam",
+    )
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="class to explain (default: the predicted class of each image)",
+    )
+    _common(
+        p,
+        out=(
+            "DIR",
+            "folder for <image>.<method>.png overlays and .npy maps (required, no default)",
         ),
     )
 
@@ -360,13 +394,14 @@ def dispatch(args) -> int:
         "members": commands.members,
         "evaluate": commands.evaluate,
         "predict": commands.predict,
+        "explain": commands.explain,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
     }[args.command]
     return handler(args, workspace_of(args)) or 0
 
 
-TENSORFLOW_COMMANDS = ("recipes", "train", "evaluate", "predict")
+TENSORFLOW_COMMANDS = ("recipes", "train", "evaluate", "predict", "explain")
 
 
 def _import_tensorflow_quietly() -> None:

@@ -438,6 +438,7 @@ def evaluate_target(
     calibrate: bool | None = None,
     operating_points: Sequence[str] = (),
     ood_data: Dataset | None = None,
+    tsne: bool = False,
     out: str | Path | None = None,
     workspace: Path,
 ) -> Path:
@@ -456,7 +457,8 @@ def evaluate_target(
     is on), the thresholds of ``operating_points`` (``CLASS:sensitivity=V`` or
     ``CLASS:specificity=V``; melanoma at 90 % and 95 % sensitivity are always added), and
     nothing is ever fitted on the evaluated images. ``ood_data``: a data set of images from
-    elsewhere to separate from the evaluated ones (:mod:`zoo.ood`).
+    elsewhere to separate from the evaluated ones (:mod:`zoo.ood`). ``tsne``: a t-SNE map of
+    the last hidden layer (:mod:`zoo.embedding`).
     """
     from zoo.operating_points import parse_operating_point
     from zoo.tta import parse_tta
@@ -531,6 +533,13 @@ def evaluate_target(
             points, val=val, truth=truth, probs=probs, task=task, **extra
         )
         metrics["ood"] = None if ood is None else ood_block(probs, ood, out=tmp)
+        metrics["embedding"] = None
+        if tsne:
+            from zoo.embedding import write_tsne
+
+            metrics["embedding"] = write_tsne(
+                target, dataset, truth, probs, out=tmp, workspace=workspace, title=title
+            )
         if metrics["operating_points"] and not task:
             redraw_sens_spec(tmp, truth, probs, metrics["operating_points"], title=title)
         metrics["notes"] = [
@@ -556,7 +565,7 @@ def evaluate_target(
 EVALUATION_FILES = frozenset(
     {"truth.csv", "predictions.csv", "metrics.json", "roc.csv", "roc.png"}
     | {"sens_spec.csv", "sens_spec.png", "confusion.png"}
-    | {"reliability.csv", "reliability.png", "ood.csv"}
+    | {"reliability.csv", "reliability.png", "ood.csv", "tsne.csv", "tsne.png"}
 )
 
 
@@ -812,6 +821,7 @@ def evaluate_command(args, workspace: Path) -> int:
         calibrate=args.calibrate,
         operating_points=args.operating_point,
         ood_data=_ood_data(args.ood_data, workspace=workspace),
+        tsne=args.tsne,
         out=args.out,
         workspace=workspace,
     )

@@ -273,3 +273,31 @@ def plot_reliability(
     top.grid(alpha=0.3)
     bottom.set(xlabel="Confidence (top-class probability)", ylabel="Images")
     return _save(fig, path)
+
+
+def plot_overlay(
+    image: np.ndarray, heat: np.ndarray, path: str | os.PathLike, *, title: str
+) -> Path:
+    """The image (RGB, 0–255) beside the same image under the map (``heat``, any scale)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4.3))
+    pixels = np.clip(np.asarray(image, dtype=float) / 255.0, 0, 1)
+    for ax in (left, right):
+        ax.imshow(pixels)
+        ax.axis("off")
+    right.imshow(np.asarray(heat, dtype=float), cmap="inferno", alpha=0.6)
+    left.set_title("image", fontsize="small")
+    right.set_title("map (brighter: more influence)", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_embedding(frame: pd.DataFrame, path: str | os.PathLike, *, title: str) -> Path:
+    """2-D points (``x``, ``y``) coloured by ``truth``, one legend entry per class."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for cls, group in frame.groupby("truth", sort=True):
+        ax.scatter(group["x"], group["y"], s=14, alpha=0.8, label=f"{cls} (n = {len(group)})")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="best", fontsize="small", markerscale=1.5)
+    return _save(fig, path)
