@@ -88,3 +88,19 @@ def test_evaluate_tsne_writes_a_seeded_embedding(workspace, tmp_path):
     pd.testing.assert_frame_equal(frames[0], frames[1])  # seeded
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["embedding"] == {"method": "tsne", "layer": "features", "seed": 0, "n": 84}
+
+
+def test_an_ensemble_of_one_member_explains_like_the_member(workspace, tmp_path, write_images):
+    from zoo.ensembles.build import build_ensemble
+
+    (tmp_path / "one.toml").write_text(
+        'name = "one"\nmembers = ["small_cnn.demo.s0"]\ncombine = "mean"\n'
+    )
+    build_ensemble(tmp_path / "one.toml", workspace=workspace)
+    write_images(tmp_path / "imgs", ["a"], size=40)
+    for target in ("small_cnn.demo.s0", "one"):
+        argv = ["explain", target, str(tmp_path / "imgs"), "--workspace", str(workspace)]
+        assert main([*argv, "--out", str(tmp_path / target), "--quiet"]) == 0
+    member = np.load(tmp_path / "small_cnn.demo.s0" / "a.saliency.npy")
+    ensemble = np.load(tmp_path / "one" / "a.saliency.npy")
+    np.testing.assert_allclose(ensemble, member, rtol=1e-5, atol=1e-8)

@@ -11,7 +11,7 @@ sum 1 and resized to the largest input size), explaining the ensemble's class.
 
 Per image, ``<out>/<image>.<method>.npy`` holds the raw map (float32, input size of the model)
 and ``<out>/<image>.<method>.png`` the overlay; ``<out>/explain.csv`` lists image, method, class and
-its probability (the target's raw output, no TTA or prior correction).
+its probability (the target's output with its prior correction, without TTA).
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def _normalised(maps: np.ndarray) -> np.ndarray:
 
 def explain_target(target, paths: Sequence[Path], *, method: str, class_name: str | None):
     """``(maps, images, frame)``: maps ``(N, H, W)``, the pixels shown under them, and
-    ``image, class, probability`` per file (the target's probabilities, its own TTA aside)."""
+    ``image, method, class, probability`` per file: the explained class is the target's
+    prediction (with its prior correction, without TTA) unless ``class_name`` is given."""
     from zoo.inference import decode_files, image_names, load_model
 
     classes = [str(c) for c in target.classes]
@@ -150,10 +151,9 @@ def explain_target(target, paths: Sequence[Path], *, method: str, class_name: st
             continue
         pixels = decode_files(paths, member)
         runs.append((member, weight, pixels))
-    probs = sum(
-        w * np.asarray(load_model(m)(px.astype(np.float32), training=False)) for m, w, px in runs
-    )
-    probs = probs / sum(w for _, w, _ in runs)
+    probs = target.predict_files(
+        list(paths), tta="none", prior_correction=target.default_prior_correction
+    ).to_numpy()
     index = probs.argmax(axis=1) if wanted is None else np.full(len(paths), wanted)
     size = max(px.shape[1] for _, _, px in runs)
     maps = 0.0
