@@ -80,6 +80,11 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     assert table["ece"].notna().all() and (table["ece_low"] <= table["ece_high"]).all()
     assert table["mel_spec_at_sens_90"].between(0, 1).all()
     assert (table["mel_sens_at_sens_95"] >= 0).all()
+    assert table["auc_mel"].notna().all() and (table["n_mel"] > 0).all()
+    assert table.loc[table["kind"] == "ensemble", "weights"].str.contains(":0.5").all()
+    confusion = pd.read_csv(out / "confusion.csv")
+    assert confusion.groupby("folder")["count"].sum().eq(table["n_images"].iloc[0]).all()
+    assert confusion["folder"].nunique() == 3
     assert (table["kind"] == "ensemble").sum() == 1
     assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
     assert (table["ba_low"] <= table["balanced_accuracy"] + 1e-12).all()

@@ -164,7 +164,32 @@ def row(entry: Entry) -> dict:
         "images_per_second": timing.get("model_images_per_second") or facts["images_per_second"],
         "n_images": m["n_images"],
         "folder": entry.folder.name,
+        "weights": _weights_text(entry),
+        **_class_columns(m),
     }
+
+
+def _weights_text(entry: Entry) -> str | None:
+    """An ensemble's ``member:weight;…`` (as shown on the page), else ``None``."""
+    if entry.kind != "ensemble":
+        return None
+    info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
+    return ";".join(f"{name}:{float(w):.6g}" for name, w in (info.get("weights") or {}).items())
+
+
+def _class_columns(metrics: dict) -> dict:
+    """Per class ``n_<c>, sensitivity_<c>, specificity_<c>, auc_<c>, auc_low_<c>, auc_high_<c>``
+    (the page's per-class tables)."""
+    per, ci = metrics["per_category"], (metrics.get("ci95") or {}).get("auc") or {}
+    out = {}
+    for c in metrics["classes"]:
+        interval = ci.get(c) or [None, None]
+        out[f"n_{c}"] = metrics["class_counts"][c]
+        out[f"sensitivity_{c}"] = per["sensitivity"][c]
+        out[f"specificity_{c}"] = per["specificity"][c]
+        out[f"auc_{c}"] = per["auc"][c]
+        out[f"auc_low_{c}"], out[f"auc_high_{c}"] = interval
+    return out
 
 
 def _mel_points(metrics: dict, mel: str | None) -> dict:
@@ -342,6 +367,21 @@ def _confusion(entry: Entry) -> pd.DataFrame:
     return matrix.rename_axis(index=None, columns=None)
 
 
+def _confusion_table(entries: list[Entry], ranked: pd.DataFrame) -> pd.DataFrame:
+    """The page's confusion matrices in long form: ``entry, step, folder, true, predicted, count``."""
+    by_folder = {e.folder.name: e for e in entries}
+    frames = []
+    for folder in ranked["folder"].head(TOP_DETAILS):
+        entry = by_folder[folder]
+        long = _confusion(entry).stack().rename("count").reset_index()
+        long.columns = ["true", "predicted", "count"]
+        frames.append(long.assign(entry=entry.name, step=entry.step, folder=folder))
+    columns = ["entry", "step", "folder", "true", "predicted", "count"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
 def _details(entries: list[Entry], ranked: pd.DataFrame) -> str:
     """Per-class table and confusion matrix of the top entries."""
     from zoo.leaderboard_page import class_table, confusion_table
@@ -489,6 +529,7 @@ def publish_leaderboard(
     )
     plots = _plots(entries, ranked, out)
     atomic_write_csv(out / "leaderboard.csv", ranked, index=False, float_format="%.6g")
+    atomic_write_csv(out / "confusion.csv", _confusion_table(entries, ranked), index=False)
     references = "\n".join(
         f"- **{r['source']}** — {r['model']}; {r['data']}; {r['metric']}"
         + (f": **{r['value']}**" if "value" in r else "")
