@@ -128,10 +128,11 @@ COMMANDS = {
     "members": ["members"],
     "evaluate": ["evaluate", "m"],
     "predict": ["predict", "m", "x.jpg"],
+    "explain": ["explain", "m", "x.jpg"],
     "ensemble": ["ensemble", "build", "e.toml"],
     "leaderboard": ["leaderboard"],
 }
-WITH_OUT = {"evaluate": "DIR", "predict": "FILE.csv", "leaderboard": "DIR"}
+WITH_OUT = {"evaluate": "DIR", "predict": "FILE.csv", "explain": "DIR", "leaderboard": "DIR"}
 
 
 @pytest.fixture

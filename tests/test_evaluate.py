@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from zoo import inference
+from zoo.calibration import TemperatureScaling
 from zoo.cli import main
 from zoo.data import Dataset, load_dataset
 from zoo.errors import ZooError
@@ -25,7 +26,7 @@ NAME = "small_cnn.demo.s0"
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILES = ("truth.csv", "predictions.csv", "metrics.json", "roc.csv", "roc.png")
-FILES += ("sens_spec.csv", "sens_spec.png", "confusion.png")
+FILES += ("sens_spec.csv", "sens_spec.png", "confusion.png", "reliability.csv", "reliability.png")
 
 
 @pytest.fixture
@@ -44,6 +45,15 @@ def forbid_model(monkeypatch):
 
 def read_frame(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"image": str}).set_index("image")
+
+
+def calibrated(expected: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """``expected`` after the temperature scaling recorded in ``out/metrics.json``."""
+    calibration = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert calibration["applied"] is True and calibration["fitted_on"] == "val"
+    scaler = TemperatureScaling()
+    scaler.temperature_ = calibration["temperature"]
+    return scaler.transform(expected)
 
 
 def official(folder: Path) -> dict:
@@ -202,7 +212,8 @@ def test_prior_correction_on_and_off(workspace, demo, monkeypatch):
     pd.testing.assert_frame_equal(raw, cached, check_names=False)
     priors = pd.Series(target.member.effective_priors, index=CLASSES)
     expected = PriorCorrection().fit(priors).transform(cached)
-    np.testing.assert_allclose(read_frame(fixed_out / "predictions.csv"), expected, rtol=1e-12)
+    got = read_frame(fixed_out / "predictions.csv")
+    np.testing.assert_allclose(got, calibrated(expected, fixed_out), rtol=1e-12)
     assert not np.allclose(raw, expected, rtol=1e-6)
 
 
@@ -255,7 +266,9 @@ def test_target_priors(workspace, demo, tmp_path, monkeypatch, capsys):
     trained = pd.Series(target.member.effective_priors, index=CLASSES)
     wanted = pd.Series({c: (0.5 if c == "nv" else 1 / 12) for c in CLASSES})
     expected = PriorCorrection(target_priors=wanted).fit(trained).transform(cached)
-    np.testing.assert_allclose(read_frame(out / "predictions.csv"), expected, rtol=1e-9)
+    np.testing.assert_allclose(
+        read_frame(out / "predictions.csv"), calibrated(expected, out), rtol=1e-9
+    )
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["prior_correction"] is True and metrics["tta"] == "none"
@@ -431,3 +444,58 @@ def test_changed_training_data_needs_explicit_data(workspace, tmp_path, capsys):
     member.write_text(json.dumps(info))
     code, _, err = run(capsys, "evaluate", NAME, "--workspace", workspace)
     assert code == 2 and "changed since training" in err
+
+
+# --- calibration, operating points, out-of-distribution --------------------------------------
+
+
+def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write_images):
+    """Defaults: temperature fitted on val and applied, melanoma points at 90/95 % sensitivity."""
+    write_images(tmp_path / "ood" / "photo", [f"p{i}" for i in range(6)], size=40)
+    out = tmp_path / "eval"
+    code, stdout, _ = run(
+        capsys,
+        "evaluate", NAME, "--workspace", workspace, "--bootstrap", 50, "--out", out,
+        "--operating-point", "nv:specificity=0.8", "--ood-data", f"folder:{tmp_path / 'ood'}",
+    )  # fmt: skip
+    assert code == 0 and "calibration after" in stdout and "OOD msp" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert_same(official(out), metrics)
+    cal = metrics["calibration"]
+    assert cal["applied"] and cal["n_bins"] == 15 and cal["temperature"] > 0
+    for when in ("before", "after"):
+        for key in ("ece", "mce", "brier", "nll"):
+            assert cal[when][key] >= 0 and len(cal[when]["ci95"][key]) == 2
+    assert (out / "reliability.png").read_bytes()[:8] == PNG_MAGIC
+    specs = [p["spec"] for p in metrics["operating_points"]]
+    assert specs == ["nv:specificity=0.8", "mel:sensitivity=0.9", "mel:sensitivity=0.95"]
+    point = metrics["operating_points"][1]
+    assert point["chosen_on"] == "val" and point["val"]["sensitivity"] >= 0.9
+    assert point["n_positive"] == metrics["class_counts"]["mel"]
+    ood = metrics["ood"]
+    assert ood["n_out"] == 6 and set(ood["scores"]) == {"msp", "energy"}
+    assert 0 <= ood["scores"]["msp"]["auroc"] <= 1
+    assert len(pd.read_csv(out / "ood.csv")) == 84 + 6
+
+    code, _, _ = run(
+        capsys, "evaluate", NAME, "--workspace", workspace, "--bootstrap", 0, "--no-calibration"
+    )
+    plain = workspace / "evaluations" / f"{NAME}-demo-test-uncalibrated"
+    assert (
+        code == 0
+        and json.loads((plain / "metrics.json").read_text())["calibration"]["applied"] is False
+    )
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("mel:sens=0.9", "--operating-point 'mel:sens=0.9': unknown metric 'sens'"),
+        ("foo:sensitivity=0.9", "'foo' is not a class"),
+    ],
+)
+def test_operating_point_bad_input_is_a_one_line_error(workspace, capsys, option, message):
+    code, _, err = run(
+        capsys, "evaluate", NAME, "--workspace", workspace, "--operating-point", option
+    )
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

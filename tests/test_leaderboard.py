@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def evaluated_workspace(tmp_path_factory) -> Path:
-    """Two 1-epoch demo members, each evaluated raw / + prior correction / + TTA, and the
+    """Two 1-epoch demo members, each evaluated raw / + prior correction / + TTA /
+    + calibration, and the
     steppan2020 ensemble built from them and evaluated."""
     from zoo import console
     from zoo.data import load_dataset
@@ -37,9 +38,20 @@ def evaluated_workspace(tmp_path_factory) -> Path:
         data = load_dataset("demo", workspace=root)
         for seed in (0, 1):
             target = resolve_target(f"small_cnn.demo.s{seed}", root)
-            for tta, prior in (("none", False), ("none", True), ("dihedral", True)):
+            for tta, prior, calibrate in (
+                ("none", False, False),
+                ("none", True, False),
+                ("dihedral", True, False),
+                ("dihedral", True, True),
+            ):
                 evaluate_target(
-                    target, data, tta=tta, prior_correction=prior, bootstrap=50, workspace=root
+                    target,
+                    data,
+                    tta=tta,
+                    prior_correction=prior,
+                    calibrate=calibrate,
+                    bootstrap=50,
+                    workspace=root,
                 )
         spec = (
             (REPO / "ensembles" / "steppan2020.toml").read_text().replace('"steppan"', '"dihedral"')
@@ -59,9 +71,20 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
         == 0
     )
     table = pd.read_csv(out / "leaderboard.csv")
-    assert len(table) == 7  # 2 members × (raw, + prior correction, + TTA) + 1 ensemble
+    assert len(table) == 9  # 2 members × (raw, + prior, + TTA, + calibration) + 1 ensemble
     assert list(table["balanced_accuracy"]) == sorted(table["balanced_accuracy"], reverse=True)
-    assert set(table["step"]) >= {"raw", "+ prior correction", "+ TTA dihedral"}
+    steps = {"raw", "+ prior correction", "+ TTA dihedral", "+ calibration"}
+    assert set(table["step"]) >= steps
+    calibrated = table[table["calibrated"]]
+    assert len(calibrated) == 3 and (calibrated["temperature"] > 0).all()
+    assert table["ece"].notna().all() and (table["ece_low"] <= table["ece_high"]).all()
+    assert table["mel_spec_at_sens_90"].between(0, 1).all()
+    assert (table["mel_sens_at_sens_95"] >= 0).all()
+    assert table["auc_mel"].notna().all() and (table["n_mel"] > 0).all()
+    assert table.loc[table["kind"] == "ensemble", "weights"].str.contains(":0.5").all()
+    confusion = pd.read_csv(out / "confusion.csv")
+    assert confusion.groupby("folder")["count"].sum().eq(table["n_images"].iloc[0]).all()
+    assert confusion["folder"].nunique() == 3
     assert (table["kind"] == "ensemble").sum() == 1
     assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
     assert (table["ba_low"] <= table["balanced_accuracy"] + 1e-12).all()
@@ -77,8 +100,10 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
         assert heading in markdown
     assert "measured on other data" in markdown
     page = (out / "index.html").read_text()
-    assert page.count("<table>") == 3  # ranking, members step by step, ensembles
-    assert "<h2>Ensembles</h2>" in page and "macro AUC 95 % CI" in page
+    assert page.count('<table id="ranking"') == 1  # one ranking, the step as a column
+    assert page.count('<table class="compact">') == 6  # per class + confusion of the top 3
+    assert "<h2>Ensembles</h2>" in page and "mel spec. at 90 % sens." in page
+    assert "weight 0.500" in page and "commit" in page and "http" not in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 3  # bar chart, melanoma ROC, melanocytic sensitivity–specificity
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
@@ -112,3 +137,91 @@ def test_leaderboard_json_and_default_folder(evaluated_workspace: Path, tmp_path
     assert [r["balanced_accuracy"] for r in rows] == pytest.approx(table["balanced_accuracy"])
     assert main(["leaderboard", "--workspace", str(copy), "--quiet"]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+# --- the page in a real browser -------------------------------------------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+OVERFLOWS = """
+const width = document.documentElement.clientWidth;
+const wide = [];
+document.querySelectorAll('table').forEach(function(t, i){
+  const box = t.getBoundingClientRect();
+  if (box.right > width + 1 || t.scrollWidth > t.clientWidth + 1) wide.push(i + ':' + box.right);
+});
+if (document.documentElement.scrollWidth > width + 1) wide.push('page');
+return wide;
+"""
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium through selenium; skips when chromium or chromedriver is absent."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip(
+            "browser test needs Debian chromium and chromium-driver "
+            "(apt-get install -y chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def set_width(driver, width: int) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+def column(driver, index: int) -> list[float]:
+    cells = driver.find_elements("css selector", f"#ranking tbody tr td:nth-child({index + 1})")
+    return [float(c.get_attribute("data-value")) for c in cells]
+
+
+@pytest.mark.browser
+def test_page_sorts_and_fits_in_a_browser(evaluated_workspace: Path, tmp_path: Path, browser):
+    out = tmp_path / "board"
+    assert (
+        main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out), "--quiet"])
+        == 0
+    )
+    browser.get((out / "index.html").as_uri())
+    set_width(browser, 1400)
+    headers = [
+        h.get_attribute("textContent") for h in browser.find_elements("css selector", "#ranking th")
+    ]
+    ba = next(i for i, h in enumerate(headers) if h.startswith("balanced acc."))
+    assert column(browser, ba) == sorted(column(browser, ba), reverse=True)
+    header = browser.find_elements("css selector", "#ranking th")[ba]
+    header.click()
+    assert column(browser, ba) == sorted(column(browser, ba))
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    assert column(browser, ba) == sorted(column(browser, ba), reverse=True)
+    for width in (1400, 414):
+        set_width(browser, width)
+        assert browser.execute_script(OVERFLOWS) == [], f"a table overflows at {width} px"
+    browser.find_element("id", "filter").send_keys("ensemble")
+    shown = [
+        r for r in browser.find_elements("css selector", "#ranking tbody tr") if r.is_displayed()
+    ]
+    assert shown and all("ensemble" in r.text for r in shown)

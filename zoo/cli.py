@@ -265,6 +265,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)"
     )
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument(
+        "--calibrate",
+        dest="calibrate",
+        action="store_const",
+        const=True,
+        default=None,
+        help="temperature scaling fitted on the target's validation split (default: on where "
+        "it can be fitted and prior correction is on)",
+    )
+    cal.add_argument(
+        "--no-calibration",
+        dest="calibrate",
+        action="store_const",
+        const=False,
+        help="score the probabilities without temperature scaling",
+    )
+    p.add_argument(
+        "--operating-point",
+        action="append",
+        default=[],
+        metavar="CLASS:METRIC=V",
+        help="threshold chosen on validation, e.g. mel:sensitivity=0.90 or "
+        "nv:specificity=0.95; repeatable (default: mel at sensitivity 0.90 and 0.95)",
+    )
+    p.add_argument(
+        "--tsne",
+        action="store_true",
+        help="also write tsne.csv/tsne.png: t-SNE of the last hidden layer, coloured by class",
+    )
+    p.add_argument(
+        "--ood-data",
+        metavar="SPEC",
+        help="images from elsewhere (any data spec) to separate from the evaluated ones: "
+        "AUROC and FPR at 95 %% recall of the OOD scores (default: none)",
+    )
     _common(
         p,
         out=(
@@ -278,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--tta", default=None, metavar="SCHEME", help=_TTA_HELP)
     p.add_argument(
+        "--ood-scores",
+        action="store_true",
+        help="add columns ood_msp and ood_energy (out-of-distribution scores; lower: less "
+        "like the training images) after the class columns",
+    )
+    p.add_argument(
         "--no-prior-correction",
         action="store_true",
         help="raw softmax outputs (default: prior-corrected; an ensemble as its prior_correction "
@@ -289,6 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
         out=(
             "FILE.csv",
             "output CSV, with its settings in FILE.csv.json (default: the CSV on standard output)",
+        ),
+    )
+
+    p = _add(sub, "explain", "saliency or Grad-CAM maps of a member or ensemble for images")
+    p.add_argument("target", help="member or ensemble name, or its directory")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument(
+        "--method",
+        default="saliency",
+        metavar="NAME",
+        help="saliency (L1 norm over RGB of the loss gradient at the input) or gradcam",
+    )
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="class to explain (default: the predicted class of each image)",
+    )
+    _common(
+        p,
+        out=(
+            "DIR",
+            "folder for <image>.<method>.png overlays and .npy maps (required, no default)",
         ),
     )
 
@@ -357,6 +422,7 @@ def dispatch(args) -> int:
         "members": commands.members,
         "evaluate": commands.evaluate,
         "predict": commands.predict,
+        "explain": commands.explain,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
     }[args.command]
@@ -364,7 +430,7 @@ def dispatch(args) -> int:
 
 
 # Commands that import TensorFlow (``recipes`` only with ``--params``, which builds networks).
-TENSORFLOW_COMMANDS = ("train", "evaluate", "predict")
+TENSORFLOW_COMMANDS = ("train", "evaluate", "predict", "explain")
 
 
 def _import_tensorflow_quietly() -> None:

@@ -271,6 +271,12 @@ def evaluate(args, workspace: Path) -> int:
     return evaluate_command(args, workspace)
 
 
+def explain(args, workspace: Path) -> int:
+    from zoo.explain import explain_command
+
+    return explain_command(args, workspace)
+
+
 def predict(args, workspace: Path) -> int:
     from zoo.predict import predict_command
 

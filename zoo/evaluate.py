@@ -33,6 +33,7 @@ import pandas as pd
 from rich.table import Table
 
 from zoo import console
+from zoo.calibration import TemperatureScaling, as_logits
 from zoo.data import Dataset, load_dataset
 from zoo.data.dataset import safe_name
 from zoo.errors import ZooError, close_matches
@@ -40,6 +41,15 @@ from zoo.locks import hold
 from zoo.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
 from zoo.metrics import sens_spec_curves as class_curves
 from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
+from zoo.reliability import (
+    calibration_block,
+    ood_block,
+    ood_outputs,
+    operating_points_block,
+    redraw_sens_spec,
+    resolve_calibrate,
+    validation_outputs,
+)
 from zoo.targets import Target, resolve_target
 from zoo.taxonomy import TASKS, score_task, task_scores
 from zoo.workspace import atomic_directory, atomic_write_csv, atomic_write_json
@@ -312,12 +322,15 @@ def default_out(
     task,
     workspace,
     target_priors: str | None = None,
+    uncalibrated: bool = False,
 ) -> Path:
-    """``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-priors-<name>][-<task>]``
-    (``target_priors``: the name of non-uniform target priors)."""
+    """``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-uncalibrated]
+    [-priors-<name>][-<task>]`` (``target_priors``: the name of non-uniform target priors;
+    ``uncalibrated``: calibration could be fitted but was turned off)."""
     name = f"{target.name}-{safe_name(dataset.name)}-{split}"
     name += "" if tta.kind == "none" else f"-{tta.name}"
     name += "" if prior_correction else "-raw"
+    name += "-uncalibrated" if uncalibrated else ""
     name += f"-priors-{safe_name(target_priors)}" if target_priors else ""
     name += f"-{task}" if task else ""
     return Path(workspace) / "evaluations" / name
@@ -429,6 +442,10 @@ def evaluate_target(
     task: str | None = None,
     bootstrap: int = 1000,
     target_priors: str | Mapping[str, float] | None = None,
+    calibrate: bool | None = None,
+    operating_points: Sequence[str] = (),
+    ood_data: Dataset | None = None,
+    tsne: bool = False,
     out: str | Path | None = None,
     workspace: Path,
 ) -> Path:
@@ -441,7 +458,16 @@ def evaluate_target(
     ``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-priors-<name>][-<task>]``.
     The folder is written whole under a temporary name, then swapped in: an existing
     evaluation there is replaced only when the new one is complete.
+
+    The target's validation split (of its own training data) serves three things: the
+    temperature of ``calibrate`` (``None``: on where it can be fitted and prior correction
+    is on), the thresholds of ``operating_points`` (``CLASS:sensitivity=V`` or
+    ``CLASS:specificity=V``; melanoma at 90 % and 95 % sensitivity are always added), and
+    nothing is ever fitted on the evaluated images. ``ood_data``: a data set of images from
+    elsewhere to separate from the evaluated ones (:mod:`zoo.ood`). ``tsne``: a t-SNE map of
+    the last hidden layer (:mod:`zoo.embedding`).
     """
+    from zoo.operating_points import parse_operating_point
     from zoo.tta import parse_tta
 
     scheme = parse_tta(tta if tta is not None else target.default_tta)
@@ -449,6 +475,7 @@ def evaluate_target(
     correct = priors.correct
     check_task(task)
     check_bootstrap(bootstrap)
+    points = [parse_operating_point(p, target.classes) for p in operating_points]
     split = resolve_split(target, dataset, split)
     evaluated = apply_label_map(
         dataset.subset(split_ids(target, dataset, split)),
@@ -463,6 +490,21 @@ def evaluate_target(
     probs = priors.apply(probs)
     timing = _timing(probs, seconds=time.perf_counter() - start, images=len(evaluated))
     truth, probs, weights = _aligned(evaluated, probs, task)
+    val, val_note = validation_outputs(
+        target, dataset, split=split, tta=scheme.spec, priors=priors, workspace=workspace
+    )
+    calibrate = resolve_calibrate(calibrate, correct=correct, val=val, note=val_note)
+    uncalibrated = probs
+    scaler = None
+    if calibrate:
+        scaler = TemperatureScaling().fit(as_logits(val[1].to_numpy()), val[0].to_numpy())
+        probs = scaler.transform(probs)
+        val = (val[0], scaler.transform(val[1]))
+    ood = None
+    if ood_data is not None:
+        ood = ood_outputs(
+            target, ood_data, tta=scheme.spec, priors=priors, scaler=scaler, workspace=workspace
+        )
     if out is None:
         out = default_out(
             target,
@@ -473,6 +515,7 @@ def evaluate_target(
             task=task,
             workspace=workspace,
             target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
+            uncalibrated=val is not None and correct and not calibrate,
         )
     out = _checked_out(Path(out))
     with hold(out, what=f"zoo evaluate {target.name}"), atomic_directory(out) as tmp:
@@ -488,9 +531,28 @@ def evaluate_target(
             out=tmp,
             title=title,
         )
+        groups = _groups(evaluated, truth.index)
+        extra = dict(groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
+        metrics["calibration"] = calibration_block(
+            truth, uncalibrated, probs, scaler=scaler, val=val, out=tmp, title=title, **extra
+        )
+        metrics["operating_points"] = operating_points_block(
+            points, val=val, truth=truth, probs=probs, task=task, **extra
+        )
+        metrics["ood"] = None if ood is None else ood_block(probs, ood, out=tmp)
+        metrics["embedding"] = None
+        if tsne:
+            from zoo.embedding import write_tsne
+
+            metrics["embedding"] = write_tsne(
+                target, dataset, truth, probs, out=tmp, workspace=workspace, title=title
+            )
+        if metrics["operating_points"] and not task:
+            redraw_sens_spec(tmp, truth, probs, metrics["operating_points"], title=title)
         metrics["notes"] = [
             *_notes(evaluated, metrics, weighted=weights is not None, task=task),
             *priors.notes,
+            *([val_note] if val_note else []),
         ]
         settings = {
             "split": split,
@@ -510,6 +572,7 @@ def evaluate_target(
 EVALUATION_FILES = frozenset(
     {"truth.csv", "predictions.csv", "metrics.json", "roc.csv", "roc.png"}
     | {"sens_spec.csv", "sens_spec.png", "confusion.png"}
+    | {"reliability.csv", "reliability.png", "ood.csv", "tsne.csv", "tsne.png"}
 )
 
 
@@ -681,15 +744,54 @@ def _task_table(metrics: dict) -> Table:
     return table
 
 
+def _trust_lines(metrics: dict) -> list[str]:
+    """Calibration, operating points and OOD separation in one line each."""
+    lines = []
+    cal = metrics.get("calibration") or {}
+    for when in ("before", "after"):
+        if cal.get(when):
+            m = cal[when]
+            extra = f" (T = {cal['temperature']:.3f})" if when == "after" else ""
+            lines.append(
+                f"calibration {when}{extra}: ECE {m['ece']:.3f} {_fmt_ci((m['ci95'] or {}).get('ece'))}"
+                f", MCE {m['mce']:.3f}, Brier {m['brier']:.3f}, NLL {m['nll']:.3f}"
+            )
+    for p in metrics.get("operating_points") or []:
+        lines.append(
+            f"{p['spec']} (threshold {p['threshold']:.3g} on val): sensitivity "
+            f"{_fmt(p['sensitivity'])} {_fmt_ci(p['sensitivity_ci95'])}, specificity "
+            f"{_fmt(p['specificity'])} {_fmt_ci(p['specificity_ci95'])}"
+        )
+    ood = metrics.get("ood")
+    for name, v in ((ood or {}).get("scores") or {}).items():
+        lines.append(
+            f"OOD {name} vs {ood['data']}: AUROC {v['auroc']:.3f}, "
+            f"FPR at 95 % recall {v['fpr_at_95_recall']:.3f}"
+        )
+    return lines
+
+
 def print_summary(metrics: dict) -> None:
     """A compact table of ``metrics.json``: per class (or the task), then the notes."""
     table = _task_table(metrics) if metrics.get("task") else _class_table(metrics)
     console.console.print(table)
+    for line in _trust_lines(metrics):
+        console.console.print(f"  {line}")
     for note in metrics.get("notes", []):
         console.console.print(f"  note: {note}")
 
 
 # --- commands -------------------------------------------------------------------------------
+
+
+def _ood_data(spec: str | None, *, workspace: Path) -> Dataset | None:
+    """``--ood-data SPEC`` loaded; its labels are not used."""
+    if spec is None:
+        return None
+    try:
+        return load_dataset(spec, workspace=workspace)
+    except ZooError as exc:
+        raise ZooError(f"--ood-data {spec}: {exc}") from None
 
 
 def evaluate_command(args, workspace: Path) -> int:
@@ -702,6 +804,10 @@ def evaluate_command(args, workspace: Path) -> int:
     label_map = read_label_map(args.label_map) if args.label_map else None
     target_priors = args.target_priors
     target = resolve_target(args.target, workspace)
+    from zoo.operating_points import parse_operating_point
+
+    for text in args.operating_point:
+        parse_operating_point(text, target.classes)
     prior_correction = False if args.no_prior_correction else None
     # checked before the data is loaded: a bad priors file fails fast
     prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
@@ -719,6 +825,10 @@ def evaluate_command(args, workspace: Path) -> int:
         task=args.task,
         bootstrap=args.bootstrap,
         target_priors=target_priors,
+        calibrate=args.calibrate,
+        operating_points=args.operating_point,
+        ood_data=_ood_data(args.ood_data, workspace=workspace),
+        tsne=args.tsne,
         out=args.out,
         workspace=workspace,
     )

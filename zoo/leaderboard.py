@@ -9,7 +9,6 @@ the plots as PNG: melanoma ROC of the top entries, melanocytic sensitivity–spe
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import tomllib
@@ -25,6 +24,7 @@ from zoo.workspace import atomic_write_csv, atomic_write_text
 
 REFERENCES = Path(__file__).with_name("references.toml")
 TOP = 6
+TOP_DETAILS = 3
 
 
 @dataclass
@@ -43,10 +43,18 @@ class Entry:
         return self.metrics["target"]["kind"]
 
     @property
+    def calibrated(self) -> bool:
+        return bool((self.metrics.get("calibration") or {}).get("applied"))
+
+    @property
     def step(self) -> str:
+        """The last step applied of raw → + prior correction → + TTA → + calibration."""
         tta, corrected = self.metrics["tta"], self.metrics["prior_correction"]
+        calibration = " + calibration" if self.calibrated else ""
         if self.kind == "ensemble":
-            return f"ensemble ({'TTA ' + tta if tta != 'none' else 'no TTA'})"
+            return f"ensemble ({'TTA ' + tta if tta != 'none' else 'no TTA'}){calibration}"
+        if self.calibrated:
+            return "+ calibration" + ("" if corrected else " (no prior correction)")
         if tta == "none":
             return "+ prior correction" if corrected else "raw"
         return f"+ TTA {tta}" + ("" if corrected else " (no prior correction)")
@@ -184,11 +192,73 @@ def row(entry: Entry) -> dict:
         "mel_auc_sens_80": get("auc_sens_80"),
         "mel_sensitivity": get("sensitivity"),
         "mel_specificity": get("specificity"),
+        **_mel_points(m, mel),
+        **_calibration_columns(m),
         "parameters": facts["parameters"],
         "train_minutes": facts["train_minutes"],
         "images_per_second": timing.get("model_images_per_second") or facts["images_per_second"],
         "n_images": m["n_images"],
         "folder": entry.folder.name,
+        "weights": _weights_text(entry),
+        **_class_columns(m),
+    }
+
+
+def _weights_text(entry: Entry) -> str | None:
+    """An ensemble's ``member:weight;…`` (as shown on the page), else ``None``."""
+    if entry.kind != "ensemble":
+        return None
+    info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
+    return ";".join(f"{name}:{float(w):.6g}" for name, w in (info.get("weights") or {}).items())
+
+
+def _class_columns(metrics: dict) -> dict:
+    """Per class ``n_<c>, sensitivity_<c>, specificity_<c>, auc_<c>, auc_low_<c>, auc_high_<c>``
+    (the page's per-class tables)."""
+    per, ci = metrics["per_category"], (metrics.get("ci95") or {}).get("auc") or {}
+    out = {}
+    for c in metrics["classes"]:
+        interval = ci.get(c) or [None, None]
+        out[f"n_{c}"] = metrics["class_counts"][c]
+        out[f"sensitivity_{c}"] = per["sensitivity"][c]
+        out[f"specificity_{c}"] = per["specificity"][c]
+        out[f"auc_{c}"] = per["auc"][c]
+        out[f"auc_low_{c}"], out[f"auc_high_{c}"] = interval
+    return out
+
+
+def _mel_points(metrics: dict, mel: str | None) -> dict:
+    """Melanoma specificity at 90 % and 95 % sensitivity, thresholds chosen on validation."""
+    points = {
+        round(p["target"], 4): p
+        for p in metrics.get("operating_points") or []
+        if p["class"] == mel and p["metric"] == "sensitivity"
+    }
+    out = {}
+    for level in (90, 95):
+        p = points.get(level / 100) or {}
+        interval = p.get("specificity_ci95") or [None, None]
+        out[f"mel_spec_at_sens_{level}"] = p.get("specificity")
+        out[f"mel_spec_at_sens_{level}_low"] = interval[0]
+        out[f"mel_spec_at_sens_{level}_high"] = interval[1]
+        out[f"mel_sens_at_sens_{level}"] = p.get("sensitivity")
+        out[f"mel_threshold_at_sens_{level}"] = p.get("threshold")
+    return out
+
+
+def _calibration_columns(metrics: dict) -> dict:
+    """Temperature and the calibration of the scored probabilities (after, else before)."""
+    cal = metrics.get("calibration") or {}
+    scored = cal.get("after") or cal.get("before") or {}
+    interval = (scored.get("ci95") or {}).get("ece") or [None, None]
+    return {
+        "calibrated": bool(cal.get("applied")),
+        "temperature": cal.get("temperature"),
+        "ece": scored.get("ece"),
+        "ece_low": interval[0],
+        "ece_high": interval[1],
+        "brier": scored.get("brier"),
+        "nll": scored.get("nll"),
     }
 
 
@@ -298,50 +368,138 @@ def _plots(entries: list[Entry], ranked: pd.DataFrame, out: Path) -> dict[str, P
     return files
 
 
-def _html(
-    title: str,
-    intro: str,
-    *,
-    ranked: pd.DataFrame,
-    steps: pd.DataFrame,
-    ensembles: pd.DataFrame,
-    plots: dict[str, Path],
-) -> str:
-    def table(frame: pd.DataFrame) -> str:
-        cells = [
-            "<table><thead><tr>"
-            + "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-            + "</tr></thead><tbody>"
-        ]
-        for values in frame.itertuples(index=False):
-            cells.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>"
-            )
-        return "".join(cells) + "</tbody></table>"
+def _commit() -> str:
+    """The git commit of the zoo source, or ``unknown`` (an installed wheel)."""
+    import subprocess
 
-    images = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
-        f"<figcaption>{name}</figcaption></figure>"
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _confusion(entry: Entry) -> pd.DataFrame:
+    """Counts of (true class, argmax class); a tie is "undecided"."""
+    from zoo.metrics import argmax_labels
+
+    truth, probs = entry.truth_and_predictions()
+    classes = list(truth.columns)
+    names = np.array([*classes, "undecided"], dtype=object)[argmax_labels(probs.to_numpy())]
+    matrix = pd.crosstab(
+        pd.Categorical(truth.idxmax(axis=1), categories=classes),
+        pd.Categorical(names, categories=[*classes, "undecided"]),
+        dropna=False,
+    )
+    if matrix["undecided"].sum() == 0:
+        matrix = matrix.drop(columns="undecided")
+    return matrix.rename_axis(index=None, columns=None)
+
+
+def _confusion_table(entries: list[Entry], ranked: pd.DataFrame) -> pd.DataFrame:
+    """The page's confusion matrices in long form: ``entry, step, folder, true, predicted, count``."""
+    by_folder = {e.folder.name: e for e in entries}
+    frames = []
+    for folder in ranked["folder"].head(TOP_DETAILS):
+        entry = by_folder[folder]
+        long = _confusion(entry).stack().rename("count").reset_index()
+        long.columns = ["true", "predicted", "count"]
+        frames.append(long.assign(entry=entry.name, step=entry.step, folder=folder))
+    columns = ["entry", "step", "folder", "true", "predicted", "count"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def _details(entries: list[Entry], ranked: pd.DataFrame) -> str:
+    """Per-class table and confusion matrix of the top entries."""
+    from zoo.leaderboard_page import class_table, confusion_table
+
+    by_folder = {e.folder.name: e for e in entries}
+    parts = []
+    for folder in ranked["folder"].head(TOP_DETAILS):
+        entry = by_folder[folder]
+        parts.append(
+            f"<h3>{html.escape(entry.label)}</h3><div class='grid'>"
+            f"<section><h4>Per class (threshold 0.5; n = {entry.metrics['n_images']})</h4>"
+            f"{class_table(entry.metrics)}</section>"
+            f"<section><h4>Confusion matrix (counts)</h4>{confusion_table(_confusion(entry))}"
+            "</section></div>"
+        )
+    return "".join(parts)
+
+
+def _ensemble_members(entries: list[Entry]) -> str:
+    parts, seen = [], set()
+    for entry in entries:
+        if entry.kind != "ensemble" or entry.name in seen:
+            continue
+        seen.add(entry.name)
+        info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
+        weights = info.get("weights") or {}
+        items = "".join(
+            f"<li>{html.escape(str(name))}: weight {float(w):.3f}</li>"
+            for name, w in weights.items()
+        )
+        parts.append(
+            f"<h3>{html.escape(entry.name)}</h3><p>rule {html.escape(str(info.get('rule')))}, "
+            f"TTA {html.escape(str(info.get('tta')))}, prior correction "
+            f"{'on' if info.get('prior_correction') else 'off'}</p><ul>{items}</ul>"
+        )
+    return "".join(parts) or "<p>No ensemble evaluated yet.</p>"
+
+
+CAPTIONS = {
+    "bars": (
+        "Balanced accuracy",
+        "Balanced multiclass accuracy of every entry (mean per-class recall of the argmax) with "
+        "95 % bootstrap intervals over lesions.",
+    ),
+    "roc": (
+        "Melanoma ROC",
+        "Melanoma against all other classes: ROC curves of the top entries, AUC in the legend.",
+    ),
+    "sens_spec": (
+        "Melanocytic sensitivity–specificity",
+        "Melanoma against nevus (Esteva et al. 2017, Fig. 3 style) for the top entries; dots "
+        "mark the threshold 0.5.",
+    ),
+}
+
+
+def _figures(plots: dict[str, Path], n: int) -> str:
+    from zoo.leaderboard_page import figure
+
+    return "".join(
+        figure(path, title=f"{CAPTIONS[name][0]} (n = {n} images)", caption=CAPTIONS[name][1])
         for name, path in plots.items()
     )
+
+
+def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta) -> str:
+    from zoo.leaderboard_page import page, ranking_table
+
     refs = "".join(
         f"<li><b>{html.escape(r['source'])}</b>: {html.escape(r['model'])}; {html.escape(r['data'])}; "
         f"{html.escape(r['metric'])}{' = ' + str(r['value']) if 'value' in r else ''}</li>"
         for r in _references()
     )
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
-        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}img{max-width:560px}"
-        "figure{display:inline-block;margin:0 1em 1em 0}"
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
-        f"<h2>Ranking</h2>{table(ranked)}<h2>Members step by step</h2>{table(steps)}"
-        f"<h2>Ensembles</h2>{table(ensembles) if len(ensembles) else '<p>No ensemble evaluated yet.</p>'}"
-        f"<h2>Plots</h2>{images}<h2>Published numbers (measured on other data)</h2><ul>{refs}</ul>"
-        "<p>Research software, not for diagnosis.</p></body></html>"
+    return page(
+        title=title,
+        meta=meta,
+        intro=intro,
+        ranking=ranking_table(ranked),
+        steps=sorted(ranked["step"].unique()),
+        details=_details(entries, ranked),
+        ensembles=_ensemble_members(entries),
+        figures=_figures(plots, int(ranked["n_images"].max())),
+        references=refs,
     )
 
 
@@ -406,6 +564,7 @@ def publish_leaderboard(
     )
     plots = _plots(entries, ranked, out)
     atomic_write_csv(out / "leaderboard.csv", ranked, index=False, float_format="%.6g")
+    atomic_write_csv(out / "confusion.csv", _confusion_table(entries, ranked), index=False)
     references = "\n".join(
         f"- **{r['source']}** — {r['model']}; {r['data']}; {r['metric']}"
         + (f": **{r['value']}**" if "value" in r else "")
@@ -432,14 +591,18 @@ def publish_leaderboard(
         + "\n"
     )
     atomic_write_text(out / "leaderboard.md", markdown)
-    page = _html(
-        title,
-        intro,
-        ranked=_display(ranked),
-        steps=_display(steps),
-        ensembles=_display(ensembles),
-        plots=plots,
-    )
+    import time
+
+    import zoo
+
+    meta = {
+        "data set": f"{data['name']} (fingerprint {data['fingerprint']})",
+        "split": f"{split}, {entries[0].metrics['n_images']} images",
+        "generated": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "zoo": zoo.__version__,
+        "commit": _commit(),
+    }
+    page = _html(title, intro, entries=entries, ranked=ranked, plots=plots, meta=meta)
     atomic_write_text(out / "index.html", page)
     return out
 

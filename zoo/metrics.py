@@ -311,6 +311,63 @@ def _binary_inputs(
     return extra
 
 
+def group_codes(index: pd.Index, groups: pd.Series | None) -> np.ndarray:
+    """Group number of each image of ``index`` (each image its own group without ``groups``;
+    an image missing from ``groups`` is a group of its own)."""
+    if groups is None:
+        return np.arange(len(index))
+    if not isinstance(groups, pd.Series):
+        raise ZooError(
+            f"groups must be a pandas Series of group ids indexed by image id; received "
+            f"{type(groups).__name__}."
+        )
+    missing = index.difference(groups.index)
+    if len(missing):
+        raise ZooError(f"groups lack {len(missing)} image id(s) {_shown(missing)}.")
+    group_of, uniques = pd.factorize(groups.loc[index])
+    lonely = group_of < 0
+    group_of[lonely] = len(uniques) + np.arange(lonely.sum())
+    return group_of
+
+
+def resample_counts(group_of: np.ndarray, *, n_resamples: int, rng: np.random.Generator):
+    """Yield ``(start, counts)``: per resample (rows) how often each image is drawn, when the
+    groups (lesions) are drawn with replacement; in chunks that bound the memory used."""
+    n_groups = int(group_of.max()) + 1
+    chunk = max(1, min(n_resamples, 2_000_000 // max(len(group_of), 1)))
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups))
+        flat = (draws + n_groups * np.arange(b)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups)
+        yield start, counts[:, group_of].astype(float)
+
+
+def bootstrap_statistics(
+    index: pd.Index,
+    statistic,
+    *,
+    groups: pd.Series | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float] | None]:
+    """Percentile intervals of weighted statistics on the lesion bootstrap of :func:`bootstrap_ci`.
+
+    ``statistic(counts)`` takes a ``(b, n_images)`` array of draw counts (images in ``index``
+    order) and returns ``{name: (b,) values}`` (NaN where undefined in a resample).
+    """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ZooError(f"n_resamples must be a positive integer; received {n_resamples!r}.")
+    group_of = group_codes(pd.Index(index), groups)
+    rng = np.random.default_rng(seed)
+    values: dict[str, np.ndarray] = {}
+    for start, counts in resample_counts(group_of, n_resamples=n_resamples, rng=rng):
+        for name, v in statistic(counts).items():
+            values.setdefault(name, np.full(n_resamples, np.nan))[start : start + len(counts)] = v
+    return {name: _interval(v, level) for name, v in values.items()}
+
+
 def bootstrap_ci(
     truth: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -340,21 +397,7 @@ def bootstrap_ci(
         raise ZooError(f"n_resamples must be a positive integer; received {n_resamples!r}.")
     if not (isinstance(level, float | int) and 0 < level < 1):
         raise ZooError(f"level must be between 0 and 1 (e.g. 0.95); received {level!r}.")
-    if groups is None:
-        group_of = np.arange(len(t))
-    else:
-        if not isinstance(groups, pd.Series):
-            raise ZooError(
-                f"groups must be a pandas Series of group ids indexed by image id; received "
-                f"{type(groups).__name__}."
-            )
-        missing = t.index.difference(groups.index)
-        if len(missing):
-            raise ZooError(f"groups lack {len(missing)} image id(s) {_shown(missing)}.")
-        group_of, uniques = pd.factorize(groups.loc[t.index])
-        lonely = group_of < 0  # a missing group id: the image is a group of its own
-        group_of[lonely] = len(uniques) + np.arange(lonely.sum())
-    n_groups = int(group_of.max()) + 1
+    group_of = group_codes(t.index, groups)
 
     classes = [str(c) for c in t.columns]
     tv, pv = t.to_numpy(), p.to_numpy()
@@ -368,13 +411,8 @@ def bootstrap_ci(
     auc = np.full((n_resamples, k), np.nan)
     pauc = np.full((n_resamples, k), np.nan)
     extra_auc = {name: np.full((n_resamples, 2), np.nan) for name in extra}
-    chunk = max(1, min(n_resamples, 2_000_000 // max(len(t), 1)))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups))
-        flat = (draws + n_groups * np.arange(b)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups)
-        counts = counts[:, group_of].astype(float)
+    for start, counts in resample_counts(group_of, n_resamples=n_resamples, rng=rng):
+        b = len(counts)
         denom, num = counts @ tv, counts @ hits
         with np.errstate(invalid="ignore", divide="ignore"):
             recall = np.where(denom > 0, num / denom, np.nan)

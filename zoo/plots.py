@@ -67,11 +67,14 @@ def plot_sens_spec(
     *,
     title: str,
     operating_points: Mapping[str, tuple[float, float]] | None = None,
+    chosen_points: Mapping[str, tuple[str, float, float]] | None = None,
 ) -> Path:
     """Sensitivity (y) against specificity (x), as in Esteva et al. 2017, Fig. 3.
 
     ``curves``: name → ``(sensitivity, specificity, auc)``; ``operating_points``: name →
-    ``(sensitivity, specificity)`` at threshold 0.5, drawn as a marker on the curve's colour.
+    ``(sensitivity, specificity)`` at threshold 0.5, drawn as a marker on the curve's colour;
+    ``chosen_points``: label → ``(curve name, sensitivity, specificity)`` of thresholds chosen
+    on validation, drawn as labelled stars.
     """
     fig, ax = plt.subplots(figsize=(6, 6))
     colours = {}
@@ -98,11 +101,22 @@ def plot_sens_spec(
         )
     if operating_points:
         ax.plot([], [], marker="o", ls="none", color="white", mec="black", label="threshold 0.5")
+    for label, (name, sens, spec) in (chosen_points or {}).items():
+        ax.plot(
+            spec,
+            sens,
+            marker="*",
+            ms=13,
+            ls="none",
+            mec="black",
+            color=colours.get(name, "black"),
+            label=label,
+        )
     ax.set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="Specificity", ylabel="Sensitivity")
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    if curves or operating_points:
+    if curves or operating_points or chosen_points:
         ax.legend(loc="lower left", fontsize="small")
     return _save(fig, path)
 
@@ -207,4 +221,83 @@ def plot_roc_curves(
     ax.set_aspect("equal")
     if curves:
         ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_reliability(
+    tables: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    block: Mapping,
+    n: int,
+) -> Path:
+    """Reliability diagram (accuracy against confidence per bin) above the confidence
+    histogram; ``tables``: ``before``/``after`` from ``calibration.reliability_table``."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
+    styles = {"before": dict(color="tab:orange"), "after": dict(color="tab:blue")}
+    for name, table in tables.items():
+        ece = block[name]["ece"]
+        width = table["high"] - table["low"]
+        label = f"{name} calibration (ECE {ece:.3f})"
+        if name == "after" and block.get("temperature") is not None:
+            label += f", T = {block['temperature']:.2f}"
+        alpha = 0.35 if name == "before" and "after" in tables else 0.7
+        top.bar(
+            table["low"],
+            table["accuracy"].fillna(0),
+            width=width,
+            align="edge",
+            alpha=alpha,
+            edgecolor="black",
+            lw=0.5,
+            label=label,
+            **styles[name],
+        )
+        bottom.bar(
+            table["low"],
+            table["n"],
+            width=width,
+            align="edge",
+            alpha=alpha,
+            edgecolor="black",
+            lw=0.5,
+            **styles[name],
+        )
+    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Accuracy of the top class")
+    top.set_title(f"{title}\nreliability, n = {n}, {len(next(iter(tables.values())))} bins")
+    top.legend(loc="upper left", fontsize="small")
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="Confidence (top-class probability)", ylabel="Images")
+    return _save(fig, path)
+
+
+def plot_overlay(
+    image: np.ndarray, heat: np.ndarray, path: str | os.PathLike, *, title: str
+) -> Path:
+    """The image (RGB, 0–255) beside the same image under the map (``heat``, any scale)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4.3))
+    pixels = np.clip(np.asarray(image, dtype=float) / 255.0, 0, 1)
+    for ax in (left, right):
+        ax.imshow(pixels)
+        ax.axis("off")
+    right.imshow(np.asarray(heat, dtype=float), cmap="inferno", alpha=0.6)
+    left.set_title("image", fontsize="small")
+    right.set_title("map (brighter: more influence)", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_embedding(frame: pd.DataFrame, path: str | os.PathLike, *, title: str) -> Path:
+    """2-D points (``x``, ``y``) coloured by ``truth``, one legend entry per class."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for cls, group in frame.groupby("truth", sort=True):
+        ax.scatter(group["x"], group["y"], s=14, alpha=0.8, label=f"{cls} (n = {len(group)})")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="best", fontsize="small", markerscale=1.5)
     return _save(fig, path)

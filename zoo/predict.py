@@ -77,6 +77,11 @@ def predict_command(args, workspace: Path) -> int:
     finally:
         console.console.quiet = was_quiet
     frame = priors.apply(frame)
+    if getattr(args, "ood_scores", False):
+        from zoo.ood import ood_scores
+
+        scores = ood_scores(frame.to_numpy())
+        frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
             if not console.is_quiet():
@@ -91,7 +96,7 @@ def predict_command(args, workspace: Path) -> int:
     out = Path(args.out)
     record = _predict_record(
         target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
-    )
+    ) | {"ood_scores": bool(getattr(args, "ood_scores", False))}
     try:
         atomic_write_text(out, text)
         atomic_write_json(sidecar_path(out), record)

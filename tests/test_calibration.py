@@ -1,0 +1,174 @@
+"""Temperature scaling, calibration metrics, validation-chosen operating points, OOD scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import softmax
+
+from zoo.calibration import (
+    TemperatureScaling,
+    as_logits,
+    calibration_metrics,
+    reliability_table,
+)
+from zoo.errors import ZooError
+from zoo.metrics import bootstrap_statistics
+from zoo.ood import energy, fpr_at_recall, ood_scores, separation
+from zoo.operating_points import ThresholdSelector, operating_point_block, parse_operating_point
+
+
+def synthetic(temperature: float, *, n: int = 20000, k: int = 5, seed: int = 0):
+    """Labels drawn from softmax(z); the model reports softmax(z * temperature)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=2.0, size=(n, k))
+    true_p = softmax(z, axis=1)
+    y = (rng.random((n, 1)) > true_p.cumsum(axis=1)).sum(axis=1)
+    return z * temperature, y
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
+def test_temperature_scaling_recovers_a_known_temperature(temperature):
+    logits, y = synthetic(temperature)
+    scaler = TemperatureScaling().fit(logits, y)
+    assert scaler.temperature_ == pytest.approx(temperature, rel=0.05)
+    assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12
+
+
+def test_temperature_scaling_on_probabilities_keeps_argmax_and_frame():
+    logits, y = synthetic(3.0, n=2000)
+    probs = pd.DataFrame(softmax(logits, axis=1), columns=list("abcde"))
+    scaler = TemperatureScaling().fit(as_logits(probs.to_numpy()), y)
+    out = scaler.transform(probs)
+    assert list(out.columns) == list("abcde") and out.index.equals(probs.index)
+    assert (out.to_numpy().argmax(axis=1) == probs.to_numpy().argmax(axis=1)).all()
+    assert np.allclose(out.sum(axis=1), 1.0)
+    before = calibration_metrics(probs.to_numpy(), y)
+    after = calibration_metrics(out.to_numpy(), y)
+    assert after["ece"] < before["ece"] / 2 and after["nll"] < before["nll"]
+
+
+def test_temperature_scaling_needs_fit_and_checks_input():
+    with pytest.raises(ZooError, match="not fitted"):
+        TemperatureScaling().transform(np.full((2, 2), 0.5))
+    with pytest.raises(ZooError, match="logits must be"):
+        TemperatureScaling().fit(np.zeros((0, 3)), [])
+
+
+def test_ece_on_hand_made_cases():
+    # perfectly calibrated: confidence 0.8 in one bin, 8 of 10 right
+    probs = np.tile([0.8, 0.2], (10, 1))
+    y = np.array([0] * 8 + [1] * 2)
+    m = calibration_metrics(probs, y)
+    assert m["ece"] == pytest.approx(0.0) and m["mce"] == pytest.approx(0.0)
+    # always confident and always right: gap 0.1 everywhere
+    probs = np.tile([0.9, 0.1], (4, 1))
+    m = calibration_metrics(probs, np.zeros(4, dtype=int))
+    assert m["ece"] == pytest.approx(0.1) and m["mce"] == pytest.approx(0.1)
+    assert m["brier"] == pytest.approx(0.1**2 * 2)
+    assert m["nll"] == pytest.approx(-np.log(0.9))
+    # two bins: 2 images at 0.6 (both wrong), 2 at 0.95 (both right)
+    probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.95, 0.05], [0.95, 0.05]])
+    y = np.array([1, 1, 0, 0])
+    m = calibration_metrics(probs, y)
+    assert m["ece"] == pytest.approx(0.5 * 0.6 + 0.5 * 0.05)
+    assert m["mce"] == pytest.approx(0.6)
+    table = reliability_table(probs, y)
+    assert len(table) == 15 and table["n"].sum() == 4
+    assert table.loc[table["n"] > 0, "accuracy"].tolist() == [0.0, 1.0]
+
+
+def test_bootstrap_statistics_interval_contains_the_mean():
+    values = np.arange(100, dtype=float)
+    index = pd.Index([f"i{i}" for i in range(100)])
+    ci = bootstrap_statistics(
+        index, lambda c: {"mean": c @ values / c.sum(axis=1)}, n_resamples=200, seed=1
+    )
+    assert ci["mean"][0] < values.mean() < ci["mean"][1]
+
+
+def frames(seed: int, n: int = 200):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.3
+    score = np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1)
+    index = pd.Index([f"s{seed}_{i}" for i in range(n)], name="image")
+    truth = pd.DataFrame({"mel": y * 1.0, "nv": 1.0 - y}, index=index)
+    probs = pd.DataFrame({"mel": score, "nv": 1 - score}, index=index)
+    return truth, probs
+
+
+def test_threshold_selector_reaches_the_target_on_its_data():
+    truth, probs = frames(0)
+    y, s = truth["mel"].to_numpy() > 0.5, probs["mel"].to_numpy()
+    sel = ThresholdSelector(metric="sensitivity", value=0.9).fit(y, s)
+    assert sel.sensitivity_ >= 0.9 and (sel.predict(s)[y]).mean() == sel.sensitivity_
+    sel = ThresholdSelector(metric="specificity", value=0.95).fit(y, s)
+    assert sel.specificity_ >= 0.95 and (~sel.predict(s)[~y]).mean() == sel.specificity_
+
+
+def test_operating_point_is_chosen_on_validation_only():
+    spec = parse_operating_point("mel:sensitivity=0.90", ["mel", "nv"])
+    val_truth, val_probs = frames(0)
+    blocks = []
+    for seed in (1, 2):
+        truth, probs = frames(seed)
+        blocks.append(
+            operating_point_block(
+                spec,
+                val_truth=val_truth,
+                val_probs=val_probs,
+                truth=truth,
+                probs=probs,
+                groups=None,
+                n_resamples=50,
+                seed=0,
+            )
+        )
+    assert blocks[0]["threshold"] == blocks[1]["threshold"]
+    assert blocks[0]["sensitivity"] != blocks[1]["sensitivity"]
+    low, high = blocks[0]["sensitivity_ci95"]
+    assert low <= blocks[0]["sensitivity"] <= high
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("mel", "expected CLASS:sensitivity"),
+        ("mel:recall=0.9", "unknown metric 'recall'"),
+        ("mel:sensitivity=high", "'high' is not a number"),
+        ("mel:sensitivity=1.5", "must be in \\(0, 1\\]"),
+        ("melanoma:sensitivity=0.9", "'melanoma' is not a class"),
+    ],
+)
+def test_operating_point_errors_name_the_option_and_value(text, message):
+    with pytest.raises(ZooError, match=message) as info:
+        parse_operating_point(text, ["mel", "nv"])
+    assert f"--operating-point {text!r}" in str(info.value)
+
+
+def test_ood_scores_and_separation():
+    confident = np.array([[0.98, 0.01, 0.01], [0.9, 0.05, 0.05]])
+    flat = np.array([[0.34, 0.33, 0.33], [0.4, 0.3, 0.3]])
+    s_in, s_out = ood_scores(confident), ood_scores(flat)
+    assert (s_in["msp"] > s_out["msp"].max()).all()
+    assert (s_in["energy"] > s_out["energy"].max()).all()
+    assert separation(s_in["energy"], s_out["energy"]) == {"auroc": 1.0, "fpr_at_95_recall": 0.0}
+    # energy at T = 1 of real logits; log p only fixes them up to a constant
+    assert energy(np.log([[0.5, 0.5]]))[0] == pytest.approx(0.0)
+    assert fpr_at_recall(np.arange(100), np.arange(100)) == pytest.approx(0.96)
+
+
+def test_predict_can_carry_ood_scores(workspace, tmp_path, write_images, capsys):
+    from zoo.cli import main
+
+    write_images(tmp_path / "imgs", ["a", "b"], size=40)
+    out = tmp_path / "p.csv"
+    args = ["predict", "small_cnn.demo.s0", str(tmp_path / "imgs"), "--ood-scores"]
+    assert main([*args, "--workspace", str(workspace), "--out", str(out), "--quiet"]) == 0
+    frame = pd.read_csv(out).set_index("image")
+    assert list(frame.columns[-2:]) == ["ood_msp", "ood_energy"]
+    probs = frame.drop(columns=["ood_msp", "ood_energy"]).to_numpy()
+    np.testing.assert_allclose(frame["ood_msp"], probs.max(axis=1))
+    expected = 0.5 * np.log((probs**2).sum(axis=1))  # from the CSV's rounded probabilities
+    np.testing.assert_allclose(frame["ood_energy"], expected, rtol=1e-5, atol=1e-9)

@@ -1,0 +1,174 @@
+"""Operating points chosen on validation: ``--operating-point CLASS:sensitivity=0.90``.
+
+A clinician asks "how specific is it at 90 % sensitivity for melanoma?". The threshold that
+reaches the sensitivity (or specificity) must be chosen on validation data and then applied
+unchanged to the evaluated data; choosing it on the test data would flatter the model.
+An image is called positive for the class when its probability is ``>= threshold_``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.metrics import roc_curve
+
+from zoo.errors import ZooError
+from zoo.metrics import bootstrap_statistics
+
+METRICS = ("sensitivity", "specificity")
+DEFAULT_POINTS = ("mel:sensitivity=0.90", "mel:sensitivity=0.95")
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatingPointSpec:
+    """One ``CLASS:METRIC=VALUE`` request."""
+
+    cls: str
+    metric: str
+    value: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.cls}:{self.metric}={self.value:g}"
+
+
+def parse_operating_point(text: str, classes=None) -> OperatingPointSpec:
+    """``mel:sensitivity=0.90`` → :class:`OperatingPointSpec`; one-line errors otherwise."""
+    where = f"--operating-point {text!r}"
+    cls, sep, rest = str(text).partition(":")
+    metric, eq, value = rest.partition("=")
+    if not (sep and eq and cls.strip()):
+        raise ZooError(
+            f"{where}: expected CLASS:sensitivity=V or CLASS:specificity=V, e.g. mel:sensitivity=0.90."
+        )
+    metric = metric.strip().lower()
+    if metric not in METRICS:
+        raise ZooError(f"{where}: unknown metric {metric!r}; choose sensitivity or specificity.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ZooError(f"{where}: {value!r} is not a number between 0 and 1.") from None
+    if not 0 < number <= 1:
+        raise ZooError(f"{where}: the {metric} must be in (0, 1]; got {number:g}.")
+    cls = cls.strip()
+    if classes is not None and cls not in [str(c) for c in classes]:
+        raise ZooError(
+            f"{where}: {cls!r} is not a class of the target; choose one of {', '.join(map(str, classes))}."
+        )
+    return OperatingPointSpec(cls=cls, metric=metric, value=number)
+
+
+class ThresholdSelector(BaseEstimator):
+    """Pick the threshold that reaches ``value`` of ``metric`` on the data given to ``fit``.
+
+    For ``sensitivity`` the highest threshold whose sensitivity is ``>= value`` (the most
+    specific such point); for ``specificity`` the lowest threshold whose specificity is
+    ``>= value``. ``fit(y, score)`` learns ``threshold_`` and the achieved
+    ``sensitivity_``/``specificity_`` on that data.
+    """
+
+    def __init__(self, *, metric: str = "sensitivity", value: float = 0.9):
+        self.metric = metric
+        self.value = value
+
+    def fit(self, y, score) -> ThresholdSelector:
+        y = np.asarray(y).astype(bool)
+        s = np.asarray(score, dtype=float)
+        if self.metric not in METRICS:
+            raise ZooError(f"metric must be sensitivity or specificity; received {self.metric!r}.")
+        if y.all() or not y.any():
+            raise ZooError(
+                "the validation data needs positive and negative images of the class to choose "
+                "an operating point."
+            )
+        fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+        if self.metric == "sensitivity":
+            i = int(np.flatnonzero(tpr >= self.value - 1e-12)[0])
+        else:
+            i = int(np.flatnonzero(1 - fpr >= self.value - 1e-12)[-1])
+        threshold = thresholds[i]
+        if not np.isfinite(threshold):  # nothing called positive: just above every score
+            threshold = np.nextafter(s.max(), np.inf)
+        self.threshold_ = float(threshold)
+        self.sensitivity_, self.specificity_ = float(tpr[i]), float(1 - fpr[i])
+        return self
+
+    def predict(self, score) -> np.ndarray:
+        return np.asarray(score, dtype=float) >= self.threshold_
+
+
+def achieved(
+    y: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    *,
+    index: pd.Index,
+    groups: pd.Series | None,
+    n_resamples: int,
+    seed: int,
+) -> dict:
+    """Sensitivity and specificity at ``score >= threshold``, with bootstrap intervals."""
+    y = np.asarray(y).astype(bool)
+    called = np.asarray(score, dtype=float) >= threshold
+    hit_pos, hit_neg = (y & called).astype(float), (~y & ~called).astype(float)
+
+    def rates(counts: np.ndarray) -> dict:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "sensitivity": counts @ hit_pos / (counts @ y.astype(float)),
+                "specificity": counts @ hit_neg / (counts @ (~y).astype(float)),
+            }
+
+    point = {k: float(v[0]) for k, v in rates(np.ones((1, len(y)))).items()}
+    point = {k: (None if np.isnan(v) else v) for k, v in point.items()}
+    intervals = (
+        bootstrap_statistics(index, rates, groups=groups, n_resamples=n_resamples, seed=seed)
+        if n_resamples
+        else {"sensitivity": None, "specificity": None}
+    )
+    return {
+        **point,
+        "sensitivity_ci95": intervals["sensitivity"],
+        "specificity_ci95": intervals["specificity"],
+        "n_positive": int(y.sum()),
+        "n_negative": int((~y).sum()),
+    }
+
+
+def operating_point_block(
+    spec: OperatingPointSpec,
+    *,
+    val_truth: pd.DataFrame,
+    val_probs: pd.DataFrame,
+    truth: pd.DataFrame,
+    probs: pd.DataFrame,
+    groups: pd.Series | None,
+    n_resamples: int,
+    seed: int,
+) -> dict:
+    """The threshold chosen on validation and what it achieves on the evaluated data."""
+    selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(
+        val_truth[spec.cls].to_numpy() > 0.5, val_probs[spec.cls].to_numpy()
+    )
+    result = achieved(
+        truth[spec.cls].to_numpy() > 0.5,
+        probs[spec.cls].to_numpy(),
+        selector.threshold_,
+        index=truth.index,
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return {
+        "spec": spec.text,
+        "class": spec.cls,
+        "metric": spec.metric,
+        "target": spec.value,
+        "threshold": selector.threshold_,
+        "chosen_on": "val",
+        "val": {"sensitivity": selector.sensitivity_, "specificity": selector.specificity_},
+        **result,
+    }
