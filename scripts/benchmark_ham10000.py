@@ -88,15 +88,19 @@ def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
     for name in names:
         target = MemberTarget.from_path(workspace / "members" / name)
         dataset = load_dataset(target.data_info["source"], workspace=workspace)
-        steps = [("none", False), ("none", True)] + ([(tta, True)] if tta != "none" else [])
-        for scheme, prior in steps:
-            log(f"evaluating {name}: tta {scheme}, prior correction {prior}")
+        # raw, + prior correction, [+ TTA,] then + temperature scaling (fitted on validation)
+        steps = [("none", False, False), ("none", True, False)]
+        steps += [(tta, True, False)] if tta != "none" else []
+        steps += [(tta, True, True)]
+        for scheme, prior, calibrate in steps:
+            log(f"evaluating {name}: tta {scheme}, prior {prior}, calibration {calibrate}")
             evaluate_target(
                 target,
                 dataset,
                 split="test",
                 tta=scheme,
                 prior_correction=prior,
+                calibrate=calibrate,
                 workspace=workspace,
             )
 
@@ -116,14 +120,16 @@ def build_ensembles(workspace: Path, tta: str) -> None:
         path = build_ensemble(spec, workspace=workspace)
         target = resolve_target(str(path), workspace)
         dataset = load_dataset(target.data_info["source"], workspace=workspace)
-        evaluate_target(
-            target,
-            dataset,
-            split="test",
-            tta=target.default_tta,
-            prior_correction=target.default_prior_correction,
-            workspace=workspace,
-        )
+        for calibrate in (False, True):
+            evaluate_target(
+                target,
+                dataset,
+                split="test",
+                tta=target.default_tta,
+                prior_correction=target.default_prior_correction,
+                calibrate=calibrate,
+                workspace=workspace,
+            )
 
 
 def publish(workspace: Path, out: Path) -> None:
