@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 # elsewhere it is emulated and many times slower than float32.
 MEMBERS = [
     ("efficientnet_lite0", 0, 192, None, False),
-    ("small_cnn", 0, 64, 10, True),
-    ("small_cnn_balanced", 2, 64, 8, True),
+    ("small_cnn", 0, 64, 4, True),
 ]
 TTA = "steppan"
 ENSEMBLES = ["steppan2020", "greedy", "weighted"]
