@@ -66,7 +66,8 @@ def test_ctrl_c_before_the_first_checkpoint_then_running_again_starts_over(
     assert run_dir.is_dir() and not (run_dir / "state.json").exists()
     assert not (zoo_workspace / "members" / f".{NAME}.lock").exists()
     monkeypatch.undo()
-    result = run_cli([*argv, *again], capsys)
+    loud = [a for a in argv if a != "--quiet"]  # --quiet silences warnings too
+    result = run_cli([*loud, *again], capsys)
     assert result.code == 0, result.err
     assert "starting over" in " ".join(result.err.split())  # a warning, on stderr
     assert (zoo_workspace / "members" / NAME / "model.keras").is_file()
