@@ -33,7 +33,7 @@ def test_settled_digest_is_reused_from_disk(tmp_path, monkeypatch):
     def no_hashing(path):
         raise AssertionError("hashed again although the file did not change")
 
-    monkeypatch.setattr(hashing, "_digest", no_hashing)
+    monkeypatch.setattr(hashing, "sha256_of", no_hashing)
     assert hashing.file_sha256(file) == first
 
 

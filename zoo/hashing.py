@@ -28,7 +28,8 @@ def _signature(stat: os.stat_result) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes, read now (no cache: for files outside zoo's folders)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -65,7 +66,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     if isinstance(entry, dict) and entry.get("stat") == signature:
         digest = entry["sha256"]
     else:
-        digest = _digest(path)
+        digest = sha256_of(path)
     settled = time.time_ns() - max(signature[1], signature[2]) > RACY_NS
     if settled:
         _MEMORY[str(path)] = (signature, digest)

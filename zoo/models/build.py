@@ -23,6 +23,7 @@ import keras
 from zoo.backbones import BACKBONES, get_backbone
 from zoo.console import warn
 from zoo.errors import ZooError
+from zoo.hashing import sha256_of
 from zoo.models import pretrained
 from zoo.models.efficientnet_lite import efficientnet_lite
 from zoo.models.layers import ImagePreprocess, ShadesOfGray
@@ -217,7 +218,7 @@ def weights_provenance(recipe: Recipe, weights: str) -> dict:
         return {"source": "keras", "cache": str(keras_weights_cache())}
     if weights == "none":
         return {"source": "none"}
-    return {"source": "file", "path": weights, "sha256": pretrained.sha256_of(Path(weights))}
+    return {"source": "file", "path": weights, "sha256": sha256_of(weights)}
 
 
 def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:

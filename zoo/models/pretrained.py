@@ -10,7 +10,6 @@ by the source file's sha256, so a changed package gives a new conversion.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import re
@@ -21,6 +20,7 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.hashing import sha256_of
 from zoo.models.efficientnet_lite import efficientnet_lite
 from zoo.models.torch_legacy import LegacyFormatError, read_state_dict
 from zoo.workspace import atomic_path
@@ -69,14 +69,6 @@ PACKAGED = {
 
 
 BOOKKEEPING = re.compile(r"\.num_batches_tracked$")  # a BN step counter, not a weight
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def keras_name(torch_name: str) -> tuple[str, str]:
