@@ -58,7 +58,7 @@ def _lite(index: int, size: int, parameters: int) -> Backbone:
     # (measured: 2.5 vs 21.6 images/s for a Lite0 forward pass at 224 px on 2 cores).
     return Backbone(
         name,
-        "zoo.models.efficientnet_lite:efficientnet_lite",
+        f"zoo.models.efficientnet_lite:efficientnet_lite{index}",
         "inception",
         size,
         32,

