@@ -1,0 +1,70 @@
+"""Every file zoo writes, owned in one place, without Keras or TensorFlow.
+
+- :mod:`zoo.store.layout`: where things live in a workspace (``members/<name>``, …);
+- :mod:`zoo.store.records`: versioned schemas of ``member.json``, ``ensemble.json``,
+  ``metrics.json`` and the prediction-cache sidecars, read by one guarded loader
+  (:mod:`zoo.store.files`) that turns a damaged, unreadable or too-new file into one line;
+- :mod:`zoo.store.predictions`: the ISIC prediction CSVs;
+- :mod:`zoo.store.cache`: a member's prediction cache (CSV + sidecar);
+- :mod:`zoo.store.names`: TTA names and cache keys; :mod:`zoo.store.hashes`: content hashes.
+
+``docs/formats.md`` describes every file.
+"""
+
+from zoo.store.cache import PredictionCache
+from zoo.store.hashes import HASHED_FILES, file_sha256, ids_sha256, member_hashes
+from zoo.store.layout import (
+    ENSEMBLE_FILE,
+    MEMBER_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    Layout,
+    predictions_file,
+    sidecar_file,
+)
+from zoo.store.names import TTA_ALLOWED, prediction_key, tta_name, tta_scheme
+from zoo.store.predictions import (
+    positions,
+    predictions_frame,
+    read_predictions,
+    rows_for,
+    write_predictions,
+)
+from zoo.store.records import (
+    CacheRecord,
+    EnsembleRecord,
+    EvaluationRecord,
+    MemberRecord,
+    Record,
+    try_load,
+)
+
+__all__ = [
+    "ENSEMBLE_FILE",
+    "HASHED_FILES",
+    "MEMBER_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "TTA_ALLOWED",
+    "CacheRecord",
+    "EnsembleRecord",
+    "EvaluationRecord",
+    "Layout",
+    "MemberRecord",
+    "PredictionCache",
+    "Record",
+    "file_sha256",
+    "ids_sha256",
+    "member_hashes",
+    "positions",
+    "prediction_key",
+    "predictions_file",
+    "predictions_frame",
+    "read_predictions",
+    "rows_for",
+    "sidecar_file",
+    "try_load",
+    "tta_name",
+    "tta_scheme",
+    "write_predictions",
+]
