@@ -39,7 +39,7 @@ from zoo import hashing  # noqa: E402
 from zoo.data import load_dataset  # noqa: E402
 from zoo.ensembles.build import build_ensemble  # noqa: E402
 from zoo.ensembles.spec import EnsembleSpec  # noqa: E402
-from zoo.members import predictions_frame, write_predictions  # noqa: E402
+from zoo.store import PredictionCache, prediction_key, predictions_frame  # noqa: E402
 
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 FREQUENCIES = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
@@ -105,17 +105,17 @@ def synthetic_workspace(
             noise = rng.dirichlet(FREQUENCIES * 5 + 0.1, len(ids))
             probs = quality * truth + (1 - quality) * noise
             frame = predictions_frame(ids, probs, CLASSES)
-            write_predictions(folder / "predictions" / f"{part}.csv", frame)  # the trainer's
-            if tta != "none":  # a TTA variant as zoo.inference caches it: CSV + sidecar
-                key = f"{part}.{tta}"
-                write_predictions(folder / "predictions" / f"{key}.csv", frame)
-                sidecar = {
-                    "key": key,
-                    "model_sha256": hashlib.sha256(model).hexdigest(),
-                    "ids_sha256": hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest(),
-                    "tta": tta,
-                }
-                (folder / "predictions" / f"{key}.json").write_text(json.dumps(sidecar))
+            model_sha256 = hashlib.sha256(model).hexdigest()
+            cache = PredictionCache(folder, CLASSES)
+            for scheme in dict.fromkeys(("none", tta)):  # the trainer's, then zoo.inference's
+                cache.write(
+                    prediction_key(part, scheme),
+                    frame,
+                    tta=scheme,
+                    model_sha256=model_sha256,
+                    seconds=None,
+                    origin="trainer" if scheme == "none" else "zoo.inference",
+                )
     return root
 
 

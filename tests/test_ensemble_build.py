@@ -22,12 +22,18 @@ import pytest
 
 from zoo.cli import main
 from zoo.data import load_dataset
-from zoo.ensembles.build import build_ensemble, prediction_key, tta_name
+from zoo.ensembles.build import build_ensemble
 from zoo.ensembles.combine import Combiner, PredictionSet
 from zoo.ensembles.spec import load_spec
 from zoo.ensembles.target import EnsembleTarget
 from zoo.errors import ZooError
-from zoo.members import predictions_frame, read_predictions, write_predictions
+from zoo.store import (
+    prediction_key,
+    predictions_frame,
+    read_predictions,
+    tta_name,
+    write_predictions,
+)
 from zoo.targets import resolve_target
 
 CLASSES = ["mel", "nv", "bcc"]
@@ -601,16 +607,6 @@ def test_unknown_tta_is_refused_before_any_work(ws):
         build_ensemble(spec, workspace=ws)
 
 
-@pytest.mark.parametrize("ids", [["ISIC_0000001", "x-2", "3"], ["a,b", 'q"uote', "c"]])
-def test_prediction_files_are_byte_identical_to_write_predictions(tmp_path, ids):
-    from zoo.ensembles.build import _write_predictions
-
-    values = np.array([[0.1, 0.2, 0.7], [1 / 3, 2e-9, 1 - 1 / 3 - 2e-9], [0.0, 1.0, 0.0]])
-    write_predictions(tmp_path / "pandas.csv", frame(values, ids))
-    _write_predictions(tmp_path / "fast.csv", ids, values, CLASSES)
-    assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
-
-
 def test_members_without_shared_val_images(tmp_path):
     labels = {**LABELS, **{f"w{i}": CLASSES[i % 3] for i in range(6)}}
     ws = tmp_path / "ws"
@@ -632,19 +628,3 @@ def test_members_without_shared_val_images(tmp_path):
     spec = write_spec(empty, 'members = ["*"]\ncombine = "weighted"\n')
     with pytest.raises(ZooError, match="have no validation images"):
         build_ensemble(spec, workspace=empty)
-
-
-def test_headline_metrics_match_scikit_learn_with_and_without_ties():
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-
-    from zoo.ensembles.build import headline_metrics
-
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 4, 300)
-    scores = rng.dirichlet(np.ones(4), 300)
-    tied = np.round(scores, 1)  # many ties
-    for p in (scores, tied):
-        got = headline_metrics(y, p)
-        auc = np.mean([roc_auc_score(y == c, p[:, c]) for c in range(4)])
-        assert got["macro_auc"] == pytest.approx(auc)
-        assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))

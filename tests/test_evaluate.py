@@ -18,8 +18,9 @@ from zoo.cli import main
 from zoo.data import Dataset, load_dataset
 from zoo.errors import ZooError
 from zoo.evaluate import apply_label_map, evaluate_target
-from zoo.members import Member, read_predictions
+from zoo.members import Member
 from zoo.priors import PriorCorrection
+from zoo.store import read_predictions
 from zoo.targets import resolve_target
 
 NAME = "small_cnn.demo.s0"

@@ -20,8 +20,9 @@ from zoo.inference import (
     load_model,
     member_probabilities,
 )
-from zoo.members import Member, read_predictions
+from zoo.members import Member
 from zoo.priors import PriorCorrection
+from zoo.store import ids_sha256, read_predictions
 from zoo.targets import Target, resolve_target
 from zoo.tta import parse_tta
 
@@ -83,8 +84,8 @@ def test_image_names_are_stems_unless_they_collide(tmp_path):
 
 
 def test_ids_hash_ignores_order():
-    assert inference.ids_sha256(["b", "a"]) == inference.ids_sha256(["a", "b"])
-    assert inference.ids_sha256(["a"]) != inference.ids_sha256(["a", "b"])
+    assert ids_sha256(["b", "a"]) == ids_sha256(["a", "b"])
+    assert ids_sha256(["a"]) != ids_sha256(["a", "b"])
 
 
 # --- with the tiny member -------------------------------------------------------------------
@@ -117,7 +118,9 @@ def test_cache_keys(member, demo):
     assert key == f"ext-set-{other.fingerprint[:8]}-all.steppan"
 
 
-def test_trainer_predictions_are_reused_and_get_a_sidecar(member, demo, workspace, monkeypatch):
+def test_trainer_predictions_are_reused_through_their_sidecar(member, demo, workspace, monkeypatch):
+    """The trainer writes val/test through the prediction cache, sidecar included."""
+    sidecar = json.loads((member.path / "predictions" / "test.json").read_text())
     forbid_model(monkeypatch)
     ids = member.split_ids("test")[::-1]
     frame = member_probabilities(member, demo, ids, tta="none", workspace=workspace)
@@ -125,8 +128,8 @@ def test_trainer_predictions_are_reused_and_get_a_sidecar(member, demo, workspac
     trainer = read_predictions(member.predictions_file("test"))
     pd.testing.assert_frame_equal(frame.sort_index(), trainer.sort_index())
     assert frame.attrs["inference"]["cached"] is True
-    sidecar = json.loads((member.path / "predictions" / "test.json").read_text())
     assert sidecar["tta"] == "none" and sidecar["origin"] == "trainer"
+    assert sidecar["format_version"] == 1 and sidecar["seconds"] > 0
     assert sidecar["model_sha256"] == inference.model_sha256(member)
 
 
@@ -143,8 +146,14 @@ def test_recomputed_raw_probabilities_match_the_trainer(member, demo, workspace,
     assert np.allclose(frame.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_touched_model_invalidates_the_trainer_file(member, demo, workspace, monkeypatch):
-    """Without a sidecar, a model.keras newer than test.csv means the file is stale."""
+def test_touched_model_invalidates_a_legacy_trainer_file(member, demo, workspace, monkeypatch):
+    """A member from before format_version has no sidecar: a model.keras newer than its
+    test.csv means the file is stale."""
+    info = json.loads((member.path / "member.json").read_text())
+    del info["format_version"]
+    (member.path / "member.json").write_text(json.dumps(info))
+    (member.path / "predictions" / "test.json").unlink()
+    member = Member(member.path)
     model = member.path / "model.keras"
     later = member.predictions_file("test").stat().st_mtime + 10
     os.utime(model, (later, later))
@@ -161,7 +170,7 @@ def test_tta_cache_hit_and_invalidation(member, demo, workspace, monkeypatch):
     assert calls == [84]
     assert member.predictions_file("test.dihedral").is_file()
     meta = json.loads((member.path / "predictions" / "test.dihedral.json").read_text())
-    assert meta["tta"] == "dihedral" and meta["ids_sha256"] == inference.ids_sha256(ids)
+    assert meta["tta"] == "dihedral" and meta["ids_sha256"] == ids_sha256(ids)
     assert meta["seconds"] > 0
 
     forbid_model(monkeypatch)  # a hit: a subset in another order, no model call

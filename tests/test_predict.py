@@ -14,9 +14,10 @@ import pytest
 
 from zoo.cli import main
 from zoo.data import load_dataset
-from zoo.members import Member, read_predictions
+from zoo.members import Member
 from zoo.predict import collect_images
 from zoo.priors import PriorCorrection
+from zoo.store import read_predictions
 
 NAME = "small_cnn.demo.s0"
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

@@ -15,7 +15,9 @@ from zoo.data.images import load_images
 from zoo.data.sources import load_dataset
 from zoo.data.splits import make_split
 from zoo.errors import DataProblems, ZooError
-from zoo.members import Member, list_members, read_predictions
+from zoo.headline import headline_metrics
+from zoo.members import Member, list_members
+from zoo.store import read_predictions
 from zoo.training import trainer
 from zoo.training.trainer import TrainOptions, train
 
@@ -314,11 +316,11 @@ def test_default_name_carries_identity():
 def test_headline_metrics():
     labels = np.array([0, 0, 1, 1, 2])
     probs = np.eye(3)[[0, 1, 1, 1, 2]] * 0.9 + 0.1 / 3
-    metrics = trainer.headline_metrics(labels, probs)
+    metrics = headline_metrics(labels, probs)
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
     assert metrics["n_images"] == 5 and 0 < metrics["macro_auc"] <= 1
-    assert trainer.headline_metrics(np.array([1, 1]), probs[:2])["macro_auc"] is None
+    assert headline_metrics(np.array([1, 1]), probs[:2])["macro_auc"] is None
 
 
 def test_every_data_problem_is_reported_at_once_before_the_model_is_built(

@@ -286,7 +286,9 @@ def predict(args, workspace: Path) -> int:
 def ensemble(args, workspace: Path) -> int:
     from zoo.ensembles.build import build_command
 
-    return build_command(args, workspace)
+    if args.ensemble_command != "build":
+        raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
+    return build_command(args.spec, workspace)
 
 
 def leaderboard(args, workspace: Path) -> int:

@@ -50,9 +50,10 @@ from zoo.reliability import (
     resolve_calibrate,
     validation_outputs,
 )
+from zoo.store import METRICS_FILE, EvaluationRecord, Layout
 from zoo.targets import Target, resolve_target
 from zoo.taxonomy import TASKS, score_task, task_scores
-from zoo.workspace import atomic_directory, atomic_write_csv, atomic_write_json
+from zoo.workspace import atomic_directory, atomic_write_csv
 
 SPLITS = ("test", "val", "all")
 BOOTSTRAP_SEED = 0
@@ -333,7 +334,7 @@ def default_out(
     name += "-uncalibrated" if uncalibrated else ""
     name += f"-priors-{safe_name(target_priors)}" if target_priors else ""
     name += f"-{task}" if task else ""
-    return Path(workspace) / "evaluations" / name
+    return Layout(workspace).evaluation(name)
 
 
 def _write_scored(out: Path, truth, predictions, weights):
@@ -565,7 +566,7 @@ def evaluate_target(
             "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
         }
         metrics.update(_record(target, dataset, settings, timing))
-        atomic_write_json(tmp / "metrics.json", metrics)
+        EvaluationRecord.from_dict(metrics).write(tmp / METRICS_FILE)
     return out
 
 
@@ -833,6 +834,6 @@ def evaluate_command(args, workspace: Path) -> int:
         workspace=workspace,
     )
     if not console.is_quiet():
-        print_summary(json.loads((out / "metrics.json").read_text()))
+        print_summary(EvaluationRecord.load(out / METRICS_FILE).to_dict())
     console.info(f"Wrote {out}")
     return 0

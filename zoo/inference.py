@@ -7,10 +7,9 @@ computed once and kept in ``<member>/predictions/<key>.csv`` (ISIC format):
   member's own training data (same fingerprint), e.g. ``test.csv``, ``test.steppan.csv``;
 - ``<data name>-<fingerprint8>-all[.<tta>]`` for any other data set.
 
-A sidecar ``<key>.json`` records the sha256 of ``model.keras``, the sha256 of the sorted image
-ids and the TTA name; the CSV is reused only if all three still match. The trainer writes
-``val.csv`` and ``test.csv`` without a sidecar: they are trusted when their ids are exactly the
-recorded ones and ``model.keras`` is not newer than them, and get their sidecar then.
+The cache itself (CSV + a sidecar with the sha256 of ``model.keras``, of the sorted image ids
+and the TTA name; reused only while all three match) is :class:`zoo.store.PredictionCache`,
+which the trainer writes through too.
 
 Images are decoded once per data set and input setting (:func:`zoo.data.images.load_images`,
 cached in ``<workspace>/cache/images``); the model sees large batches, TTA views included
@@ -19,8 +18,6 @@ cached in ``<workspace>/cache/images``); the model sees large batches, TTA views
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -34,30 +31,20 @@ from zoo import console
 from zoo.data import Dataset
 from zoo.data.dataset import safe_name
 from zoo.errors import ZooError
-from zoo.hashing import file_sha256
-from zoo.members import Member, predictions_frame, read_predictions, write_predictions
+from zoo.members import Member
 from zoo.priors import PriorCorrection
+from zoo.store import MODEL_FILE, Layout, file_sha256, predictions_frame
 from zoo.tta import TTAScheme, parse_tta, predict_tta
-from zoo.workspace import atomic_write_json
 
 MODEL_BATCH = 128  # images per model call, views included (never below 64 for n_views <= 64)
 PROGRESS_STEP = 1024  # original images per progress-bar step
 OWN_PARTS = ("test", "val", "train")
-TRAINER_KEYS = ("val", "test")  # written by the trainer without a sidecar
 
 _MODELS: dict[Path, tuple[str, object]] = {}
 
 
-# --- hashes ---------------------------------------------------------------------------------
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """sha256 of the sorted image ids, one per line."""
-    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
-
-
 def model_sha256(member: Member) -> str:
-    return file_sha256(member.path / "model.keras")
+    return file_sha256(member.path / MODEL_FILE)
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -159,100 +146,35 @@ def cache_key(member: Member, dataset: Dataset, part: str, scheme: TTAScheme) ->
     return base if scheme.kind == "none" else f"{base}.{scheme.name}"
 
 
-def _sidecar(member: Member, key: str) -> Path:
-    return member.predictions_file(key).with_suffix(".json")
-
-
-def _read_frame(file: Path, classes: list[str], ids: Sequence[str]) -> pd.DataFrame | None:
-    try:
-        frame = read_predictions(file)
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return None
-    if list(frame.columns) != classes or not frame.index.is_unique:
-        return None
-    if len(frame) != len(ids) or set(frame.index) != set(ids):
-        return None
-    return frame
-
-
-def _trainer_file_is_current(member: Member, key: str, file: Path) -> bool:
-    """A sidecar-less ``val.csv``/``test.csv`` counts only if model.keras is not newer."""
-    if key not in TRAINER_KEYS:
-        return False
-    return (member.path / "model.keras").stat().st_mtime_ns <= file.stat().st_mtime_ns
-
-
 def cached_probabilities(
     member: Member, key: str, ids: Sequence[str], scheme: TTAScheme
 ) -> pd.DataFrame | None:
     """The cached raw probabilities for ``key`` if still valid, else ``None``."""
-    file = member.predictions_file(key)
-    if not file.exists():
-        return None
-    sidecar = _sidecar(member, key)
-    try:
-        meta = json.loads(sidecar.read_text()) if sidecar.exists() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-    if meta is None:
-        if not _trainer_file_is_current(member, key, file):
-            return None
-        frame = _read_frame(file, member.classes, ids)
-        if frame is not None:
-            _write_sidecar(member, key, frame.index, scheme, seconds=None, origin="trainer")
-        return frame
-    current = {"model_sha256": model_sha256(member), "ids_sha256": ids_sha256(ids)}
-    if any(meta.get(k) != v for k, v in current.items()) or meta.get("tta") != scheme.name:
-        return None
-    frame = _read_frame(file, member.classes, ids)
-    if frame is not None:
-        frame.attrs["inference"] = {
-            "cached": True,
-            "seconds": meta.get("seconds"),
-            "images_per_second": meta.get("images_per_second"),
-        }
-    return frame
-
-
-def _write_sidecar(member, key, ids, scheme, *, seconds, origin="zoo.inference") -> None:
-    atomic_write_json(
-        _sidecar(member, key),
-        {
-            "key": key,
-            "model_sha256": model_sha256(member),
-            "ids_sha256": ids_sha256(ids),
-            "tta": scheme.name,
-            "n_images": len(ids),
-            "seconds": seconds,
-            "images_per_second": (len(ids) / seconds) if seconds else None,
-            "origin": origin,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
+    return member.cache.read(key, ids, tta=scheme.name, model_sha256=model_sha256(member))
 
 
 def _store(member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme) -> pd.DataFrame:
-    """Write the cache entry and return the probabilities as cached (8 significant digits),
-    so a first run and every later run see the very same numbers."""
-    file = member.predictions_file(key)
+    """Write the cache entry; return the probabilities as cached (see PredictionCache.write)."""
+    seconds = frame.attrs.get("inference", {}).get("seconds")
     try:
-        write_predictions(file, frame)
-        seconds = frame.attrs.get("inference", {}).get("seconds")
-        _write_sidecar(member, key, frame.index, scheme, seconds=seconds)
+        return member.cache.write(
+            key,
+            frame,
+            tta=scheme.name,
+            model_sha256=model_sha256(member),
+            seconds=seconds,
+            origin="zoo.inference",
+        )
     except OSError as exc:
-        console.warn(f"cannot cache predictions in {file.parent} ({exc}); they are not reused.")
+        where = member.predictions_file(key).parent
+        console.warn(f"cannot cache predictions in {where} ({exc}); they are not reused.")
         return frame
-    stored = read_predictions(file)
-    stored.attrs = dict(frame.attrs)
-    return stored
 
 
 def _compute(member, dataset, ids, scheme, workspace) -> pd.DataFrame:
     from zoo.data.images import load_images
 
-    table = load_images(
-        dataset, **image_settings(member), cache_dir=Path(workspace) / "cache" / "images"
-    )
+    table = load_images(dataset, **image_settings(member), cache_dir=Layout(workspace).image_cache)
     pixels = table.take(ids)
     model = load_model(member)
     start = time.perf_counter()

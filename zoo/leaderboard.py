@@ -13,18 +13,31 @@ import html
 import json
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from zoo import console
 from zoo.errors import ZooError
+from zoo.store import (
+    ENSEMBLE_FILE,
+    MEMBER_FILE,
+    EnsembleRecord,
+    EvaluationRecord,
+    Layout,
+    MemberRecord,
+    Record,
+    try_load,
+)
 from zoo.workspace import atomic_write_csv, atomic_write_text
 
 REFERENCES = Path(__file__).with_name("references.toml")
 TOP = 6
 TOP_DETAILS = 3
+R = TypeVar("R", bound=Record)
 
 
 @dataclass
@@ -32,7 +45,20 @@ class Entry:
     """One evaluation: a target scored with one setting of TTA and prior correction."""
 
     folder: Path
-    metrics: dict
+    record: EvaluationRecord
+
+    @cached_property
+    def metrics(self) -> dict:
+        """``metrics.json`` as a plain dict."""
+        return self.record.to_dict()
+
+    @cached_property
+    def target(self) -> MemberRecord | EnsembleRecord | None:
+        """The evaluated member's or ensemble's record; damaged or gone: None, warned once."""
+        folder = Path(self.record.target["path"])
+        kind = EnsembleRecord if self.kind == "ensemble" else MemberRecord
+        name = ENSEMBLE_FILE if self.kind == "ensemble" else MEMBER_FILE
+        return _load_or_warn(kind, folder / name, f"{self.name}'s details are left blank")
 
     @property
     def name(self) -> str:
@@ -71,50 +97,30 @@ class Entry:
 
 def collect(workspace: Path) -> list[Entry]:
     """Every plain (no task, no label map) evaluation in the workspace."""
+    _WARNED.clear()
     entries = []
-    for file in sorted((Path(workspace) / "evaluations").glob("*/metrics.json")):
-        if file.parent.name.startswith("."):  # an evaluation being written or replaced
-            continue
-        metrics = _read_metrics(file)
-        if metrics is None or metrics.get("task") or metrics.get("label_map"):
-            continue
-        entries.append(Entry(file.parent, metrics))
+    for file in Layout(workspace).metrics_files():
+        record = _load_or_warn(EvaluationRecord, file, None)
+        if record is not None and record.is_plain:
+            entries.append(Entry(file.parent, record))
     return entries
 
 
-_NEEDED = (
-    "target",
-    "data",
-    "split",
-    "classes",
-    "aggregate",
-    "per_category",
-    "macro_average",
-    "tta",
-    "prior_correction",
-    "n_images",
-)
+_WARNED: set[str] = set()
 
 
-def _read_metrics(file: Path) -> dict | None:
-    """One evaluation's ``metrics.json``; a damaged one is skipped with a warning naming it."""
-    try:
-        metrics = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        console.warn(f"skipping {file}: unreadable ({reason}); run zoo evaluate again.")
-        return None
-    missing = [k for k in _NEEDED if not isinstance(metrics, dict) or k not in metrics]
-    if not missing:
-        missing = [
-            f"{part}.{key}"
-            for part, key in (("target", "path"), ("data", "name"), ("data", "fingerprint"))
-            if not isinstance(metrics[part], dict) or key not in metrics[part]
-        ]
-    if missing:
-        console.warn(f"skipping {file}: damaged (no {', '.join(missing)}); run zoo evaluate again.")
-        return None
-    return metrics
+def _load_or_warn(kind: type[R], file: Path, consequence: str | None) -> R | None:
+    """``kind.load(file)``; a damaged or unreadable file is one warning line (once per
+    process and problem) and None. ``consequence``: what the leaderboard does without it
+    (None: the file is skipped)."""
+    record, problem = try_load(kind, file)
+    if problem is not None and problem not in _WARNED:
+        _WARNED.add(problem)
+        if consequence is None:
+            console.warn(f"skipping {problem}")
+        else:
+            console.warn(f"{problem.rstrip('.')}; {consequence}.")
+    return record
 
 
 def select(entries: list[Entry], data_name: str | None) -> list[Entry]:
@@ -139,28 +145,28 @@ def _class(classes: list[str], wanted: str) -> str | None:
 
 
 def _target_facts(entry: Entry) -> dict:
-    """Parameters and training time of a member, or summed over an ensemble's members."""
-    path = Path(entry.metrics["target"]["path"])
-    if entry.kind == "member":
-        info = json.loads((path / "member.json").read_text())
+    """Parameters and training time of a member, or summed over an ensemble's members; None
+    where a record is damaged (warned once)."""
+    facts = {"parameters": None, "train_minutes": None, "images_per_second": None}
+    record = entry.target
+    if isinstance(record, MemberRecord):
+        training = record.training or {}
         plain = entry.metrics["tta"] == "none"
-        return {
-            "images_per_second": info["training"].get("inference_images_per_second")
-            if plain
-            else None,
-            "parameters": info["training"]["parameters"],
-            "train_minutes": info["training"]["seconds"] / 60,
-        }
-    info = json.loads((path / "ensemble.json").read_text())
-    params = seconds = 0.0
-    for member in info["members"]:
-        name = member["name"] if isinstance(member, dict) else member
-        member_file = path.parents[1] / "members" / name / "member.json"
-        if member_file.exists():
-            m = json.loads(member_file.read_text())
-            params += m["training"]["parameters"]
-            seconds += m["training"]["seconds"]
-    return {"parameters": int(params), "train_minutes": seconds / 60, "images_per_second": None}
+        facts["images_per_second"] = training.get("inference_images_per_second") if plain else None
+        members = [record]
+    elif isinstance(record, EnsembleRecord):
+        layout = Layout.of_item(entry.metrics["target"]["path"])
+        members = [
+            _load_or_warn(MemberRecord, layout.member(name) / MEMBER_FILE, "left out of its sums")
+            for name in record.member_names
+        ]
+    else:
+        return facts
+    trained = [(m.training or {}) for m in members if m is not None]
+    if trained and all("parameters" in t and "seconds" in t for t in trained):
+        facts["parameters"] = int(sum(t["parameters"] for t in trained))
+        facts["train_minutes"] = sum(t["seconds"] for t in trained) / 60
+    return facts
 
 
 def row(entry: Entry) -> dict:
@@ -206,10 +212,9 @@ def row(entry: Entry) -> dict:
 
 def _weights_text(entry: Entry) -> str | None:
     """An ensemble's ``member:weight;…`` (as shown on the page), else ``None``."""
-    if entry.kind != "ensemble":
+    if not isinstance(entry.target, EnsembleRecord):
         return None
-    info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
-    return ";".join(f"{name}:{float(w):.6g}" for name, w in (info.get("weights") or {}).items())
+    return ";".join(f"{name}:{float(w):.6g}" for name, w in entry.target.weights.items())
 
 
 def _class_columns(metrics: dict) -> dict:
@@ -268,11 +273,9 @@ def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
         (r.entry, r.tta): r.images_per_second for r in frame.itertuples() if r.kind == "member"
     }
     for i, entry in enumerate(entries):
-        if entry.kind != "ensemble":
+        if not isinstance(entry.target, EnsembleRecord):
             continue
-        info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
-        names = [m["name"] if isinstance(m, dict) else m for m in info["members"]]
-        rates = [speed.get((n, entry.metrics["tta"])) for n in names]
+        rates = [speed.get((n, entry.metrics["tta"])) for n in entry.target.member_names]
         if rates and all(r for r in rates):
             frame.loc[i, "images_per_second"] = 1 / sum(1 / r for r in rates)
     return frame
@@ -309,7 +312,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
         lines.append(
             f"| {i} | {r.entry} | {r.step} | {ba} | {macro} | {mel} | "
             f"{_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
-            f"{r.parameters / 1e6:.2f} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
+            f"{_fmt(r.parameters / 1e6, 2)} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
         )
     return "\n".join(lines)
 
@@ -438,19 +441,18 @@ def _details(entries: list[Entry], ranked: pd.DataFrame) -> str:
 def _ensemble_members(entries: list[Entry]) -> str:
     parts, seen = [], set()
     for entry in entries:
-        if entry.kind != "ensemble" or entry.name in seen:
+        info = entry.target
+        if not isinstance(info, EnsembleRecord) or entry.name in seen:
             continue
         seen.add(entry.name)
-        info = json.loads((Path(entry.metrics["target"]["path"]) / "ensemble.json").read_text())
-        weights = info.get("weights") or {}
         items = "".join(
             f"<li>{html.escape(str(name))}: weight {float(w):.3f}</li>"
-            for name, w in weights.items()
+            for name, w in info.weights.items()
         )
         parts.append(
-            f"<h3>{html.escape(entry.name)}</h3><p>rule {html.escape(str(info.get('rule')))}, "
-            f"TTA {html.escape(str(info.get('tta')))}, prior correction "
-            f"{'on' if info.get('prior_correction') else 'off'}</p><ul>{items}</ul>"
+            f"<h3>{html.escape(entry.name)}</h3><p>rule {html.escape(info.rule)}, "
+            f"TTA {html.escape(info.tta)}, prior correction "
+            f"{'on' if info.prior_correction else 'off'}</p><ul>{items}</ul>"
         )
     return "".join(parts) or "<p>No ensemble evaluated yet.</p>"
 
@@ -525,7 +527,7 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
             "mel AUC>80%sens": frame["mel_auc_sens_80"].map(_fmt),
             "mel sens": frame["mel_sensitivity"].map(_fmt),
             "mel spec": frame["mel_specificity"].map(_fmt),
-            "params (M)": (frame["parameters"] / 1e6).map(lambda v: f"{v:.2f}"),
+            "params (M)": (frame["parameters"] / 1e6).map(lambda v: _fmt(v, 2)),
             "train min": frame["train_minutes"].map(lambda v: _fmt(v, 1)),
             "img/s": frame["images_per_second"].map(lambda v: _fmt(v, 0)),
         }
@@ -612,7 +614,7 @@ def leaderboard_command(args, workspace: Path) -> int:
 
     from zoo.locks import hold
 
-    folder = Path(args.out) if args.out else Path(workspace) / "leaderboard"
+    folder = Path(args.out) if args.out else Layout(workspace).leaderboard
     with hold(folder, what="zoo leaderboard"):
         out = publish_leaderboard(workspace, out=folder, data_name=args.data)
     ranked = pd.read_csv(out / "leaderboard.csv")

@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 
 from zoo.errors import ZooError
-from zoo.workspace import atomic_write_csv
+from zoo.store import MEMBER_FILE, MODEL_FILE, Layout, MemberRecord, PredictionCache
+from zoo.store import predictions_file as _predictions_file
 
-MEMBER_FILE = "member.json"
-MODEL_FILE = "model.keras"
 # Parts of a Keras config that safe_mode refuses to load: code, not data.
 _UNSAFE = {"Lambda": "a Lambda layer (Python code)", "function": "a Python function"}
 
@@ -46,25 +45,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def predictions_frame(ids, probabilities: np.ndarray, classes) -> pd.DataFrame:
-    """Class probabilities in ISIC format: index ``image``, one column per class."""
-    return pd.DataFrame(
-        np.asarray(probabilities, dtype=float),
-        index=pd.Index(list(ids), name="image"),
-        columns=list(classes),
-    )
-
-
-def write_predictions(path: Path, frame: pd.DataFrame) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_csv(path, frame, float_format="%.8g")
-
-
-def read_predictions(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"image": str}).set_index("image")
-    return frame.astype(float)
-
-
 @dataclass
 class Member:
     """A trained member on disk."""
@@ -72,23 +52,19 @@ class Member:
     path: Path
 
     @cached_property
+    def record(self) -> MemberRecord:
+        """``member.json`` (:class:`zoo.store.MemberRecord`); damaged: a one-line ZooError."""
+        return MemberRecord.load(self.path / MEMBER_FILE)
+
+    @cached_property
     def info(self) -> dict:
-        """``member.json``, checked for the entries every command needs."""
-        file = self.path / MEMBER_FILE
-        try:
-            info = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-            raise ZooError(
-                f"{file} is missing or unreadable ({exc}); the member is damaged — retrain it."
-            ) from None
-        if not isinstance(info, dict):
-            raise self.damaged(f"a JSON {type(info).__name__}, not an object")
-        for key, kind in (("name", str), ("classes", list), ("split", dict)):
-            if not isinstance(info.get(key), kind):
-                raise self.damaged(f"no valid {key!r} entry")
-        if not isinstance(info["split"].get("ids"), dict):
-            raise self.damaged("no valid 'split.ids' entry")
-        return info
+        """``member.json`` as a plain dict, checked for the entries every command needs."""
+        return self.record.to_dict()
+
+    @cached_property
+    def cache(self) -> PredictionCache:
+        """The member's cached predictions (``predictions/<key>.csv`` + sidecar)."""
+        return PredictionCache(self.path, self.classes, legacy=not self.record.versioned)
 
     def damaged(self, reason: str) -> ZooError:
         """The one-line error for a damaged ``member.json``."""
@@ -148,7 +124,7 @@ class Member:
         raise ZooError(f"{file}: {problem}; retrain the member or restore that file.")
 
     def predictions_file(self, key: str) -> Path:
-        return self.path / "predictions" / f"{key}.csv"
+        return _predictions_file(self.path, key)
 
 
 def model_file_problem(file: Path) -> str | None:
@@ -189,20 +165,9 @@ def _unsafe_part(config) -> str | None:
     return next((found for c in children if (found := _unsafe_part(c))), None)
 
 
-def members_dir(workspace: Path) -> Path:
-    return Path(workspace) / "members"
-
-
 def list_members(workspace: Path) -> list[Member]:
     """Every complete member in the workspace, by name."""
-    folder = members_dir(workspace)
-    if not folder.is_dir():
-        return []
-    return [
-        Member(p)
-        for p in sorted(folder.iterdir())
-        if (p / MEMBER_FILE).is_file() and not p.name.startswith(".")
-    ]
+    return [Member(p) for p in Layout(workspace).member_folders()]
 
 
 def model_card(info: dict) -> str:

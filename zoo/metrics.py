@@ -36,6 +36,7 @@ from sklearn.metrics import auc as curve_area
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from zoo.errors import ZooError
+from zoo.headline import balanced_accuracy
 
 METRIC_NAMES = (
     "accuracy",
@@ -149,14 +150,6 @@ def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _balanced_accuracy(true_labels: np.ndarray, pred_labels: np.ndarray, w: np.ndarray, k: int):
-    hit = true_labels == pred_labels
-    denom = np.bincount(true_labels, weights=w, minlength=k)
-    num = np.bincount(true_labels, weights=w * hit, minlength=k)
-    present = denom > 0
-    return float(np.mean(num[present] / denom[present]))
-
-
 def partial_auc(fpr: np.ndarray, tpr: np.ndarray, floor: float = SENSITIVITY_FLOOR) -> np.ndarray:
     """Unnormalised ROC area over the part of the curve with sensitivity >= ``floor``.
 
@@ -242,10 +235,10 @@ def score(
         macro[m] = float(np.mean(vals)) if vals else None
 
     unit = _weights(t, None)
-    balanced = _balanced_accuracy(true_labels, pred_labels, w, k)
+    balanced = balanced_accuracy(true_labels, pred_labels, w, k)
     return {
         "overall": balanced,
-        "validation": _balanced_accuracy(true_labels, pred_labels, unit, k),
+        "validation": balanced_accuracy(true_labels, pred_labels, unit, k),
         "per_category": {m: {c: per_class[c][m] for c in classes} for m in METRIC_NAMES},
         "macro_average": macro,
         "aggregate": {"balanced_accuracy": balanced},

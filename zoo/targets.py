@@ -64,23 +64,19 @@ class Target(Protocol):
 def resolve_target(target: str, workspace: Path) -> Target:
     """A member or an ensemble by name or directory; unknown names list close matches."""
     from zoo.errors import ZooError, close_matches
-    from zoo.members import list_members, members_dir
+    from zoo.store import ENSEMBLE_FILE, MEMBER_FILE, Layout
 
-    path = Path(target)
-    candidates = [path, members_dir(workspace) / target, Path(workspace) / "ensembles" / target]
-    for candidate in candidates:
-        if (candidate / "member.json").is_file():
+    layout = Layout(workspace)
+    for candidate in (Path(target), layout.member(target), layout.ensemble(target)):
+        if (candidate / MEMBER_FILE).is_file():
             from zoo.inference import MemberTarget
 
             return MemberTarget.from_path(candidate)
-        if (candidate / "ensemble.json").is_file():
+        if (candidate / ENSEMBLE_FILE).is_file():
             from zoo.ensembles.target import EnsembleTarget
 
             return EnsembleTarget.from_path(candidate, workspace=workspace)
-    names = [m.path.name for m in list_members(workspace)]
-    ensembles = Path(workspace) / "ensembles"
-    if ensembles.is_dir():
-        names += [p.name for p in ensembles.iterdir() if (p / "ensemble.json").is_file()]
+    names = [p.name for p in layout.member_folders() + layout.ensemble_folders()]
     hint = (
         close_matches(target, names) if names else " There are no members yet: run zoo train first."
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass
 
 import keras
@@ -30,12 +29,10 @@ from keras import ops
 
 from zoo import geometry
 from zoo.errors import ZooError
+from zoo.store.names import tta_scheme
 
 STEPPAN_ZOOM = 1.05
 STEPPAN_PLAIN_WEIGHT = 0.4
-MAX_ROTATIONS = 64
-KINDS = ("none", "steppan", "dihedral", "rotations")
-ALLOWED = "none, steppan, dihedral, rotations:N (N = 1..64)"
 
 
 @dataclass(frozen=True)
@@ -121,23 +118,13 @@ class TTAScheme:
 def parse_tta(spec: str) -> TTAScheme:
     """The scheme for ``spec``: ``none``, ``steppan``, ``dihedral`` or ``rotations:N``.
 
-    Also accepts the canonical names (``rotations-8``), so ``parse_tta(s.name) == s``.
+    Also accepts the canonical names (``rotations-8``), so ``parse_tta(s.name) == s``; the
+    parse is :func:`zoo.store.tta_scheme`, shared with the Keras-free readers.
     """
     if isinstance(spec, TTAScheme):
         return spec
-    text = str(spec).strip().lower()
-    if text in ("none", "steppan", "dihedral"):
-        return TTAScheme(kind=text)
-    match = re.fullmatch(r"rotations?\s*[:\-]\s*(\d+)", text)
-    if match:
-        n = int(match.group(1))
-        if 1 <= n <= MAX_ROTATIONS:
-            return TTAScheme(kind="rotations", n_rotations=n)
-        raise ZooError(
-            f"TTA rotations:N needs 1 <= N <= {MAX_ROTATIONS}; got {spec!r}. "
-            "Use for example rotations:8."
-        )
-    raise ZooError(f"unknown TTA scheme {spec!r}; allowed: {ALLOWED}. Pick one of those.")
+    kind, n_rotations = tta_scheme(spec)
+    return TTAScheme(kind=kind, n_rotations=n_rotations)
 
 
 def predict_tta(model, images, scheme: TTAScheme | str, *, batch_size: int = 64) -> np.ndarray:

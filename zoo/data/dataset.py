@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from zoo.store.hashes import labels_fingerprint
 
 
 @dataclass
@@ -46,10 +47,7 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """A short hash of the sorted (image id, label) pairs: same data, same fingerprint."""
-        lines = sorted(
-            f"{i}\t{lab}" for i, lab in zip(self.records.index, self.records["label"], strict=True)
-        )
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        return labels_fingerprint(self.records.index, self.records["label"])
 
     def class_counts(self) -> dict[str, int]:
         counts = self.records["label"].value_counts()

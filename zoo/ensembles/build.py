@@ -20,10 +20,8 @@ classes, data, split ids, validation metrics, build time), ``predictions/val.csv
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,76 +29,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from zoo.ensembles.combine import PredictionSet
 from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
 from zoo.errors import ZooError
-from zoo.hashing import file_sha256
-from zoo.members import Member, list_members, members_dir, predictions_frame, write_predictions
+from zoo.headline import headline_metrics
+from zoo.members import Member, list_members
 from zoo.priors import PriorCorrection
+from zoo.store import (
+    ENSEMBLE_FILE,
+    EnsembleRecord,
+    Layout,
+    labels_fingerprint,
+    member_hashes,
+    positions,
+    prediction_key,
+    predictions_frame,
+    rows_for,
+    tta_name,
+    write_predictions,
+)
 
-__all__ = [
-    "ENSEMBLE_FILE",
-    "HASHED_FILES",
-    "build_command",
-    "build_ensemble",
-    "check_compatible",
-    "correct_priors",
-    "ensembles_dir",
-    "headline_metrics",
-    "member_hashes",
-    "prediction_key",
-    "tta_name",
-]
+__all__ = ["build_command", "build_ensemble", "check_compatible", "correct_priors"]
 
-ENSEMBLE_FILE = "ensemble.json"
-HASHED_FILES = ("model.keras", "member.json")
 # Rules whose fit learns nothing from the data (uniform weights); they need no shared val split.
 _DATA_FREE_RULES = ("mean", "rank")
-_TTA_ALLOWED = "none, steppan, dihedral, rotations:N (N = 1..64)"
-
-
-# --- names and files -------------------------------------------------------------------------
-
-
-def tta_name(spec: str) -> str:
-    """Canonical, file-name-safe TTA name (``none``, ``steppan``, ``dihedral``, ``rotations-8``).
-
-    The same names as :attr:`zoo.tta.TTAScheme.name`, without importing Keras.
-    """
-    text = str(spec).strip().lower()
-    if text in ("none", "steppan", "dihedral"):
-        return text
-    match = re.fullmatch(r"rotations?\s*[:\-]\s*(\d+)", text)
-    if match and 1 <= int(match.group(1)) <= 64:
-        return f"rotations-{int(match.group(1))}"
-    raise ZooError(
-        f"unknown TTA scheme {spec!r}; allowed: {_TTA_ALLOWED}. Set tta to one of those."
-    )
-
-
-def prediction_key(part: str, tta: str) -> str:
-    """Cache key of a member's predictions: ``test``, ``test.steppan``, ``val.rotations-8``."""
-    name = tta_name(tta)
-    return part if name == "none" else f"{part}.{name}"
-
-
-def ensembles_dir(workspace: Path) -> Path:
-    return Path(workspace) / "ensembles"
-
-
-def member_hashes(path: Path) -> dict[str, str]:
-    """sha256 of the bytes of a member's ``model.keras`` and ``member.json``."""
-    path = Path(path)
-    hashes = {}
-    for file in HASHED_FILES:
-        if not (path / file).is_file():
-            raise ZooError(
-                f"member {path.name} has no {file} in {path}; the member is incomplete — retrain it"
-            )
-        hashes[file] = file_sha256(path / file)
-    return hashes
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -190,14 +143,14 @@ class _DatasetLoader:
     def labels(self) -> pd.Series:
         """Label (class name) of every image of the members' data, indexed by image id."""
         fingerprint = str(self.data["fingerprint"])
-        cache = self.workspace / "cache" / "labels" / f"{fingerprint}.csv"
+        cache = Layout(self.workspace).labels_cache(fingerprint)
         if cache.is_file():
             try:
                 frame = pd.read_csv(cache, dtype=str, keep_default_na=False)
                 labels = pd.Series(frame["label"].to_numpy(), index=frame["image"].to_numpy())
             except (OSError, KeyError, ValueError, pd.errors.ParserError):
                 labels = None
-            if labels is not None and _fingerprint(labels) == fingerprint:
+            if labels is not None and labels_fingerprint(labels.index, labels) == fingerprint:
                 return labels
         records = self().records
         labels = pd.Series(records["label"].astype(str).to_numpy(), index=records.index)
@@ -210,102 +163,26 @@ class _DatasetLoader:
         return labels
 
 
-def _fingerprint(labels: pd.Series) -> str:
-    """:attr:`zoo.data.Dataset.fingerprint` of (image id, label) pairs."""
-    lines = sorted(f"{i}\t{lab}" for i, lab in zip(labels.index, labels, strict=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def _aligned(frame: pd.DataFrame, ids: list[str], classes: list[str], *, what: str) -> np.ndarray:
-    """The frame's values in ``ids`` row order; a mismatch is a ZooError naming ``what``."""
-    columns = [str(c) for c in frame.columns]
-    if columns != classes:
-        raise ZooError(
-            f"{what} has columns {columns} but the member's classes are {classes}; "
-            "delete the file so that it is recomputed"
-        )
-    if frame.index.tolist() == ids:
-        return frame.to_numpy(dtype=np.float64)
-    index = frame.index.astype(str)
-    missing = pd.Index(ids).difference(index)
-    if len(missing):
-        raise ZooError(
-            f"{what} lacks {len(missing)} of the {len(ids)} requested images "
-            f"(e.g. {', '.join(map(str, missing[:3]))}); delete the file so that it is recomputed"
-        )
-    frame = frame.set_axis(index)
-    if not frame.index.is_unique:
-        frame = frame[~frame.index.duplicated()]
-    return frame.loc[ids].to_numpy(dtype=np.float64)
-
-
-def _read_predictions(file: Path) -> pd.DataFrame:
-    """:func:`zoo.members.read_predictions`, a third faster (no missing-value scan)."""
-    try:
-        frame = pd.read_csv(file, dtype={"image": str}, na_filter=False).set_index("image")
-        return frame.astype(np.float64)
-    except (KeyError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ZooError(
-            f"{file} is not a predictions file (image + one number per class): "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-            "delete it so that it is recomputed"
-        ) from None
-
-
-def _ids_sha256(ids: list[str]) -> str:
-    """:func:`zoo.inference.ids_sha256`: sha256 of the sorted ids, one per line."""
-    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
-
-
-def _cache_is_current(
-    member: Member, key: str, file: Path, ids: list[str], *, tta: str, model_sha256: str
-) -> bool:
-    """The validity rule of :func:`zoo.inference.cached_probabilities`, without Keras.
-
-    With a sidecar ``<key>.json``: its model sha256, ids sha256 and TTA must match. Without
-    one, only the trainer's ``val.csv``/``test.csv`` count, and only if ``model.keras`` is
-    not newer than them.
-    """
-    sidecar = file.with_suffix(".json")
-    if sidecar.exists():
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return False
-        return (
-            meta.get("model_sha256") == model_sha256
-            and meta.get("tta") == tta_name(tta)
-            and meta.get("ids_sha256") == _ids_sha256(ids)
-        )
-    if key not in ("val", "test"):
-        return False
-    return (member.path / "model.keras").stat().st_mtime_ns <= file.stat().st_mtime_ns
-
-
 def member_split_probabilities(
     member: Member, part: str, *, tta: str, dataset, workspace: Path, model_sha256: str
 ) -> np.ndarray:
     """A member's raw probabilities on its own ``part`` split, rows in ``split_ids(part)`` order.
 
-    Read from ``predictions/<part>[.<tta>].csv`` when that cache entry is current (see
-    :func:`_cache_is_current`); otherwise computed and cached by
+    Read from the member's prediction cache (:class:`zoo.store.PredictionCache`) when the
+    entry is current; otherwise computed and cached by
     :func:`zoo.inference.member_probabilities`, which needs the model and ``dataset()``
     (a callable returning the members' data set).
     """
     ids = member.split_ids(part)
     key = prediction_key(part, tta)
-    file = member.predictions_file(key)
-    if file.exists() and _cache_is_current(
-        member, key, file, ids, tta=tta, model_sha256=model_sha256
-    ):
-        frame = _read_predictions(file)
-        what = str(file)
-    else:
+    frame = member.cache.read(key, ids, tta=tta, model_sha256=model_sha256)
+    what = str(member.predictions_file(key))
+    if frame is None:
         from zoo.inference import member_probabilities
 
         frame = member_probabilities(member, dataset(), ids, tta=tta, workspace=workspace)
         what = f"member {member.path.name}'s {key} predictions"
-    return _aligned(frame, ids, member.classes, what=what)
+    return rows_for(frame, ids, member.classes, what=what)
 
 
 def correct_priors(member: Member, probabilities: np.ndarray) -> np.ndarray:
@@ -313,56 +190,7 @@ def correct_priors(member: Member, probabilities: np.ndarray) -> np.ndarray:
     return PriorCorrection().fit(member.effective_priors).transform(probabilities)
 
 
-# --- metrics ---------------------------------------------------------------------------------
-
-
-def headline_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
-    """Balanced accuracy (argmax), accuracy and macro one-vs-rest AUC over the classes present.
-
-    The same numbers as the trainer's ``member.json`` metrics (scikit-learn's), computed
-    from ranks: AUC = (Σ ranks of positives − n₊(n₊+1)/2) / (n₊ n₋), ties sharing their
-    average rank.
-    """
-    n = len(labels)
-    if n == 0:
-        return {"balanced_accuracy": None, "accuracy": None, "macro_auc": None, "n_images": 0}
-    predicted = probabilities.argmax(axis=1)
-    present = np.unique(labels)
-    recalls = [float(np.mean(predicted[labels == c] == c)) for c in present]
-    macro_auc = None
-    if len(present) > 1:
-        ranks = _ranks(probabilities[:, present])
-        aucs = []
-        for j, c in enumerate(present):
-            positive = labels == c
-            n_pos = int(positive.sum())
-            n_neg = n - n_pos
-            aucs.append((ranks[positive, j].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-        macro_auc = float(np.mean(aucs))
-    return {
-        "balanced_accuracy": float(np.mean(recalls)),
-        "accuracy": float(np.mean(predicted == labels)),
-        "macro_auc": macro_auc,
-        "n_images": int(n),
-    }
-
-
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ranks down each column, ties sharing their average rank.
-
-    One quicksort per column; scipy's tie-aware ranking only for columns that have ties
-    (three times faster on untied probabilities).
-    """
-    order = np.argsort(scores, axis=0)
-    ranks = np.empty(scores.shape, dtype=np.float64)
-    steps = np.arange(1, len(scores) + 1, dtype=np.float64)
-    for j in range(scores.shape[1]):
-        column = scores[order[:, j], j]
-        if (column[1:] == column[:-1]).any():
-            ranks[:, j] = rankdata(scores[:, j])
-        else:
-            ranks[order[:, j], j] = steps
-    return ranks
+# --- labels ---------------------------------------------------------------------------------
 
 
 def _label_indices(
@@ -440,7 +268,7 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
     tta = tta_name(spec.tta)
     available = [m.path.name for m in list_members(workspace)]
     names = resolve_members(spec, available)
-    members = [Member(members_dir(workspace) / name) for name in names]
+    members = [Member(Layout(workspace).member(name)) for name in names]
     combiner = spec.make_combiner()
     needs_val = spec.combine not in _DATA_FREE_RULES
     check_compatible(members, shared_val=needs_val)
@@ -481,7 +309,7 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
             probs[part] = p
         own_test = member.split_ids("test")
         if own_test != test_ids:
-            probs["test"] = probs["test"][_positions(own_test, test_ids)]
+            probs["test"] = probs["test"][positions(own_test, test_ids)]
         own_val = tuple(member.split_ids("val"))
         if own_val not in labels_of:
             labels_of[own_val] = _label_indices(
@@ -496,12 +324,12 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         val_probs = []
         for item in inputs:
             own = item.member.split_ids("val")
-            val_probs.append(item.val if own == val_ids else item.val[_positions(own, val_ids)])
+            val_probs.append(item.val if own == val_ids else item.val[positions(own, val_ids)])
         own_first = first.split_ids("val")
         val_labels = (
             inputs[0].val_labels
             if own_first == val_ids
-            else inputs[0].val_labels[_positions(own_first, val_ids)]
+            else inputs[0].val_labels[positions(own_first, val_ids)]
         )
         val_set = PredictionSet(
             split="val",
@@ -539,7 +367,10 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
             {
                 "name": member.path.name,
                 "recipe": member.info.get("recipe"),
-                "path": f"members/{member.path.name}",
+                "path": Layout(workspace)
+                .member(member.path.name)
+                .relative_to(workspace)
+                .as_posix(),
                 "sha256": hashes[member.path.name],
                 "weight": float(weight),
                 "metrics": {"val": headline_metrics(item.val_labels, item.val)},
@@ -550,75 +381,47 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         if val_set is not None
         else headline_metrics(np.zeros(0, dtype=np.intp), np.zeros((0, len(classes))))
     )
-    info = {
-        "name": spec.name,
-        "kind": "ensemble",
-        "description": spec.description,
-        "spec": {
+    record = EnsembleRecord(
+        name=spec.name,
+        description=spec.description,
+        spec={
             "file": None if spec.path is None else str(Path(spec.path).resolve()),
             "text": _spec_text(spec),
         },
-        "rule": spec.combine,
-        "options": dict(spec.options),
-        "prior_correction": bool(spec.prior_correction),
-        "tta": tta,
-        "members": member_records,
-        "weights": {r["name"]: r["weight"] for r in member_records},
-        "combiner": combiner.to_dict(),
-        "classes": list(classes),
-        "data": data,
-        "split": {
-            "val_shared": val_shared,
-            "ids": {"val": list(val_ids), "test": list(test_ids)},
-        },
-        "metrics": {"val": ensemble_val},
-        "versions": {
+        rule=spec.combine,
+        options=dict(spec.options),
+        prior_correction=bool(spec.prior_correction),
+        tta=tta,
+        members=member_records,
+        weights={r["name"]: r["weight"] for r in member_records},
+        combiner=combiner.to_dict(),
+        classes=list(classes),
+        data=data,
+        split={"val_shared": val_shared, "ids": {"val": list(val_ids), "test": list(test_ids)}},
+        metrics={"val": ensemble_val},
+        versions={
             "zoo": _zoo_version(),
             "numpy": np.__version__,
             "pandas": pd.__version__,
             "python": platform.python_version(),
         },
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    final = ensembles_dir(workspace) / spec.name
-    from zoo.workspace import atomic_directory, atomic_write_json, atomic_write_text
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    final = Layout(workspace).ensemble(spec.name)
+    from zoo.workspace import atomic_directory, atomic_write_text
 
     with atomic_directory(final) as tmp:
         if val_out is not None:
-            _write_predictions(tmp / "predictions" / "val.csv", val_ids, val_out, classes)
-        _write_predictions(tmp / "predictions" / "test.csv", test_ids, test_out, classes)
-        atomic_write_text(tmp / "card.md", ensemble_card(info))
-        info["build_seconds"] = time.perf_counter() - started
-        atomic_write_json(tmp / ENSEMBLE_FILE, info)
+            write_predictions(
+                tmp / "predictions" / "val.csv", predictions_frame(val_ids, val_out, classes)
+            )
+        write_predictions(
+            tmp / "predictions" / "test.csv", predictions_frame(test_ids, test_out, classes)
+        )
+        atomic_write_text(tmp / "card.md", ensemble_card(record.to_dict()))
+        record.build_seconds = time.perf_counter() - started
+        record.write(tmp / ENSEMBLE_FILE)
     return final
-
-
-_CSV_SPECIAL = re.compile(r'[,"\r\n]')
-
-
-def _write_predictions(path: Path, ids: list[str], values: np.ndarray, classes: list[str]) -> None:
-    """The bytes of :func:`zoo.members.write_predictions` (``%.8g``), formatted 7× faster.
-
-    pandas formats every float through Python-level callbacks (~0.2 s for 10,000 × 7);
-    one ``%`` per row gives the same text. Names that would need CSV quoting go through
-    pandas.
-    """
-    names = [str(c) for c in classes]
-    if _CSV_SPECIAL.search("".join(names)) or _CSV_SPECIAL.search("".join(map(str, ids))):
-        write_predictions(path, predictions_frame(ids, values, classes))
-        return
-    from zoo.workspace import atomic_write_text
-
-    row = "%s" + ",%.8g" * len(names)
-    lines = ["image," + ",".join(names)]
-    lines += [row % (image, *probs) for image, probs in zip(ids, values.tolist(), strict=True)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _positions(index: list[str], ids: list[str]) -> np.ndarray:
-    where = {image: k for k, image in enumerate(index)}
-    return np.fromiter((where[i] for i in ids), dtype=np.intp, count=len(ids))
 
 
 def _zoo_version() -> str:
@@ -711,15 +514,13 @@ def print_summary(info: dict, path: Path) -> None:
     console.info(f"saved to {path} in {info['build_seconds']:.2f} s")
 
 
-def build_command(args, workspace: Path) -> int:
-    """``zoo ensemble build FILE.toml``."""
-    if getattr(args, "ensemble_command", "build") != "build":
-        raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
+def build_command(spec_file: str | Path, workspace: Path) -> int:
+    """``zoo ensemble build FILE.toml``: build under the ensemble's lock, print the table."""
     from zoo.locks import hold
 
-    spec = load_spec(args.spec)
-    with hold(ensembles_dir(workspace) / spec.name, what=f"zoo ensemble build {spec.name}"):
+    spec = load_spec(spec_file)
+    folder = Layout(workspace).ensemble(spec.name)
+    with hold(folder, what=f"zoo ensemble build {spec.name}"):
         path = build_ensemble(spec, workspace=workspace)
-    info = json.loads((path / ENSEMBLE_FILE).read_text(encoding="utf-8"))
-    print_summary(info, path)
+    print_summary(EnsembleRecord.load(path / ENSEMBLE_FILE).to_dict(), path)
     return 0

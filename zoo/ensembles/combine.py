@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.errors import ZooError, close_matches
+from zoo.headline import balanced_accuracy
+from zoo.store import positions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -158,7 +160,7 @@ class PredictionSet:
                 )
             values = frame.to_numpy(dtype=np.float64)
             if index != ids:
-                values = values[_positions(index, ids)]
+                values = values[positions(index, ids)]
             stacked.append(values)
         y = None if labels is None else _label_indices(labels, ids, classes, split)
         return cls(
@@ -169,11 +171,6 @@ class PredictionSet:
             probabilities=np.stack(stacked),
             labels=y,
         )
-
-
-def _positions(index: list[str], ids: list[str]) -> np.ndarray:
-    where = {image: i for i, image in enumerate(index)}
-    return np.fromiter((where[i] for i in ids), dtype=np.intp, count=len(ids))
 
 
 def _label_indices(labels: pd.Series, ids: list[str], classes: list[str], split: str) -> np.ndarray:
@@ -203,9 +200,7 @@ def _weighted_mean(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray
 
 
 def _balanced_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import balanced_accuracy_score
-
-    return float(balanced_accuracy_score(y, scores.argmax(axis=1)))
+    return balanced_accuracy(y, scores.argmax(axis=1))
 
 
 def _accuracy(y: np.ndarray, scores: np.ndarray) -> float:

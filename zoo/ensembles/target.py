@@ -12,7 +12,6 @@ predictions are reused when the data, images, TTA and prior correction are the b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -21,15 +20,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from zoo.ensembles.build import (
-    ENSEMBLE_FILE,
-    correct_priors,
-    member_hashes,
-    tta_name,
-)
+from zoo.ensembles.build import correct_priors
 from zoo.ensembles.combine import Combiner, PredictionSet, combiner_from_dict
 from zoo.errors import ZooError
-from zoo.members import MEMBER_FILE, Member, members_dir, read_predictions
+from zoo.members import Member
+from zoo.store import (
+    ENSEMBLE_FILE,
+    MEMBER_FILE,
+    EnsembleRecord,
+    Layout,
+    member_hashes,
+    predictions_file,
+    read_predictions,
+    tta_name,
+)
+from zoo.store.files import damaged
 
 if TYPE_CHECKING:
     from zoo.data import Dataset
@@ -46,10 +51,11 @@ class EnsembleTarget:
 
     kind = "ensemble"
 
-    def __init__(self, *, path: Path, info: dict, members: list[Member]):
+    def __init__(self, *, path: Path, record: EnsembleRecord, members: list[Member]):
         self.path = Path(path)
-        self.info = info
-        self.name = str(info["name"])
+        self.record = record
+        self.info = record.to_dict()
+        self.name = record.name
         self.members = members
 
     @classmethod
@@ -57,48 +63,37 @@ class EnsembleTarget:
         """Open a built ensemble; refuses (ZooError) when a member is missing or has changed."""
         path = Path(path)
         file = path / ENSEMBLE_FILE
-        try:
-            info = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
-            raise ZooError(
-                f"{file} is missing or unreadable ({exc}); rebuild the ensemble with "
-                "`zoo ensemble build FILE.toml`"
-            ) from None
-        _check_info(info, file)
+        record = EnsembleRecord.load(file)
         members = [
-            cls._locate(record, info, path=path, workspace=Path(workspace))
-            for record in info["members"]
+            cls._locate(name, record, path=path, workspace=Path(workspace))
+            for name in record.member_names
         ]
-        target = cls(path=path, info=info, members=members)
+        target = cls(path=path, record=record, members=members)
         _check_combiner(target, file)
         if verify:
             target.verify()
         return target
 
     @staticmethod
-    def _locate(record: dict, info: dict, *, path: Path, workspace: Path) -> Member:
-        name = record["name"]
-        candidates = [
-            members_dir(workspace) / name,
-            path.resolve().parent.parent / "members" / name,
-        ]
+    def _locate(name: str, record: EnsembleRecord, *, path: Path, workspace: Path) -> Member:
+        candidates = [Layout(workspace).member(name), Layout.of_item(path).member(name)]
         for candidate in dict.fromkeys(candidates):
             if (candidate / MEMBER_FILE).is_file():
                 return Member(candidate)
         raise ZooError(
-            f"ensemble {info['name']}: member {name} is missing from {members_dir(workspace)}; "
-            f"restore it, or rebuild the ensemble with `zoo ensemble build {_spec_hint(info)}`"
+            f"ensemble {record.name}: member {name} is missing from {Layout(workspace).members}; "
+            f"restore it, or rebuild the ensemble with `zoo ensemble build {record.spec_hint}`"
         )
 
     def verify(self) -> None:
         """Every member's ``model.keras`` and ``member.json`` still hash to the recorded values."""
-        for record, member in zip(self.info["members"], self.members, strict=True):
+        for record, member in zip(self.record.members, self.members, strict=True):
             try:
                 current = member_hashes(member.path)
             except ZooError as exc:
                 raise ZooError(
                     f"ensemble {self.name}: {exc}, or rebuild the ensemble with "
-                    f"`zoo ensemble build {_spec_hint(self.info)}`"
+                    f"`zoo ensemble build {self.record.spec_hint}`"
                 ) from None
             for file, recorded in record["sha256"].items():
                 if current.get(file) != recorded:
@@ -106,23 +101,23 @@ class EnsembleTarget:
                         f"ensemble {self.name}: member {record['name']} has changed since the "
                         f"ensemble was built ({file} sha256 {current.get(file, 'missing')[:12]}… "
                         f"≠ recorded {recorded[:12]}…); rebuild the ensemble with "
-                        f"`zoo ensemble build {_spec_hint(self.info)}`"
+                        f"`zoo ensemble build {self.record.spec_hint}`"
                     )
 
     # --- Target protocol ---------------------------------------------------------------------
 
     @property
     def classes(self) -> list[str]:
-        return list(self.info["classes"])
+        return list(self.record.classes)
 
     @property
     def data_info(self) -> dict:
-        return dict(self.info["data"])
+        return dict(self.record.data)
 
     def split_ids(self, part: str) -> list[str]:
         """Test and val: the ids the members share; train: every id any member trained on."""
         if part in ("test", "val"):
-            return list(self.info["split"]["ids"][part])
+            return list(self.record.split["ids"][part])
         if part == "train":
             seen: dict[str, None] = {}
             for member in self.members:
@@ -132,19 +127,19 @@ class EnsembleTarget:
 
     @property
     def default_tta(self) -> str:
-        return str(self.info["tta"])
+        return self.record.tta
 
     @property
     def default_prior_correction(self) -> bool:
-        return bool(self.info["prior_correction"])
+        return self.record.prior_correction
 
     @cached_property
     def combiner(self) -> Combiner:
-        return combiner_from_dict(self.info["combiner"])
+        return combiner_from_dict(self.record.combiner)
 
     @property
     def weights(self) -> dict[str, float]:
-        return dict(self.info["weights"])
+        return dict(self.record.weights)
 
     def probabilities(
         self,
@@ -213,15 +208,13 @@ class EnsembleTarget:
             return None
         wanted = set(ids)
         for part in ("test", "val"):
-            stored_ids = self.info["split"]["ids"][part]
-            file = self.path / "predictions" / f"{part}.csv"
+            stored_ids = self.record.split["ids"][part]
+            file = predictions_file(self.path, part)
             if len(stored_ids) != len(ids) or set(stored_ids) != wanted or not file.is_file():
                 continue
-            if dataset.fingerprint != self.info["data"]["fingerprint"]:
+            if dataset.fingerprint != self.record.data.get("fingerprint"):
                 return None
-            frame = read_predictions(file)
-            frame.index = frame.index.astype(str)
-            out = frame.loc[ids]
+            out = read_predictions(file).loc[ids]
             out.attrs["inference"] = {"cached": True, "key": f"ensemble {part}"}
             return out
         return None
@@ -235,7 +228,7 @@ class EnsembleTarget:
         placeholders that the combiner multiplies by 0).
         """
         weights = np.asarray(self.combiner.weights_, dtype=float)
-        skip = self.info["rule"] in _WEIGHTED_RULES
+        skip = self.record.rule in _WEIGHTED_RULES
         runs = [not (skip and w == 0) for w in weights]
         outputs: list[np.ndarray | None] = []
         for member, run in zip(self.members, runs, strict=True):
@@ -285,52 +278,13 @@ class EnsembleTarget:
         return pd.DataFrame(out, index=pd.Index(ids, name=name), columns=self.classes)
 
     def __repr__(self) -> str:
-        return f"EnsembleTarget({self.name!r}, rule={self.info['rule']!r}, members={len(self.members)})"
-
-
-def _spec_hint(info: dict) -> str:
-    spec = info.get("spec") or {}
-    return str(spec.get("file") or f"ensembles/{info.get('name', 'NAME')}.toml")
-
-
-# key → (type, what it must be) for every entry of ensemble.json that running it needs.
-_INFO_KEYS = {
-    "name": (str, "a string"),
-    "rule": (str, "a string"),
-    "tta": (str, "a string"),
-    "prior_correction": (bool, "true or false"),
-    "members": (list, "a non-empty list of member records"),
-    "classes": (list, "a list of class names"),
-    "combiner": (dict, "an object"),
-    "weights": (dict, "an object"),
-    "data": (dict, "an object"),
-    "split": (dict, "an object"),
-}
+        return (
+            f"EnsembleTarget({self.name!r}, rule={self.record.rule!r}, members={len(self.members)})"
+        )
 
 
 def _damaged(file: Path, reason: str) -> ZooError:
-    return ZooError(
-        f"{file} is damaged ({reason}); rebuild the ensemble with `zoo ensemble build FILE.toml`."
-    )
-
-
-def _check_info(info, file: Path) -> None:
-    """``ensemble.json`` holds every entry that running the ensemble needs, of the right type."""
-    if not isinstance(info, dict):
-        raise _damaged(file, f"a JSON {type(info).__name__}, not an object")
-    for key, (kind, what) in _INFO_KEYS.items():
-        if not isinstance(info.get(key), kind):
-            got = "missing" if key not in info else repr(info[key])[:60]
-            raise _damaged(file, f"{key!r} must be {what}; got {got}")
-    if not info["members"]:
-        raise _damaged(file, "'members' is empty")
-    for i, record in enumerate(info["members"]):
-        ok = isinstance(record, dict) and isinstance(record.get("name"), str)
-        if not ok or not isinstance(record.get("sha256"), dict):
-            raise _damaged(file, f"members[{i}] must be an object with 'name' and 'sha256'")
-    ids = info["split"].get("ids")
-    if not isinstance(ids, dict) or not all(isinstance(ids.get(p), list) for p in ("val", "test")):
-        raise _damaged(file, "'split.ids' must hold 'val' and 'test' lists")
+    return damaged(file, reason, EnsembleRecord.REMEDY)
 
 
 def _check_combiner(target: EnsembleTarget, file: Path) -> None:

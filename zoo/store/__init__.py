@@ -12,7 +12,13 @@
 """
 
 from zoo.store.cache import PredictionCache
-from zoo.store.hashes import HASHED_FILES, file_sha256, ids_sha256, member_hashes
+from zoo.store.hashes import (
+    HASHED_FILES,
+    file_sha256,
+    ids_sha256,
+    labels_fingerprint,
+    member_hashes,
+)
 from zoo.store.layout import (
     ENSEMBLE_FILE,
     MEMBER_FILE,
@@ -55,6 +61,7 @@ __all__ = [
     "Record",
     "file_sha256",
     "ids_sha256",
+    "labels_fingerprint",
     "member_hashes",
     "positions",
     "prediction_key",

@@ -13,6 +13,7 @@ recorded ones and ``model.keras`` is not newer, and get their sidecar then.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,12 +108,10 @@ class PredictionCache:
             return None
         frame = self._frame(file, ids)
         if frame is not None:
-            try:
+            with contextlib.suppress(OSError):  # read-only: trusted all the same
                 self._write_record(
                     key, frame.index, tta, model_sha256, seconds=None, origin="trainer"
                 )
-            except OSError:  # a read-only member: trusted all the same, without a sidecar
-                pass
         return frame
 
     def _frame(self, file: Path, ids: Sequence[str]) -> pd.DataFrame | None:

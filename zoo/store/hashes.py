@@ -15,12 +15,25 @@ from zoo.store.layout import MEMBER_FILE, MODEL_FILE
 
 HASHED_FILES = (MODEL_FILE, MEMBER_FILE)
 
-__all__ = ["HASHED_FILES", "file_sha256", "ids_sha256", "member_hashes", "sha256_of"]
+__all__ = [
+    "HASHED_FILES",
+    "file_sha256",
+    "ids_sha256",
+    "labels_fingerprint",
+    "member_hashes",
+    "sha256_of",
+]
 
 
 def ids_sha256(ids: Sequence[str]) -> str:
     """sha256 of the sorted image ids, one per line."""
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
+
+
+def labels_fingerprint(ids: Sequence, labels: Sequence) -> str:
+    """A data set's fingerprint: short hash of its sorted (image id, label) pairs."""
+    lines = sorted(f"{i}\t{lab}" for i, lab in zip(ids, labels, strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def member_hashes(folder: str | Path) -> dict[str, str]:

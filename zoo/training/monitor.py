@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 
 from zoo import console
 from zoo.errors import ZooError
+from zoo.headline import balanced_accuracy
 
 
 class Diverged(ZooError):
@@ -92,7 +92,7 @@ class TrainingMonitor(keras.callbacks.Callback):
             "accuracy": float(logs.get("accuracy", np.nan)),
             "val_loss": float(-np.mean(np.sum(onehot * np.log(np.clip(probs, 1e-7, 1)), axis=1))),
             "val_accuracy": float(np.mean(predicted == self.val_labels)),
-            "val_balanced_accuracy": float(balanced_accuracy_score(self.val_labels, predicted)),
+            "val_balanced_accuracy": balanced_accuracy(self.val_labels, predicted),
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "images_per_second": self.steps * self.batch_size / train_seconds,
             "seconds": time.perf_counter() - self._start,

@@ -19,7 +19,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from zoo import console
 from zoo.backbones import get_backbone
@@ -28,13 +27,23 @@ from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, check_split_options, make_split
 from zoo.errors import DataProblems, ZooError
+from zoo.headline import headline_metrics
 from zoo.locks import hold
-from zoo.members import library_versions, model_card, predictions_frame, write_predictions
+from zoo.members import library_versions, model_card
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
+from zoo.store import (
+    MEMBER_FILE,
+    MODEL_FILE,
+    Layout,
+    MemberRecord,
+    PredictionCache,
+    file_sha256,
+    predictions_frame,
+)
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
@@ -87,22 +96,6 @@ def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 128) -
     if len(pixels) == 0:
         return np.zeros((0, model.output_shape[-1]))
     return model.predict(inference_dataset(pixels, batch_size=batch_size), verbose=0)
-
-
-def headline_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """Balanced accuracy, accuracy and macro AUC (over the classes present) for member.json."""
-    predicted = probs.argmax(axis=1)
-    present = np.unique(labels)
-    macro_auc = None
-    if len(present) > 1:
-        aucs = [roc_auc_score(labels == c, probs[:, c]) for c in present]
-        macro_auc = float(np.mean(aucs))
-    return {
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
-        "accuracy": float(np.mean(predicted == labels)),
-        "macro_auc": macro_auc,
-        "n_images": int(len(labels)),
-    }
 
 
 @dataclass
@@ -190,8 +183,8 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
         crop_borders=options.crop_borders,
     )
     name = check_name(options.name or default_name(recipe.name, dataset, options), what="--name")
-    directory = options.workspace / "runs" / name
-    member_dir = options.workspace / "members" / name
+    layout = Layout(options.workspace)
+    directory, member_dir = layout.run(name), layout.member(name)
     stack.enter_context(hold(member_dir, what=f"zoo train {name}"))
     _forget_empty_run(directory, resume=options.resume)
     if member_dir.exists():
@@ -322,7 +315,7 @@ def _check_data(
             size=recipe.input.size,
             crop_borders=recipe.input.crop_borders,
             interpolation=recipe.input.interpolation,
-            cache_dir=options.workspace / "cache" / "images",
+            cache_dir=Layout(options.workspace).image_cache,
         )
     except DataProblems as exc:  # the reader's problems and every unreadable image
         problems += exc.problems
@@ -606,12 +599,13 @@ def _kept(run: _Run) -> str:
 
 def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     dataset, classes = run.dataset, run.dataset.classes
-    predictions, metrics = {}, {}
+    predictions, metrics, seconds = {}, {}, {}
     for part in ("val", "test"):  # val first: it traces the predict function, test is timed
         ids = run.split.ids(part)
         start = time.perf_counter()
         probs = predict_probabilities(model, run.pixels.take(ids))
-        inference_rate = len(ids) / max(time.perf_counter() - start, 1e-9)
+        seconds[part] = time.perf_counter() - start
+        inference_rate = len(ids) / max(seconds[part], 1e-9)
         predictions[part] = predictions_frame(ids, probs, classes)
         metrics[part] = headline_metrics(run.labels(part), probs)
     epochs_run = len(run.history)
@@ -651,14 +645,24 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    final = run.options.workspace / "members" / run.name
+    final = Layout(run.options.workspace).member(run.name)
     if not is_chief():
         return final
+    record = MemberRecord.from_dict(info)
     with atomic_directory(final) as tmp:
-        model.save(tmp / "model.keras")
-        atomic_write_json(tmp / "member.json", info)
+        model.save(tmp / MODEL_FILE)
+        record.write(tmp / MEMBER_FILE)
+        cache = PredictionCache(tmp, classes)
+        model_sha256 = file_sha256(tmp / MODEL_FILE)
         for part, frame in predictions.items():
-            write_predictions(tmp / "predictions" / f"{part}.csv", frame)
+            cache.write(
+                part,
+                frame,
+                tta="none",
+                model_sha256=model_sha256,
+                seconds=seconds[part],
+                origin="trainer",
+            )
         pd.DataFrame(run.history).to_csv(tmp / "history.csv", index=False)
         atomic_write_text(tmp / "card.md", model_card(info))
     shutil.rmtree(run.directory, ignore_errors=True)
