@@ -177,7 +177,7 @@ class MemberRecord(Record):
         return f"retrain the member or delete {Path(file).parent}."
 
     def check(self) -> None:
-        _need(self.split, "ids", dict, "an object of id lists")
+        _need({"split": self.split}, "split.ids", dict, "an object of id lists")
 
     def split_ids(self, part: str) -> list[str]:
         ids = self.split["ids"].get(part)
