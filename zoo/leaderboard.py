@@ -145,9 +145,9 @@ def _class(classes: list[str], wanted: str) -> str | None:
 
 
 def _target_facts(entry: Entry) -> dict:
-    """Parameters and training time of a member, or summed over an ensemble's members; None
-    where a record is damaged (warned once)."""
-    facts = {"parameters": None, "train_minutes": None, "images_per_second": None}
+    """Parameters and training time of a member, or summed over an ensemble's members; unknown
+    where a record is damaged (warned once): NaN."""
+    facts = {"parameters": np.nan, "train_minutes": np.nan, "images_per_second": None}
     record = entry.target
     if isinstance(record, MemberRecord):
         training = record.training or {}

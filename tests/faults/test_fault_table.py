@@ -417,3 +417,19 @@ def test_leaderboard_skips_a_damaged_metrics_json_with_a_warning(workspace, caps
     assert result.code == 0 and "Traceback" not in result.out + result.err
     assert f"skipping {broken / 'metrics.json'}" in " ".join(result.err.split())
     assert (workspace / "leaderboard" / "leaderboard.csv").is_file()
+
+
+@pytest.mark.parametrize("damage", ['{"name": ', '{"format_version": 99}', "[]"])
+def test_leaderboard_reports_a_damaged_member_in_one_line_and_goes_on(workspace, capsys, damage):
+    """An evaluated member whose member.json broke afterwards: its row stays, with the
+    facts member.json gave (parameters, training time) left blank, and one warning."""
+    result = run_cli(["evaluate", MEMBER, "--bootstrap", "0", "--workspace", workspace], capsys)
+    assert result.code == 0, result.err
+    member_json = workspace / "members" / MEMBER / "member.json"
+    member_json.write_text(damage)
+    result = run_cli(["leaderboard", "--workspace", workspace], capsys)
+    assert result.code == 0 and "Traceback" not in result.out + result.err
+    warnings = [line for line in result.err.splitlines() if str(member_json) in line]
+    assert len(warnings) == 1, result.err
+    ranked = pd.read_csv(workspace / "leaderboard" / "leaderboard.csv")
+    assert ranked["entry"].tolist() == [MEMBER] and ranked["parameters"].isna().all()
