@@ -268,19 +268,53 @@ def members(args, workspace: Path) -> int:
 def evaluate(args, workspace: Path) -> int:
     from zoo.evaluate import evaluate_command
 
-    return evaluate_command(args, workspace)
+    return evaluate_command(
+        args.target,
+        workspace=workspace,
+        data=args.data,
+        images=args.images,
+        label_map=args.label_map,
+        ood_data=args.ood_data,
+        split=args.split,
+        tta=args.tta,
+        prior_correction=False if args.no_prior_correction else None,
+        ignore_unmapped=args.ignore_unmapped,
+        task=args.task,
+        bootstrap=args.bootstrap,
+        target_priors=args.target_priors,
+        calibrate=args.calibrate,
+        operating_points=args.operating_point,
+        tsne=args.tsne,
+        out=args.out,
+    )
 
 
 def explain(args, workspace: Path) -> int:
     from zoo.explain import explain_command
 
-    return explain_command(args, workspace)
+    return explain_command(
+        args.target,
+        args.paths,
+        workspace=workspace,
+        method=args.method,
+        out=args.out,
+        class_name=args.class_name,
+    )
 
 
 def predict(args, workspace: Path) -> int:
     from zoo.predict import predict_command
 
-    return predict_command(args, workspace)
+    return predict_command(
+        args.target,
+        args.paths,
+        workspace=workspace,
+        tta=args.tta,
+        prior_correction=not args.no_prior_correction,
+        target_priors=args.target_priors,
+        out=args.out,
+        ood_scores=args.ood_scores,
+    )
 
 
 def ensemble(args, workspace: Path) -> int:
@@ -294,4 +328,4 @@ def ensemble(args, workspace: Path) -> int:
 def leaderboard(args, workspace: Path) -> int:
     from zoo.leaderboard import leaderboard_command
 
-    return leaderboard_command(args, workspace)
+    return leaderboard_command(workspace, out=args.out, data_name=args.data, as_json=args.json)

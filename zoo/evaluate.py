@@ -795,43 +795,45 @@ def _ood_data(spec: str | None, *, workspace: Path) -> Dataset | None:
         raise ZooError(f"--ood-data {spec}: {exc}") from None
 
 
-def evaluate_command(args, workspace: Path) -> int:
-    """``zoo evaluate TARGET …``: options checked first, then the target, data and scoring."""
+def evaluate_command(
+    target_name: str,
+    *,
+    workspace: Path,
+    data: str | None = None,
+    images: str | None = None,
+    label_map: str | Path | None = None,
+    ood_data: str | None = None,
+    **settings,
+) -> int:
+    """``zoo evaluate TARGET …``: the settings of :func:`evaluate_target` (``label_map`` and
+    ``ood_data`` as given on the command line: a file and a data spec) are checked first, so
+    that a bad one fails before the data is loaded; then the target, data and scoring."""
+    from zoo.operating_points import parse_operating_point
     from zoo.tta import parse_tta
 
-    tta = parse_tta(args.tta).spec if args.tta is not None else None
-    check_task(args.task)
-    check_bootstrap(args.bootstrap)
-    label_map = read_label_map(args.label_map) if args.label_map else None
-    target_priors = args.target_priors
-    target = resolve_target(args.target, workspace)
-    from zoo.operating_points import parse_operating_point
-
-    for text in args.operating_point:
+    if settings.get("tta") is not None:
+        settings["tta"] = parse_tta(settings["tta"]).spec
+    check_task(settings.get("task"))
+    check_bootstrap(settings.get("bootstrap", 1000))
+    labels = read_label_map(label_map) if label_map else None
+    target = resolve_target(target_name, workspace)
+    for text in settings.get("operating_points", ()):
         parse_operating_point(text, target.classes)
-    prior_correction = False if args.no_prior_correction else None
-    # checked before the data is loaded: a bad priors file fails fast
-    prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
-    dataset = load_evaluation_data(target, args.data, workspace=workspace, images=args.images)
+    prior_settings(
+        target,
+        prior_correction=settings.get("prior_correction"),
+        target_priors=settings.get("target_priors"),
+    )
+    dataset = load_evaluation_data(target, data, workspace=workspace, images=images)
     for note in dataset.notes:
         console.info(f"  note: {note}")
     out = evaluate_target(
         target,
         dataset,
-        split=args.split,
-        tta=tta,
-        prior_correction=prior_correction,
-        label_map=label_map,
-        ignore_unmapped=args.ignore_unmapped,
-        task=args.task,
-        bootstrap=args.bootstrap,
-        target_priors=target_priors,
-        calibrate=args.calibrate,
-        operating_points=args.operating_point,
-        ood_data=_ood_data(args.ood_data, workspace=workspace),
-        tsne=args.tsne,
-        out=args.out,
+        label_map=labels,
+        ood_data=_ood_data(ood_data, workspace=workspace),
         workspace=workspace,
+        **settings,
     )
     if not console.is_quiet():
         print_summary(EvaluationRecord.load(out / METRICS_FILE).to_dict())

@@ -192,18 +192,26 @@ def write_explanations(maps, images, frame: pd.DataFrame, *, method: str, out: P
     return written
 
 
-def explain_command(args, workspace: Path) -> int:
+def explain_command(
+    target_name: str,
+    paths,
+    *,
+    workspace: Path,
+    method: str,
+    out: str | Path | None,
+    class_name: str | None = None,
+) -> int:
     """``zoo explain TARGET PATH… --method saliency|gradcam --out DIR``."""
     from zoo import console
     from zoo.predict import collect_images
     from zoo.targets import resolve_target
 
-    method = check_method(args.method)
-    if not args.out:
+    method = check_method(method)
+    if not out:
         raise ZooError("--out DIR is required: the folder for the maps and overlays.")
-    target = resolve_target(args.target, workspace)
-    files = collect_images(args.paths)
-    maps, images, frame = explain_target(target, files, method=method, class_name=args.class_name)
-    write_explanations(maps, images, frame, method=method, out=Path(args.out))
-    console.info(f"Wrote {len(frame)} {method} map(s) to {args.out}")
+    target = resolve_target(target_name, workspace)
+    files = collect_images(paths)
+    maps, images, frame = explain_target(target, files, method=method, class_name=class_name)
+    write_explanations(maps, images, frame, method=method, out=Path(out))
+    console.info(f"Wrote {len(frame)} {method} map(s) to {out}")
     return 0

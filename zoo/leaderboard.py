@@ -609,16 +609,19 @@ def publish_leaderboard(
     return out
 
 
-def leaderboard_command(args, workspace: Path) -> int:
+def leaderboard_command(
+    workspace: Path, *, out: str | Path | None = None, data_name: str | None = None, as_json=False
+) -> int:
+    """``zoo leaderboard``: publish under the folder's lock, then print the ranking."""
     from rich.table import Table
 
     from zoo.locks import hold
 
-    folder = Path(args.out) if args.out else Layout(workspace).leaderboard
+    folder = Path(out) if out else Layout(workspace).leaderboard
     with hold(folder, what="zoo leaderboard"):
-        out = publish_leaderboard(workspace, out=folder, data_name=args.data)
+        out = publish_leaderboard(workspace, out=folder, data_name=data_name)
     ranked = pd.read_csv(out / "leaderboard.csv")
-    if args.json:  # the ranking as leaderboard.csv holds it, one object per row
+    if as_json:  # the ranking as leaderboard.csv holds it, one object per row
         console.print_json(json.loads(ranked.to_json(orient="records")))
         return 0
     shown = _display(ranked).head(15)[

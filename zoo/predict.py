@@ -51,25 +51,36 @@ def collect_images(paths: Sequence[str]) -> list[Path]:
     return unique
 
 
-def predict_command(args, workspace: Path) -> int:
-    """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to --out or stdout.
+def predict_command(
+    target_name: str,
+    paths: Sequence[str | Path],
+    *,
+    workspace: Path,
+    tta: str | None = None,
+    prior_correction: bool = True,
+    target_priors: str | None = None,
+    out: str | Path | None = None,
+    ood_scores: bool = False,
+) -> int:
+    """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to ``out`` or stdout.
 
-    With ``--out FILE.csv`` also ``FILE.csv.json``: how the file was made (target, TTA
-    scheme, prior correction and the priors used, inputs)."""
+    ``tta`` None: the target's own; ``prior_correction`` False: raw outputs. With ``out``
+    ``FILE.csv`` also ``FILE.csv.json``: how the file was made (target, TTA scheme, prior
+    correction and the priors used, inputs)."""
     from zoo.tta import parse_tta
 
-    scheme = parse_tta(args.tta) if args.tta is not None else None
-    target = resolve_target(args.target, workspace)
+    scheme = parse_tta(tta) if tta is not None else None
+    target = resolve_target(target_name, workspace)
     scheme = scheme or parse_tta(target.default_tta)
     priors = prior_settings(
         target,
-        prior_correction=False if args.no_prior_correction else None,
-        target_priors=args.target_priors,
+        prior_correction=None if prior_correction else False,
+        target_priors=target_priors,
     )
-    files = collect_images(args.paths)
-    if args.out is not None:
-        check_out(Path(args.out), files)
-    to_stdout = args.out is None
+    files = collect_images(paths)
+    if out is not None:
+        check_out(Path(out), files)
+    to_stdout = out is None
     was_quiet = console.console.quiet
     console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
     try:
@@ -77,7 +88,7 @@ def predict_command(args, workspace: Path) -> int:
     finally:
         console.console.quiet = was_quiet
     frame = priors.apply(frame)
-    if getattr(args, "ood_scores", False):
+    if ood_scores:
         from zoo.ood import ood_scores
 
         scores = ood_scores(frame.to_numpy())
@@ -93,10 +104,10 @@ def predict_command(args, workspace: Path) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
         return 0
-    out = Path(args.out)
+    out = Path(out)
     record = _predict_record(
-        target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
-    ) | {"ood_scores": bool(getattr(args, "ood_scores", False))}
+        target, scheme, priors, inputs=paths, out=out, text=text, n_images=len(frame)
+    ) | {"ood_scores": bool(ood_scores)}
     try:
         atomic_write_text(out, text)
         atomic_write_json(sidecar_path(out), record)
