@@ -38,12 +38,14 @@ from zoo.members import Member, list_members
 from zoo.priors import PriorCorrection
 from zoo.store import (
     ENSEMBLE_FILE,
+    MODEL_FILE,
     EnsembleRecord,
     Layout,
     labels_fingerprint,
     member_hashes,
     positions,
     prediction_key,
+    predictions_file,
     predictions_frame,
     rows_for,
     tta_name,
@@ -220,6 +222,7 @@ def _label_indices(
 @dataclass
 class _MemberInputs:
     member: Member
+    sha256: dict[str, str]  # of model.keras and member.json, as loaded
     val: np.ndarray  # (own val images, classes), after TTA and prior correction
     test: np.ndarray  # (test images, classes), in the first member's test order
     val_labels: np.ndarray
@@ -265,123 +268,134 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
     started = time.perf_counter()
     workspace = Path(workspace)
     spec = spec if isinstance(spec, EnsembleSpec) else load_spec(spec)
-    tta = tta_name(spec.tta)
-    available = [m.path.name for m in list_members(workspace)]
-    names = resolve_members(spec, available)
+    tta_name(spec.tta)  # an unknown scheme is refused before any work
+    names = resolve_members(spec, [m.path.name for m in list_members(workspace)])
     members = [Member(Layout(workspace).member(name)) for name in names]
-    combiner = spec.make_combiner()
-    needs_val = spec.combine not in _DATA_FREE_RULES
-    check_compatible(members, shared_val=needs_val)
-
+    check_compatible(members, shared_val=spec.combine not in _DATA_FREE_RULES)
     first = members[0]
-    classes = first.classes
-    data = first.info["data"]
-    dataset = _DatasetLoader(data, workspace)
-    all_labels = dataset.labels()
+    dataset = _DatasetLoader(first.info["data"], workspace)
+    labels = _LabelsBySplit(dataset.labels(), first.classes, source=first.info["data"]["source"])
     test_ids = first.split_ids("test")
-    val_ids = first.split_ids("val")
-    val_shared = all(set(m.split_ids("val")) == set(val_ids) for m in members[1:])
-    if not val_shared:
-        # members of a mean/rank ensemble may hold different val splits (cross-validation
-        # folds): the ensemble is scored on the val images they all share.
-        shared = set(val_ids)
-        for member in members[1:]:
-            shared &= set(member.split_ids("val"))
-        val_ids = [i for i in val_ids if i in shared]
+    inputs = [
+        _member_inputs(m, spec, dataset, labels, test_ids=test_ids, workspace=workspace)
+        for m in members
+    ]
+    val_ids, val_shared = _shared_val_ids(members)
+    combiner = spec.make_combiner()
+    val_set = _fit(combiner, spec, inputs, val_ids)
+    test_set = _prediction_set("test", test_ids, inputs, [item.test for item in inputs])
+    outputs = {"test": (test_ids, combiner.predict(test_set))}
+    if val_set is not None:
+        outputs["val"] = (val_ids, combiner.predict(val_set))
+    record = _ensemble_record(spec, combiner, inputs, workspace=workspace)
+    record.split = {"val_shared": val_shared, "ids": {"val": list(val_ids), "test": test_ids}}
+    no_val = (np.zeros(0, dtype=np.intp), np.zeros((0, len(first.classes))))
+    val_scored = (val_set.labels, outputs["val"][1]) if val_set is not None else no_val
+    record.metrics = {"val": headline_metrics(*val_scored)}
+    return _save(record, outputs, Layout(workspace).ensemble(spec.name), started=started)
 
-    inputs: list[_MemberInputs] = []
-    labels_of: dict[tuple[str, ...], np.ndarray] = {}
-    hashes = {}
-    for member in members:
-        hashes[member.path.name] = member_hashes(member.path)
-        probs = {}
-        for part in ("val", "test"):
-            p = member_split_probabilities(
-                member,
-                part,
-                tta=spec.tta,
-                dataset=dataset,
-                workspace=workspace,
-                model_sha256=hashes[member.path.name]["model.keras"],
+
+class _LabelsBySplit:
+    """Class indices of each member's validation ids, looked up once per distinct split."""
+
+    def __init__(self, labels: pd.Series, classes: list[str], *, source: str):
+        self.labels, self.classes, self.source = labels, classes, source
+        self._seen: dict[tuple[str, ...], np.ndarray] = {}
+
+    def __call__(self, member: Member) -> np.ndarray:
+        ids = tuple(member.split_ids("val"))
+        if ids not in self._seen:
+            self._seen[ids] = _label_indices(
+                self.labels, list(ids), self.classes, member=member.path.name, source=self.source
             )
-            if spec.prior_correction:
-                p = correct_priors(member, p)
-            probs[part] = p
-        own_test = member.split_ids("test")
-        if own_test != test_ids:
-            probs["test"] = probs["test"][positions(own_test, test_ids)]
-        own_val = tuple(member.split_ids("val"))
-        if own_val not in labels_of:
-            labels_of[own_val] = _label_indices(
-                all_labels, list(own_val), classes, member=member.path.name, source=data["source"]
-            )
-        labels = labels_of[own_val]
-        inputs.append(_MemberInputs(member, probs["val"], probs["test"], labels))
+        return self._seen[ids]
 
-    member_names = tuple(names)
-    val_set = None
-    if val_ids:
-        val_probs = []
-        for item in inputs:
-            own = item.member.split_ids("val")
-            val_probs.append(item.val if own == val_ids else item.val[positions(own, val_ids)])
-        own_first = first.split_ids("val")
-        val_labels = (
-            inputs[0].val_labels
-            if own_first == val_ids
-            else inputs[0].val_labels[positions(own_first, val_ids)]
-        )
-        val_set = PredictionSet(
-            split="val",
-            ids=tuple(val_ids),
-            classes=tuple(classes),
-            members=member_names,
-            probabilities=np.stack(val_probs),
-            labels=val_labels,
-        )
-        combiner.fit(val_set)
-    elif needs_val:
-        raise ZooError(
-            f"ensemble {spec.name!r}: members {', '.join(names)} have no validation images, "
-            f'and combine = {spec.combine!r} fits on them; use combine = "mean" or train '
-            "the members with a validation split"
-        )
-    else:
-        _fit_without_data(combiner, member_names, tuple(classes))
 
-    test_set = PredictionSet(
-        split="test",
-        ids=tuple(test_ids),
-        classes=tuple(classes),
-        members=member_names,
-        probabilities=np.stack([item.test for item in inputs]),
+def _member_inputs(member, spec, dataset, labels, *, test_ids, workspace) -> _MemberInputs:
+    """One member's validation and test probabilities (TTA, then prior correction if asked)."""
+    sha256 = member_hashes(member.path)
+    probs = {}
+    for part in ("val", "test"):
+        p = member_split_probabilities(
+            member,
+            part,
+            tta=spec.tta,
+            dataset=dataset,
+            workspace=workspace,
+            model_sha256=sha256[MODEL_FILE],
+        )
+        probs[part] = correct_priors(member, p) if spec.prior_correction else p
+    own_test = member.split_ids("test")
+    if own_test != test_ids:
+        probs["test"] = probs["test"][positions(own_test, test_ids)]
+    return _MemberInputs(member, sha256, probs["val"], probs["test"], labels(member))
+
+
+def _shared_val_ids(members: list[Member]) -> tuple[list[str], bool]:
+    """The first member's val ids that every member holds, and whether all hold the same.
+
+    Members of a mean/rank ensemble may hold different val splits (cross-validation folds):
+    the ensemble is scored on the val images they all share."""
+    val_ids = members[0].split_ids("val")
+    own = [set(m.split_ids("val")) for m in members[1:]]
+    if all(ids == set(val_ids) for ids in own):
+        return val_ids, True
+    shared = set(val_ids).intersection(*own)
+    return [i for i in val_ids if i in shared], False
+
+
+def _in_order(values: np.ndarray, own: list[str], ids: list[str]) -> np.ndarray:
+    return values if own == ids else values[positions(own, ids)]
+
+
+def _prediction_set(split, ids, inputs, values, labels=None) -> PredictionSet:
+    first = inputs[0].member
+    return PredictionSet(
+        split=split,
+        ids=tuple(ids),
+        classes=tuple(first.classes),
+        members=tuple(item.member.path.name for item in inputs),
+        probabilities=np.stack(values),
+        labels=labels,
     )
-    test_out = combiner.predict(test_set)
-    val_out = combiner.predict(val_set) if val_set is not None else None
-    weights = np.asarray(combiner.weights_, dtype=float)
 
-    member_records = []
-    for item, weight in zip(inputs, weights, strict=True):
-        member = item.member
-        member_records.append(
+
+def _fit(combiner, spec: EnsembleSpec, inputs: list[_MemberInputs], val_ids: list[str]):
+    """Fit ``combiner`` on the shared validation images; return that set (None: none)."""
+    names = tuple(item.member.path.name for item in inputs)
+    if not val_ids:
+        if spec.combine not in _DATA_FREE_RULES:
+            raise ZooError(
+                f"ensemble {spec.name!r}: members {', '.join(names)} have no validation images, "
+                f'and combine = {spec.combine!r} fits on them; use combine = "mean" or train '
+                "the members with a validation split"
+            )
+        _fit_without_data(combiner, names, tuple(inputs[0].member.classes))
+        return None
+    values = [_in_order(i.val, i.member.split_ids("val"), val_ids) for i in inputs]
+    labels = _in_order(inputs[0].val_labels, inputs[0].member.split_ids("val"), val_ids)
+    val_set = _prediction_set("val", val_ids, inputs, values, labels)
+    combiner.fit(val_set)
+    return val_set
+
+
+def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleRecord:
+    """``ensemble.json`` but for ``split`` and ``metrics`` (filled in by the caller)."""
+    members = []
+    for item, weight in zip(inputs, np.asarray(combiner.weights_, dtype=float), strict=True):
+        name = item.member.path.name
+        members.append(
             {
-                "name": member.path.name,
-                "recipe": member.info.get("recipe"),
-                "path": Layout(workspace)
-                .member(member.path.name)
-                .relative_to(workspace)
-                .as_posix(),
-                "sha256": hashes[member.path.name],
+                "name": name,
+                "recipe": item.member.info.get("recipe"),
+                "path": Layout(workspace).member(name).relative_to(workspace).as_posix(),
+                "sha256": item.sha256,
                 "weight": float(weight),
                 "metrics": {"val": headline_metrics(item.val_labels, item.val)},
             }
         )
-    ensemble_val = (
-        headline_metrics(val_set.labels, val_out)
-        if val_set is not None
-        else headline_metrics(np.zeros(0, dtype=np.intp), np.zeros((0, len(classes))))
-    )
-    record = EnsembleRecord(
+    first = inputs[0].member
+    return EnsembleRecord(
         name=spec.name,
         description=spec.description,
         spec={
@@ -391,14 +405,14 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         rule=spec.combine,
         options=dict(spec.options),
         prior_correction=bool(spec.prior_correction),
-        tta=tta,
-        members=member_records,
-        weights={r["name"]: r["weight"] for r in member_records},
+        tta=tta_name(spec.tta),
+        members=members,
+        weights={m["name"]: m["weight"] for m in members},
         combiner=combiner.to_dict(),
-        classes=list(classes),
-        data=data,
-        split={"val_shared": val_shared, "ids": {"val": list(val_ids), "test": list(test_ids)}},
-        metrics={"val": ensemble_val},
+        classes=list(first.classes),
+        data=first.info["data"],
+        split={},
+        metrics={},
         versions={
             "zoo": _zoo_version(),
             "numpy": np.__version__,
@@ -407,17 +421,16 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         },
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    final = Layout(workspace).ensemble(spec.name)
+
+
+def _save(record: EnsembleRecord, outputs: dict, final: Path, *, started: float) -> Path:
+    """Write the ensemble folder whole (predictions, card, ensemble.json), then swap it in."""
     from zoo.workspace import atomic_directory, atomic_write_text
 
     with atomic_directory(final) as tmp:
-        if val_out is not None:
-            write_predictions(
-                tmp / "predictions" / "val.csv", predictions_frame(val_ids, val_out, classes)
-            )
-        write_predictions(
-            tmp / "predictions" / "test.csv", predictions_frame(test_ids, test_out, classes)
-        )
+        for part, (ids, values) in outputs.items():
+            frame = predictions_frame(ids, values, record.classes)
+            write_predictions(predictions_file(tmp, part), frame)
         atomic_write_text(tmp / "card.md", ensemble_card(record.to_dict()))
         record.build_seconds = time.perf_counter() - started
         record.write(tmp / ENSEMBLE_FILE)
