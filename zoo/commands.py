@@ -11,6 +11,7 @@ from rich.table import Table
 from zoo import console
 from zoo.backbones import get_backbone, small_cnn_parameters
 from zoo.errors import ZooError
+from zoo.store import Layout
 
 # Listing recipes never builds the large networks: their parameter counts come from the
 # backbone table (``zoo recipes --params`` builds them).
@@ -94,7 +95,7 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
 
     import keras
 
-    cache_file = workspace / "cache" / "parameters.json"
+    cache_file = Layout(workspace).parameters_cache
     try:
         cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.exists() else {}
     except (OSError, ValueError):  # a damaged cache is recomputed, not fatal
@@ -244,7 +245,7 @@ def members(args, workspace: Path) -> int:
     if args.json:
         console.print_json(records)
         return 0
-    folder = workspace / "members"
+    folder = Layout(workspace).members
     if not records:
         console.info(f"No members in {folder} yet: run [bold]zoo train RECIPE[/bold].")
         return 0

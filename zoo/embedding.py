@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from zoo.errors import ZooError
+from zoo.store import Layout
 
 TSNE_SEED = 0
 BATCH = 64
@@ -26,9 +27,7 @@ def member_features(member, dataset, ids: Sequence[str], *, workspace: Path) -> 
     from zoo.data.images import load_images
     from zoo.inference import image_settings, load_model
 
-    table = load_images(
-        dataset, **image_settings(member), cache_dir=Path(workspace) / "cache" / "images"
-    )
+    table = load_images(dataset, **image_settings(member), cache_dir=Layout(workspace).image_cache)
     pixels = table.take(list(ids))
     features = load_model(member).get_layer("features")
     parts = [
