@@ -101,7 +101,9 @@ def test_member_directory(member):
         "member.json",
         "model.keras",
         "predictions/test.csv",
+        "predictions/test.json",
         "predictions/val.csv",
+        "predictions/val.json",
     ]
     assert not (workspace / "runs" / "small_cnn.demo.s0").exists()
     assert not [p for p in (workspace / "members").iterdir() if p.name.startswith(".")]

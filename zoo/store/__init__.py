@@ -18,6 +18,7 @@ from zoo.store.hashes import (
     ids_sha256,
     labels_fingerprint,
     member_hashes,
+    sha256_of,
 )
 from zoo.store.layout import (
     ENSEMBLE_FILE,
@@ -69,6 +70,7 @@ __all__ = [
     "predictions_frame",
     "read_predictions",
     "rows_for",
+    "sha256_of",
     "sidecar_file",
     "try_load",
     "tta_name",

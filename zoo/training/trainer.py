@@ -41,8 +41,8 @@ from zoo.store import (
     Layout,
     MemberRecord,
     PredictionCache,
-    file_sha256,
     predictions_frame,
+    sha256_of,
 )
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
@@ -653,7 +653,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         model.save(tmp / MODEL_FILE)
         record.write(tmp / MEMBER_FILE)
         cache = PredictionCache(tmp, classes)
-        model_sha256 = file_sha256(tmp / MODEL_FILE)
+        model_sha256 = sha256_of(tmp / MODEL_FILE)  # uncached: no .sha256-cache.json here
         for part, frame in predictions.items():
             cache.write(
                 part,
