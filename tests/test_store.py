@@ -84,7 +84,7 @@ def test_member_json_written_before_format_version_is_version_1_and_round_trips(
 )
 def test_records_round_trip_and_carry_unknown_keys(tmp_path, kind, data):
     """Entries another zoo part (or a newer zoo) adds are kept, untouched, in ``extra``."""
-    data = {**data, "sources": [{"name": "isic2019", "count": 3}]}
+    data = {**data, "sources": [{"name": "isic2019", "count": 3}], "extra": {"x": 1}}
     record = kind.from_dict(data)
     assert record.extra["sources"] == data["sources"]
     record.write(tmp_path / "r.json")

@@ -29,7 +29,6 @@ class Record:
     """Base of every record: its version, unknown entries, and how it was read."""
 
     LATEST: ClassVar[int] = 1
-    WHAT: ClassVar[str] = "record"
     REMEDY: ClassVar[str] = "delete it so that it is written again."
 
     format_version: int = FIRST_VERSION
@@ -74,8 +73,8 @@ class Record:
                     f"{f.name!r} must be {_describe(hints[f.name])}; got {_short(value)}"
                 )
             known[f.name] = value
-        extra = {k: v for k, v in data.items() if k not in known and k not in _BOOKKEEPING}
-        extra = {k: v for k, v in extra.items() if k not in {f.name for f in _fields(cls)}}
+        names = {f.name for f in _fields(cls)} | {"format_version"}
+        extra = {k: v for k, v in data.items() if k not in names}
         record = cls(**known, extra=extra, absent=frozenset(absent))
         record.check()
         return record
@@ -155,8 +154,6 @@ def _need(container: Any, path: str, kind: type, what: str) -> Any:
 class MemberRecord(Record):
     """``members/<name>/member.json`` (keys in ``docs/formats.md``)."""
 
-    WHAT: ClassVar[str] = "member"
-
     name: str
     recipe: str | None = None
     config: dict | None = None
@@ -193,7 +190,6 @@ class MemberRecord(Record):
 class EnsembleRecord(Record):
     """``ensembles/<name>/ensemble.json``: what running the ensemble needs, checked."""
 
-    WHAT: ClassVar[str] = "ensemble"
     REMEDY: ClassVar[str] = "rebuild the ensemble with `zoo ensemble build FILE.toml`."
 
     name: str
@@ -245,7 +241,6 @@ class EnsembleRecord(Record):
 class EvaluationRecord(Record):
     """``evaluations/<name>/metrics.json``: the scores and the settings that produced them."""
 
-    WHAT: ClassVar[str] = "evaluation"
     REMEDY: ClassVar[str] = "run zoo evaluate again."
 
     target: dict
@@ -275,8 +270,6 @@ class EvaluationRecord(Record):
 @dataclass(kw_only=True)
 class CacheRecord(Record):
     """The sidecar of a cached prediction CSV: what the probabilities were computed from."""
-
-    WHAT: ClassVar[str] = "prediction cache entry"
 
     key: str
     model_sha256: str
