@@ -34,7 +34,8 @@ from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
 from zoo.priors import effective_priors
-from zoo.recipes import Recipe, Stage, get_recipe
+from zoo.recipes import Recipe, get_recipe
+from zoo.specs import StageSpec
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
@@ -182,7 +183,7 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     for note in dataset.notes:
         console.info(f"  note: {note}")
     _check_classes(dataset)
-    weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
+    weights = options.weights or ("auto" if recipe.model.weights == "imagenet" else recipe.model.weights)
     recipe = recipe.with_overrides(
         image_size=options.image_size,
         epochs=options.epochs,
@@ -338,7 +339,7 @@ def _check_data(
     return pixels, split
 
 
-def _stage_plan(stages: tuple[Stage, ...]) -> list[tuple[int, Stage]]:
+def _stage_plan(stages: tuple[StageSpec, ...]) -> list[tuple[int, StageSpec]]:
     """(first global epoch, stage) for every stage."""
     plan, start = [], 0
     for stage in stages:
@@ -366,7 +367,7 @@ def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> 
         {
             "name": run.name,
             "options": run.options.to_dict(),
-            "recipe": run.recipe.to_dict(),
+            "recipe": run.recipe.as_dict(),
             "weights": run.weights,
             "split": run.split.to_dict(),
             "fingerprint": run.dataset.fingerprint,
@@ -384,7 +385,7 @@ def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> 
 def _fit_stage(
     run: _Run,
     model,
-    stage: Stage,
+    stage: StageSpec,
     *,
     index: int,
     first_epoch: int,
@@ -413,7 +414,7 @@ def _fit_stage(
         val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
         trained = head
     augmenter = None
-    if stage.augment and recipe.augment and not use_features:
+    if stage.augment and recipe.augment.active and not use_features:
         from zoo.augment import build_augmenter
 
         augmenter = build_augmenter(recipe.augment, seed=opts.seed)
@@ -487,7 +488,7 @@ def _fit_stage(
     return not trained.stop_training
 
 
-def _trainable_summary(stage: Stage) -> str:
+def _trainable_summary(stage: StageSpec) -> str:
     """How the backbone trains in a stage that unfreezes it."""
     parts = ["all layers train"]
     if stage.lr_multipliers:
@@ -541,7 +542,7 @@ def _train(run: _Run) -> Path:
         )
     recipe, dataset = run.recipe, run.dataset
     console.info(
-        f"Training [bold]{run.name}[/bold]: recipe {recipe.name} ({recipe.backbone}), "
+        f"Training [bold]{run.name}[/bold]: recipe {recipe.name} ({recipe.model.backbone}), "
         f"{recipe.input.size} px, {recipe.epochs} epoch(s), batch {recipe.batch_size}, precision {policy}, "
         f"split train {len(run.split.train)} / val {len(run.split.val)} / test {len(run.split.test)}"
     )
@@ -567,7 +568,7 @@ def _train(run: _Run) -> Path:
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
     jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
-    if jit == "auto" and not get_backbone(recipe.backbone).xla:
+    if jit == "auto" and not get_backbone(recipe.model.backbone).xla:
         jit = False
     done = state["epochs_done"] if state else 0
     for index, (first, stage) in enumerate(_stage_plan(recipe.stages)):
@@ -619,7 +620,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     info = {
         "name": run.name,
         "recipe": run.recipe.name,
-        "config": {"recipe": run.recipe.to_dict(), "options": run.options.to_dict()},
+        "config": {"recipe": run.recipe.as_dict(), "options": run.options.to_dict()},
         "classes": list(classes),
         "weights": run.weights,
         "weights_provenance": weights_provenance(run.recipe, run.weights),
