@@ -368,8 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
-    b = _add(ens, "build", "build an ensemble from a definition file into the workspace")
-    b.add_argument("spec", metavar="FILE.toml", help="ensemble definition (see ensembles/)")
+    b = _add(ens, "build", "build an ensemble from a definition into the workspace")
+    b.add_argument(
+        "spec",
+        metavar="NAME|FILE.toml",
+        help="ensemble definition: a name (ensembles/, <workspace>/ensemble-specs/, "
+        "$ZOO_ENSEMBLE_PATH) or a file",
+    )
     _common(b)
 
     p = _add(sub, "leaderboard", "publish the comparison of all members and ensembles")

@@ -25,7 +25,7 @@ import json
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from zoo.ensembles.combine import PredictionSet
-from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
+from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 from zoo.errors import ZooError
 from zoo.hashing import file_sha256
 from zoo.members import Member, list_members, members_dir, predictions_frame, write_predictions
@@ -412,11 +412,12 @@ def _spec_text(spec: EnsembleSpec) -> str:
     if spec.description:
         lines.append(f"description = {value(spec.description)}")
     lines += [
-        f"members = {value(list(spec.members))}",
         f"combine = {value(spec.combine)}",
         f"prior_correction = {value(spec.prior_correction)}",
         f"tta = {value(spec.tta)}",
     ]
+    lines += ["", "[members]", f"names = {value(list(spec.members))}"]
+    lines += [f"{k} = {value(v)}" for k, v in asdict(spec.select).items() if v]
     if spec.options:
         lines += ["", "[options]"] + [f"{k} = {value(v)}" for k, v in spec.options.items()]
     return "\n".join(lines) + "\n"
@@ -430,16 +431,20 @@ def _fit_without_data(combiner, members: tuple[str, ...], classes: tuple[str, ..
 
 
 def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
-    """Build the ensemble ``spec`` (a definition file or an :class:`EnsembleSpec`) and save it.
+    """Build the ensemble ``spec`` (a definition's name or file, or an :class:`EnsembleSpec`)
+    and save it.
 
     Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split.
     """
     started = time.perf_counter()
     workspace = Path(workspace)
-    spec = spec if isinstance(spec, EnsembleSpec) else load_spec(spec)
+    if not isinstance(spec, EnsembleSpec):
+        spec = load_spec(spec) if isinstance(spec, Path) else find_spec(spec, workspace=workspace)
     tta = tta_name(spec.tta)
-    available = [m.path.name for m in list_members(workspace)]
-    names = resolve_members(spec, available)
+    saved = list_members(workspace)
+    # member.json is read only to select by recipe, data, image size or seed
+    available = {m.path.name: m.info for m in saved} if spec.select != Selection() else None
+    names = resolve_members(spec, available or [m.path.name for m in saved])
     members = [Member(members_dir(workspace) / name) for name in names]
     combiner = spec.make_combiner()
     needs_val = spec.combine not in _DATA_FREE_RULES
@@ -557,6 +562,7 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         "spec": {
             "file": None if spec.path is None else str(Path(spec.path).resolve()),
             "text": _spec_text(spec),
+            "resolved_members": list(names),
         },
         "rule": spec.combine,
         "options": dict(spec.options),
@@ -712,12 +718,12 @@ def print_summary(info: dict, path: Path) -> None:
 
 
 def build_command(args, workspace: Path) -> int:
-    """``zoo ensemble build FILE.toml``."""
+    """``zoo ensemble build NAME|FILE.toml``."""
     if getattr(args, "ensemble_command", "build") != "build":
         raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
     from zoo.locks import hold
 
-    spec = load_spec(args.spec)
+    spec = find_spec(args.spec, workspace=workspace)
     with hold(ensembles_dir(workspace) / spec.name, what=f"zoo ensemble build {spec.name}"):
         path = build_ensemble(spec, workspace=workspace)
     info = json.loads((path / ENSEMBLE_FILE).read_text(encoding="utf-8"))
