@@ -35,6 +35,7 @@ from zoo.specs import (
     StageSpec,
     as_dict,
     build,
+    checked_table,
     did_you_mean,
     optimizer_arguments,
     rule,
@@ -277,6 +278,14 @@ def _recipe(data: dict[str, Any], *, name: str, path: str) -> Recipe:
             + did_you_mean(unknown[0], allowed)
         )
     _check_finite(data, "")
+    rest = {k: v for k, v in data.items() if k not in {*MODEL_KEYS, "input", "stages"}}
+    top = checked_table(
+        Recipe,
+        {"name": name, **rest},
+        table="recipe",
+        prefix="",
+        ready=("model", "input", "stages"),
+    )
     model = build(
         ModelSpec, {k: data[k] for k in MODEL_KEYS if k in data}, table="recipe", prefix=""
     )
@@ -315,17 +324,7 @@ def _recipe(data: dict[str, Any], *, name: str, path: str) -> Recipe:
     )
     if not stages:
         raise ZooError("needs at least one [[stages]] entry.")
-    rest = {k: v for k, v in data.items() if k not in {*MODEL_KEYS, "input", "stages"}}
-    recipe = build(
-        Recipe,
-        {"name": name, **rest},
-        table="recipe",
-        prefix="",
-        model=model,
-        input=spec,
-        stages=stages,
-        path=path,
-    )
+    recipe = Recipe(**top, model=model, input=spec, stages=stages, path=path)
     if recipe.sampling == "balanced" and recipe.class_weight != "none":
         raise ZooError(
             "use balanced sampling or class weights, not both (the prior would be corrected twice)."

@@ -108,9 +108,14 @@ def from_table(cls: type, raw: Any, key: str) -> Any:
         raise ZooError(message if message.startswith(key) else f"{key}: {message}") from None
 
 
-def build(cls: type, raw: Any, *, table: str, prefix: str, **ready: Any) -> Any:
+def build(cls: type, raw: Any, *, table: str, prefix: str) -> Any:
     """``cls(**raw)`` once ``raw`` is a table of known keys, with every required key and every
-    value of the right type and within its rule; ``ready`` holds fields already built."""
+    value of the right type and within its rule."""
+    return cls(**checked_table(cls, raw, table=table, prefix=prefix))
+
+
+def checked_table(cls: type, raw: Any, *, table: str, prefix: str, ready=()) -> dict[str, Any]:
+    """The checked values of :func:`build`; the fields named in ``ready`` are built apart."""
     if not isinstance(raw, dict):
         what = prefix.rstrip(".") or table
         raise ZooError(f"{what} must be a table; got {raw!r} ({toml_type(raw)}).")
@@ -134,8 +139,7 @@ def build(cls: type, raw: Any, *, table: str, prefix: str, **ready: Any) -> Any:
             f"bad {table} table: missing required key {', '.join(map(repr, missing))}; add it."
         )
     hints = typing.get_type_hints(cls)
-    values = {k: _checked(hints[k], fields[k], v, f"{prefix}{k}") for k, v in raw.items()}
-    return cls(**values, **ready)
+    return {k: _checked(hints[k], fields[k], v, f"{prefix}{k}") for k, v in raw.items()}
 
 
 def _is_number(value: Any) -> bool:
