@@ -237,6 +237,20 @@ def test_recipe_from_a_path_with_settings_reaches_the_run(tmp_path, zoo_workspac
         get_recipe(str(missing))
 
 
+def test_settings_win_over_the_demo_data_defaults(tmp_path, zoo_workspace, monkeypatch):
+    """On demo data, --image-size and --epochs default to small values unless --set sets the
+    input size or a stage's epochs."""
+    monkeypatch.setattr(images, "_MEMORY", {})
+    path = write(tmp_path)
+    options = TrainOptions(
+        recipe=str(path), workspace=zoo_workspace, settings=("input.size=40", "stages.2.epochs=3")
+    )
+    run = trainer._resolve(options)
+    assert run.recipe.input.size == 40
+    assert [s.epochs for s in run.recipe.stages] == [1, 3]
+    assert run.pixels.pixels.shape[1:] == (40, 40, 3)
+
+
 @pytest.mark.slow
 def test_cli_train_from_a_file_with_set_records_the_settings(tmp_path, zoo_workspace, capsys):
     path = write(tmp_path)

@@ -10,13 +10,12 @@ value. ``zoo.augment``, ``zoo.models`` and ``zoo.training`` build from these spe
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.backbones import PREPROCESSING
-from zoo.errors import ZooError
+from zoo.errors import ZooError, close_matches
 from zoo.training.schedules import ScheduleSpec
 
 MISSING = dataclasses.MISSING
@@ -34,8 +33,8 @@ def rule(default: Any = MISSING, *, choices: Any = (), ok=None, says: str = "") 
 
 def did_you_mean(name: Any, choices) -> str:
     """' Did you mean X?' when ``name`` is close to one of ``choices``, else ''."""
-    near = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.6)
-    return f" Did you mean {', '.join(near)}?" if near else ""
+    near = close_matches(str(name), [str(c) for c in choices])
+    return near if "Did you mean" in near else ""
 
 
 def toml_type(value: Any) -> str:

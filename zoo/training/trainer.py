@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import shutil
 import time
@@ -178,9 +179,12 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
             "7 classes, 420 images) — pass --data to train on real images."
         )
         defaults = dataset.defaults
-        if options.image_size is None:
+        settings = [s.partition("=")[0].strip() for s in options.settings]  # --set wins too
+        if options.image_size is None and "input.size" not in settings:
             options.image_size = max(defaults["image_size"], recipe.input.min_size)
-        if options.epochs is None:
+        if options.epochs is None and not any(
+            fnmatch.fnmatch(k, "stages.*.epochs") for k in settings
+        ):
             options.epochs = defaults["epochs"]
     for note in dataset.notes:
         console.info(f"  note: {note}")
