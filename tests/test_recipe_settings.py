@@ -130,7 +130,7 @@ def write(folder: Path, text: str = TINY, name: str = "tiny") -> Path:
         (("batch_size = 32", "batch_size = 0"), r"batch_size must be a positive integer; got 0"),
         (
             ("batch_size = 32", "dropuot = 0.2"),
-            r"unknown key\(s\) \['dropuot'\].*Did you mean dropout\?",
+            r"unknown key\(s\) \['dropuot'\].*Did you mean dropout",
         ),
         (
             ('trainable = "head"', 'trainable = "hed"'),
