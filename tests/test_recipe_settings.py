@@ -301,3 +301,12 @@ def test_damaged_member_recipe_is_a_one_line_error():
     with pytest.raises(ZooError, match=r"augment\.rotation must be") as info:
         Recipe.from_dict({**OLD_MEMBER_RECIPE, "augment": {"rotation": "spin"}})
     assert "\n" not in str(info.value)
+
+
+def test_resume_refuses_other_settings_than_the_run_had(tmp_path):
+    state = {"options": {"settings": ["input.size=40"]}, "weights": "none"}
+    recipe = get_recipe("small_cnn")
+    check = trainer._check_resume_options
+    check(state, recipe, {"settings": ("input.size=40",)}, file=tmp_path / "state.json")
+    with pytest.raises(ZooError, match=r"--resume: --set \('input.size=48',\) \(the run has"):
+        check(state, recipe, {"settings": ("input.size=48",)}, file=tmp_path / "state.json")

@@ -268,7 +268,8 @@ def _check_resume_options(state: dict, recipe: Recipe, given: dict, *, file: Pat
         "weights": state["weights"],
     }
     clashes = [
-        f"--{key.replace('_', '-')} {value} (the run has {saved.get(key, effective.get(key))})"
+        f"--{'set' if key == 'settings' else key.replace('_', '-')} {value} "
+        f"(the run has {saved.get(key, effective.get(key))})"
         for key, value in given.items()
         if value is not None and value not in (saved.get(key), effective.get(key, saved.get(key)))
     ]
