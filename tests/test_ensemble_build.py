@@ -24,7 +24,7 @@ from zoo.cli import main
 from zoo.data import load_dataset
 from zoo.ensembles.build import build_ensemble
 from zoo.ensembles.combine import Combiner, PredictionSet
-from zoo.ensembles.spec import load_spec
+from zoo.ensembles.spec import find_spec, load_spec, resolve_members
 from zoo.ensembles.target import EnsembleTarget
 from zoo.errors import ZooError
 from zoo.store import (
@@ -34,6 +34,7 @@ from zoo.store import (
     tta_name,
     write_predictions,
 )
+from zoo.recipes import builtin_folder
 from zoo.targets import resolve_target
 
 CLASSES = ["mel", "nv", "bcc"]
@@ -628,3 +629,111 @@ def test_members_without_shared_val_images(tmp_path):
     spec = write_spec(empty, 'members = ["*"]\ncombine = "weighted"\n')
     with pytest.raises(ZooError, match="have no validation images"):
         build_ensemble(spec, workspace=empty)
+
+
+# --- definitions by name, members by selection ---------------------------------------------------
+
+
+def selection_workspace(tmp_path) -> Path:
+    """Four members that differ in recipe, input size and seed (one data set)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    data = write_dataset(ws)
+    for name, recipe, size, seed in (
+        ("a.s0", "alpha", 64, 0),
+        ("a.s1", "alpha", 64, 1),
+        ("a32.s0", "alpha", 32, 0),
+        ("b.s0", "beta", 64, 0),
+    ):
+        folder = make_member(ws, name, data=data, val=M1_VAL, test=M1_TEST, priors=M1_PRIORS)
+        info = json.loads((folder / "member.json").read_text())
+        info.update(recipe=recipe, input={"size": size}, config={"options": {"seed": seed}})
+        (folder / "member.json").write_text(json.dumps(info))
+    return ws
+
+
+def test_members_selected_by_recipe_data_size_and_seeds_are_recorded(tmp_path, capsys):
+    ws = selection_workspace(tmp_path)
+    (ws / "ensemble-specs").mkdir()
+    (ws / "ensemble-specs" / "alphas.toml").write_text(
+        'combine = "mean"\n\n[members]\nrecipes = ["alph*"]\ndata = "data"\n'
+        "image_size = 64\nseeds = [0, 1]\n"
+    )
+    assert main(["ensemble", "build", "alphas", "--workspace", str(ws), "--quiet"]) == 0
+    info = info_of(ws / "ensembles" / "alphas")
+    assert info["spec"]["resolved_members"] == ["a.s0", "a.s1"]
+    assert [m["name"] for m in info["members"]] == ["a.s0", "a.s1"]
+    assert "recipes = [" in info["spec"]["text"]
+    # names and criteria together: both must hold
+    spec = write_spec(ws, 'combine = "mean"\n[members]\nnames = ["*.s0"]\nimage_size = [64]\n')
+    assert resolve_members(load_spec(spec), {m: info_of_member(ws, m) for m in MEMBER_NAMES}) == [
+        "a.s0",
+        "b.s0",
+    ]
+
+
+MEMBER_NAMES = ("a.s0", "a.s1", "a32.s0", "b.s0")
+
+
+def info_of_member(ws: Path, name: str) -> dict:
+    return json.loads((ws / "members" / name / "member.json").read_text())
+
+
+def test_selection_matching_nothing_is_one_line_listing_the_members(tmp_path, capsys):
+    ws = selection_workspace(tmp_path)
+    spec = write_spec(ws, 'combine = "mean"\n[members]\nrecipes = ["gamma"]\nseeds = 3\n')
+    assert main(["ensemble", "build", str(spec), "--workspace", str(ws)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "recipes = ['gamma'], seeds = [3] matched no saved member" in err
+    assert "a32.s0 (alpha, data, 32 px, seed 0)" in err and "b.s0 (beta" in err
+
+
+@pytest.mark.parametrize(
+    ("members", "pattern"),
+    [
+        ('[members]\nrecipe = ["a"]\n', r"unknown key 'members.recipe'.*Did you mean recipes"),
+        ("[members]\nseeds = [0.5]\n", r"members.seeds must be an integer or an array of integers"),
+        ('[members]\nimage_size = "64"\n', r"members.image_size must be an integer.*got '64'"),
+    ],
+)
+def test_bad_selection_names_file_and_key(tmp_path, members, pattern):
+    path = write_spec(tmp_path, 'combine = "mean"\n' + members)
+    with pytest.raises(ZooError, match=pattern) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_definitions_found_by_name_in_each_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZOO_ENSEMBLE_PATH", raising=False)
+    ws = tmp_path / "ws"
+    assert find_spec("steppan2020").path == builtin_folder("ensembles") / "steppan2020.toml"
+    (ws / "ensemble-specs").mkdir(parents=True)
+    (ws / "ensemble-specs" / "mine.toml").write_text('members = ["*"]\ncombine = "mean"\n')
+    assert find_spec("mine", workspace=ws).combine == "mean"
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "theirs.toml").write_text('members = ["x*"]\ncombine = "rank"\n')
+    monkeypatch.setenv("ZOO_ENSEMBLE_PATH", str(extra))
+    assert find_spec("theirs", workspace=ws).members == ("x*",)
+    assert find_spec(str(extra / "theirs.toml")).combine == "rank"  # a path
+    with pytest.raises(ZooError, match=r"unknown ensemble 'stepan2020'\. Did you mean steppan2020"):
+        find_spec("stepan2020", workspace=ws)
+    (extra / "copy.toml").write_text('name = "mine"\nmembers = ["*"]\ncombine = "mean"\n')
+    with pytest.raises(ZooError, match="ensemble 'mine' is defined twice"):
+        find_spec("mine", workspace=ws)
+
+
+@pytest.mark.slow  # a fresh interpreter: a few seconds of imports
+def test_cached_build_by_name_and_selection_never_imports_tensorflow(tmp_path):
+    ws = selection_workspace(tmp_path)
+    (ws / "ensemble-specs").mkdir()
+    (ws / "ensemble-specs" / "sel.toml").write_text('combine = "mean"\n[members]\nseeds = 1\n')
+    code = (
+        "import sys\nfrom zoo.cli import main\n"
+        f"assert main(['ensemble', 'build', 'sel', '--workspace', {str(ws)!r}, '--quiet']) == 0\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert info_of(ws / "ensembles" / "sel")["spec"]["resolved_members"] == ["a.s1"]

@@ -14,7 +14,8 @@ import pytest
 from zoo.backbones import BACKBONES, check_preprocessing, get_backbone
 from zoo.errors import ZooError
 from zoo.models.efficientnet_lite import efficientnet_lite
-from zoo.recipes import Stage, parse_recipe
+from zoo.recipes import parse_recipe
+from zoo.specs import OptimizerSpec, StageSpec
 from zoo.training.finetune import layer_groups, make_optimizer, prepare_backbone
 
 LITE = """\
@@ -91,7 +92,7 @@ def _tiny_backbone():
 
 def test_groups_freeze_and_batch_norm():
     features = _tiny_backbone()
-    stage = Stage(
+    stage = StageSpec(
         name="ft",
         epochs=1,
         learning_rate=0.01,
@@ -117,7 +118,7 @@ def test_groups_freeze_and_batch_norm():
     assert all(layer.trainable for layer in late)
 
     head_only = prepare_backbone(
-        features, Stage(name="h", epochs=1, learning_rate=0.1, trainable="head")
+        features, StageSpec(name="h", epochs=1, learning_rate=0.1, trainable="head")
     )
     assert head_only == {} and not features.trainable_weights
 
@@ -125,7 +126,7 @@ def test_groups_freeze_and_batch_norm():
 def test_discriminative_optimizer_scales_each_variable_step():
     """With SGD the update is lr × multiplier × gradient, so a 0.25 variable moves a quarter."""
     fast, slow = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
-    optimizer = make_optimizer({"name": "sgd"}, 0.1, {slow.path: 0.25})
+    optimizer = make_optimizer(OptimizerSpec("sgd"), 0.1, {slow.path: 0.25})
     optimizer.apply_gradients([(np.ones(3, "float32"), fast), (np.ones(3, "float32"), slow)])
     np.testing.assert_allclose(fast.numpy(), 0.9, rtol=1e-6)
     np.testing.assert_allclose(slow.numpy(), 0.975, rtol=1e-6)

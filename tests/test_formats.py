@@ -63,6 +63,7 @@ def test_member_files_and_keys_are_documented(written):
     assert undocumented(files(member)) == []
     assert undocumented(keys({k: v for k, v in info.items() if k != "config"})) == []
     assert undocumented(info["config"]["options"]) == []
+    assert undocumented(keys(info["config"]["recipe"])) == []  # the recipe format section
     sidecar = json.loads((member / "predictions" / "test.dihedral.json").read_text())
     assert undocumented(sidecar) == []
 

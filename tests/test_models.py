@@ -38,7 +38,7 @@ def _recipe_params():
         pytest.param(
             r.name,
             id=r.name,
-            marks=[pytest.mark.slow] if r.backbone in SLOW_BACKBONES else [],
+            marks=[pytest.mark.slow] if r.model.backbone in SLOW_BACKBONES else [],
         )
         for r in load_registry()
     ]
@@ -115,7 +115,9 @@ def test_weights_of_another_backbone_are_an_error(tmp_path):
     small, _ = build_backbone(recipe, image_size=32, weights="none")
     file = tmp_path / "small.weights.h5"
     small.save_weights(file)
-    narrow = dataclasses.replace(recipe, backbone_options={"widths": [8, 16]})
+    narrow = dataclasses.replace(
+        recipe, model=dataclasses.replace(recipe.model, backbone_options={"widths": [8, 16]})
+    )
     with pytest.raises(ZooError, match="could not load it into backbone") as info:
         build_backbone(narrow, image_size=32, weights=str(file))
     assert str(file) in str(info.value) and "\n" not in str(info.value)
@@ -332,7 +334,10 @@ def test_model_saves_and_loads_in_safe_mode(tmp_path):
 
 
 def test_backbone_options_that_do_not_fit_are_one_line():
-    recipe = dataclasses.replace(get_recipe("small_cnn"), backbone_options={"depth": 3})
+    small = get_recipe("small_cnn")
+    recipe = dataclasses.replace(
+        small, model=dataclasses.replace(small.model, backbone_options={"depth": 3})
+    )
     with pytest.raises(
         ZooError, match=r"\[backbone_options\] \{'depth': 3\} do not fit backbone small_cnn"
     ):

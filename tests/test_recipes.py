@@ -14,7 +14,6 @@ from zoo.errors import ZooError
 from zoo.recipes import (
     BUILTIN_RECIPES,
     Recipe,
-    Stage,
     builtin_folder,
     get_recipe,
     load_registry,
@@ -22,6 +21,7 @@ from zoo.recipes import (
     recipe_dirs,
     scale_stages,
 )
+from zoo.specs import AugmentSpec, StageSpec
 
 MINIMAL = """\
 name = "{name}"
@@ -53,7 +53,7 @@ def test_builtin_registry_has_every_recipe_file():
     for name in ("inception_v3", "small_cnn", "efficientnet_b4", "nasnet_large"):
         assert name in registry.names()
     for recipe in registry:
-        assert recipe.source and recipe.backbone and recipe.stages
+        assert recipe.source and recipe.model.backbone and recipe.stages
         assert recipe.input.min_size <= recipe.input.size
         assert Path(recipe.path).is_file()
 
@@ -142,7 +142,9 @@ def test_user_recipe_from_zoo_recipe_path(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_RECIPE_PATH", f"{other}{os.pathsep}{tmp_path / 'mine'}")
     assert tmp_path / "mine" in recipe_dirs()
     recipe = get_recipe("my_cnn")
-    assert recipe.backbone == "small_cnn" and recipe.path == str(tmp_path / "mine" / "my_cnn.toml")
+    assert recipe.model.backbone == "small_cnn" and recipe.path == str(
+        tmp_path / "mine" / "my_cnn.toml"
+    )
     assert get_recipe("small_cnn").name == "small_cnn"  # built-ins still there
 
 
@@ -203,7 +205,7 @@ BAD_RECIPES = {
     ),
     "input not a table": (
         MINIMAL.replace("[input]\nsize = 32", 'input = "32"'),
-        r"\[input\] must be a table",
+        r"input must be a table",
     ),
     "size below min_size": (
         MINIMAL.replace("size = 32", "size = 16"),
@@ -301,7 +303,7 @@ def test_integers_are_accepted_where_numbers_are_expected(tmp_path):
     assert recipe.stages[0].learning_rate == 1.0 and isinstance(
         recipe.stages[0].learning_rate, float
     )
-    assert recipe.optimizer == {"name": "sgd", "momentum": 0, "nesterov": True}
+    assert recipe.optimizer.as_dict() == {"name": "sgd", "momentum": 0, "nesterov": True}
 
 
 def test_non_utf8_recipe_is_a_one_line_error(tmp_path):
@@ -319,10 +321,10 @@ def test_byte_order_mark_is_accepted(tmp_path):
 
 
 def test_optimizer_names_match_the_trainer():
-    """recipes.OPTIMIZERS (checked at load) and trainer.OPTIMIZERS (built) are the same classes."""
+    """specs.OPTIMIZERS (checked at load) and trainer.OPTIMIZERS (built) are the same classes."""
     import keras
 
-    from zoo.recipes import OPTIMIZERS, optimizer_arguments
+    from zoo.specs import OPTIMIZERS, optimizer_arguments
     from zoo.training.finetune import OPTIMIZERS as BUILT
 
     assert {n: getattr(keras.optimizers, c) for n, c in OPTIMIZERS.items()} == BUILT
@@ -338,7 +340,7 @@ def test_written_out_optimizer_arguments_match_keras(name):
 
     import keras
 
-    from zoo.recipes import OPTIMIZERS, optimizer_arguments
+    from zoo.specs import OPTIMIZERS, optimizer_arguments
 
     init = getattr(keras.optimizers, OPTIMIZERS[name]).__init__
     keras_arguments = {
@@ -362,8 +364,8 @@ def test_loading_recipes_does_not_import_keras():
     assert out.stdout.strip() == "[]"
 
 
-def _stages(*epochs: int) -> tuple[Stage, ...]:
-    return tuple(Stage(name=f"s{i}", epochs=e, learning_rate=0.1) for i, e in enumerate(epochs))
+def _stages(*epochs: int) -> tuple[StageSpec, ...]:
+    return tuple(StageSpec(name=f"s{i}", epochs=e, learning_rate=0.1) for i, e in enumerate(epochs))
 
 
 @pytest.mark.parametrize(
@@ -406,7 +408,8 @@ def test_scale_stages_rejects_nonpositive_budget():
 def test_with_overrides():
     recipe = get_recipe("inception_v3")
     small = recipe.with_overrides(image_size=75, epochs=3, batch_size=4, weights="none")
-    assert (small.input.size, small.epochs, small.batch_size, small.weights) == (75, 3, 4, "none")
+    assert (small.input.size, small.epochs, small.batch_size) == (75, 3, 4)
+    assert small.model.weights == "none"
     assert small.input.preprocessing == recipe.input.preprocessing
     assert recipe.input.size == 299 and recipe.epochs == 90  # frozen original untouched
     with pytest.raises(ZooError, match="--image-size 64 is too small for inception_v3.*75"):
@@ -418,7 +421,7 @@ def test_with_overrides():
 def test_to_dict_round_trip_through_json():
     """member.json and a resumed run's state.json store the resolved recipe as JSON."""
     for recipe in load_registry([BUILTIN_RECIPES]):
-        assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+        assert Recipe.from_dict(json.loads(json.dumps(recipe.as_dict()))) == recipe
     with pytest.raises(dataclasses.FrozenInstanceError):
         get_recipe("small_cnn").name = "x"  # type: ignore[misc]
 
@@ -426,17 +429,18 @@ def test_to_dict_round_trip_through_json():
 def test_inception_v3_carries_esteva_settings():
     """Esteva et al. 2017, Nature 542:115: the methods paragraph, field by field."""
     r = get_recipe("inception_v3")
-    assert r.backbone == "InceptionV3" and r.weights == "imagenet"
+    assert r.model.backbone == "InceptionV3" and r.model.weights == "imagenet"
     assert "Esteva" in r.source
     assert r.input.size == 299 and r.input.preprocessing == "inception"
-    assert r.optimizer == {"name": "rmsprop", "rho": 0.9, "momentum": 0.9, "epsilon": 0.1}
+    assert r.optimizer.as_dict() == {"name": "rmsprop", "rho": 0.9, "momentum": 0.9, "epsilon": 0.1}
     assert len(r.stages) == 1
     stage = r.stages[0]
     assert stage.trainable == "all" and stage.augment
     assert stage.learning_rate == 0.001
-    assert stage.schedule == {"name": "step", "every": 30, "factor": 1 / 16}
-    assert r.augment == {"rotation": "inscribed", "flip": "vertical"}
-    assert r.class_weight == "none" and r.sampling == "none" and r.dropout == 0.0
+    assert stage.schedule.as_dict() == {"name": "step", "every": 30, "factor": 1 / 16}
+    assert (r.augment.rotation, r.augment.flip) == ("inscribed", "vertical")
+    assert r.augment == AugmentSpec(rotation="inscribed", flip="vertical")
+    assert r.class_weight == "none" and r.sampling == "none" and r.model.dropout == 0.0
     assert r.label_smoothing == 0.0
 
 

@@ -368,7 +368,7 @@ def test_crop_borders_override_reaches_the_resolved_recipe(tmp_path, demo_worksp
         )
         run = trainer._resolve(options)
         assert run.recipe.input.crop_borders is expected
-        assert run.recipe.to_dict()["input"]["crop_borders"] is expected
+        assert run.recipe.as_dict()["input"]["crop_borders"] is expected
         assert options.to_dict()["crop_borders"] is flag
         assert run.pixels.pixels.shape == (len(run.dataset), 32, 32, 3)
     assert len(list((workspace / "cache" / "images").glob("*.npy"))) == 2

@@ -14,6 +14,7 @@ runs in a ``tf.data`` map or inside a model.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -21,21 +22,10 @@ import keras
 from keras import ops
 
 from zoo import geometry
-from zoo.errors import ZooError, close_matches
+from zoo.specs import AugmentSpec, build
 
 VALUE_RANGE = (0, 255)
-FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-KNOWN_KEYS = (
-    "rotation",
-    "flip",
-    "zoom",
-    "translate",
-    "brightness",
-    "contrast",
-    "saturation",
-    "hue",
-    "erasing",
-)
+KNOWN_KEYS = tuple(f.name for f in dataclasses.fields(AugmentSpec))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -115,10 +105,13 @@ class RandomInscribedRotation(keras.layers.Layer):
         return config
 
 
-def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras.Sequential:
+def build_augmenter(
+    config: AugmentSpec | dict[str, Any], *, seed: int | None = None
+) -> keras.Sequential:
     """A ``keras.Sequential`` of augmentation layers for a recipe's ``[augment]`` table.
 
-    Keys (all optional; any other key is a ZooError):
+    ``config`` is an :class:`zoo.specs.AugmentSpec` (a plain table is checked into one first:
+    any other key or a value out of range is a ZooError). Its steps:
 
     - ``flip``: ``"none"``, ``"horizontal"`` (left–right), ``"vertical"``
       (up–down) or ``"horizontal_and_vertical"``; each flip with p = 0.5.
@@ -147,74 +140,51 @@ def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras
     (never None, so callers can always call it). ``seed`` seeds layer ``i`` with
     ``seed + i``; with ``None`` every run differs.
     """
-    if not isinstance(config, dict):
-        raise ZooError(
-            f"[augment] must be a table of settings; got {type(config).__name__} {config!r}. "
-            f"Use keys from: {', '.join(KNOWN_KEYS)}."
-        )
-    for key in config:
-        if key not in KNOWN_KEYS:
-            raise ZooError(
-                f"unknown [augment] key {key!r}; known keys: {', '.join(KNOWN_KEYS)}."
-                + close_matches(key, list(KNOWN_KEYS))
-            )
-
+    if not isinstance(config, AugmentSpec):
+        config = build(AugmentSpec, config, table="[augment]", prefix="augment.")
     layers: list[keras.layers.Layer] = []
 
     def next_seed() -> int | None:
         return None if seed is None else seed + len(layers)
 
-    flip = config.get("flip", "none")
-    if flip not in FLIPS:
-        raise ZooError(
-            f"[augment] flip must be one of {', '.join(FLIPS)}; got {flip!r}. Pick one of those."
-        )
-    if flip != "none":
-        layers.append(keras.layers.RandomFlip(mode=flip, seed=next_seed(), name="flip"))
-
-    rotation = config.get("rotation", 0)
+    if config.flip != "none":
+        layers.append(keras.layers.RandomFlip(mode=config.flip, seed=next_seed(), name="flip"))
+    rotation = config.rotation
     if rotation == "inscribed":
         layers.append(RandomInscribedRotation(seed=next_seed(), name="inscribed_rotation"))
-    elif _is_number(rotation) and 0 <= rotation <= 180:
-        if rotation > 0:
-            layers.append(
-                keras.layers.RandomRotation(
-                    factor=rotation / 360.0, fill_mode="reflect", seed=next_seed(), name="rotation"
-                )
+    elif rotation > 0:
+        layers.append(
+            keras.layers.RandomRotation(
+                factor=rotation / 360.0, fill_mode="reflect", seed=next_seed(), name="rotation"
             )
-    else:
-        raise ZooError(
-            f'[augment] rotation must be "inscribed" or a number of degrees in [0, 180]; '
-            f'got {rotation!r}. Use for example rotation = 180 or rotation = "inscribed".'
         )
-
-    zoom = _fraction(config, "zoom", upper=1.0, closed=False)
+    zoom = config.zoom
     if zoom:
         layers.append(
             keras.layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=next_seed(), name="zoom")
         )
-    translate = _fraction(config, "translate", upper=1.0, closed=False)
+    translate = config.translate
     if translate:
         layers.append(
             keras.layers.RandomTranslation(
                 translate, translate, fill_mode="reflect", seed=next_seed(), name="translate"
             )
         )
-    brightness = _fraction(config, "brightness")
+    brightness = config.brightness
     if brightness:
         layers.append(
             keras.layers.RandomBrightness(
                 brightness, value_range=VALUE_RANGE, seed=next_seed(), name="brightness"
             )
         )
-    contrast = _fraction(config, "contrast")
+    contrast = config.contrast
     if contrast:
         layers.append(
             keras.layers.RandomContrast(
                 contrast, value_range=VALUE_RANGE, seed=next_seed(), name="contrast"
             )
         )
-    saturation = _fraction(config, "saturation")
+    saturation = config.saturation
     if saturation:
         # RandomSaturation samples f and multiplies saturation by f / (1 - f);
         # f = m / (1 + m) turns the multiplier bounds m = 1 ∓ s into its factor.
@@ -227,13 +197,13 @@ def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras
                 name="saturation",
             )
         )
-    hue = _fraction(config, "hue", upper=0.5)
+    hue = config.hue
     if hue:
         # RandomHue shifts the hue (a turn = 1) by up to ±factor / 2.
         layers.append(
             keras.layers.RandomHue(2.0 * hue, value_range=VALUE_RANGE, seed=next_seed(), name="hue")
         )
-    erasing = _fraction(config, "erasing")
+    erasing = config.erasing
     if erasing:
         layers.append(
             keras.layers.RandomErasing(
@@ -244,21 +214,3 @@ def build_augmenter(config: dict[str, Any], *, seed: int | None = None) -> keras
     if not layers:
         layers.append(keras.layers.Identity(name="identity"))
     return keras.Sequential(layers, name="augment")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fraction(
-    config: dict[str, Any], key: str, *, upper: float = 1.0, closed: bool = True
-) -> float:
-    value = config.get(key, 0)
-    ok = _is_number(value) and value >= 0 and (value <= upper if closed else value < upper)
-    if not ok:
-        bound = f"[0, {upper:g}]" if closed else f"[0, {upper:g})"
-        raise ZooError(
-            f"[augment] {key} must be a fraction in {bound}; got {value!r}. "
-            f"Use for example {key} = 0.1, or 0 to leave it out."
-        )
-    return float(value)

@@ -135,7 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, json=True)
 
     p = _add(sub, "train", "train one member and save it in the workspace")
-    p.add_argument("recipe", help="recipe name (see zoo recipes)")
+    p.add_argument("recipe", help="recipe name (see zoo recipes) or a recipe file (FILE.toml)")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one recipe setting, checked as in the file; repeatable, e.g. "
+        "--set input.size=96 --set augment.rotation=90 --set stages.1.epochs=2",
+    )
     p.add_argument(
         "--data",
         metavar="SPEC",
@@ -359,8 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
-    b = _add(ens, "build", "build an ensemble from a definition file into the workspace")
-    b.add_argument("spec", metavar="FILE.toml", help="ensemble definition (see ensembles/)")
+    b = _add(ens, "build", "build an ensemble from a definition into the workspace")
+    b.add_argument(
+        "spec",
+        metavar="NAME|FILE.toml",
+        help="ensemble definition: a name (ensembles/, <workspace>/ensemble-specs/, "
+        "$ZOO_ENSEMBLE_PATH) or a file",
+    )
     _common(b)
 
     p = _add(sub, "leaderboard", "publish the comparison of all members and ensembles")

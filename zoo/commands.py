@@ -21,16 +21,16 @@ COUNTED_CLASSES = 7  # parameters are shown for a 7-class head, as for HAM10000
 def known_parameters(recipe) -> int | None:
     """A recipe's parameter count from the backbone table (``small_cnn`` counted from its
     options), or None when ``[backbone_options]`` change a table backbone's count."""
-    backbone = get_backbone(recipe.backbone)
-    if recipe.backbone == "small_cnn":
-        options = recipe.backbone_options
+    backbone = get_backbone(recipe.model.backbone)
+    if recipe.model.backbone == "small_cnn":
+        options = recipe.model.backbone_options
         try:
             body = small_cnn_parameters(**options)
         except TypeError:  # options the builder will refuse too
             return None
         width = options.get("widths", (32, 64, 128, 256))[-1]
         return body + (width + 1) * COUNTED_CLASSES
-    if recipe.backbone_options:
+    if recipe.model.backbone_options:
         return None
     return backbone.parameters + (backbone.features + 1) * COUNTED_CLASSES
 
@@ -39,7 +39,7 @@ def recipe_row(recipe, parameters: int | None) -> dict:
     """One recipe as the listing shows it (``--json`` prints these dicts)."""
     return {
         "name": recipe.name,
-        "backbone": recipe.backbone,
+        "backbone": recipe.model.backbone,
         "image_size": recipe.input.size,
         "parameters": parameters,
         "stages": [{"trainable": s.trainable, "epochs": s.epochs} for s in recipe.stages],
@@ -105,7 +105,7 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
     result, missing = {}, []
     for r in recipes:
         key = hashlib.sha256(
-            f"{keras.__version__}|{json.dumps(r.to_dict(), sort_keys=True, default=str)}".encode()
+            f"{keras.__version__}|{json.dumps(r.as_dict(), sort_keys=True, default=str)}".encode()
         ).hexdigest()[:16]
         if key in cache:
             result[r.name] = cache[key]
@@ -155,6 +155,7 @@ def train(args, workspace: Path) -> int:
         strategy=args.strategy,
         jit_compile=args.jit_compile,
         feature_cache=not args.no_feature_cache,
+        settings=tuple(args.settings),
     )
     run_training(options)
     return 0

@@ -16,16 +16,31 @@ import importlib.resources
 import math
 import os
 import tomllib
-import typing
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zoo.backbones import check_preprocessing, get_backbone
 from zoo.errors import ZooError, close_matches
 from zoo.names import NAME_RULE, is_valid_name
-from zoo.training.schedules import learning_rate
+from zoo.specs import (
+    CLASS_WEIGHTS,
+    OPTIMIZERS,
+    SAMPLING,
+    AugmentSpec,
+    InputSpec,
+    ModelSpec,
+    OptimizerSpec,
+    StageSpec,
+    as_dict,
+    build,
+    checked_table,
+    did_you_mean,
+    optimizer_arguments,
+    rule,
+    toml_type,
+)
 
 
 def builtin_folder(kind: str) -> Path:
@@ -42,87 +57,61 @@ def builtin_folder(kind: str) -> Path:
 
 
 BUILTIN_RECIPES = builtin_folder("recipes")
-CLASS_WEIGHTS = ("none", "inverse", "effective")
-SAMPLING = ("none", "balanced")
-TRAINABLE = ("all", "head")
-BATCHNORM = ("train", "frozen")
-COLOR_CONSTANCY = ("none", "shades_of_gray")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How images enter the network: read by the data pipeline, TTA and export alike."""
-
-    size: int
-    preprocessing: str = "inception"
-    min_size: int = 32
-    interpolation: str = "bilinear"
-    crop_borders: bool = False
-    # "shades_of_gray": colour constancy (Minkowski p = 6) inside the model, before the
-    # backbone's normalisation; "none": pixels as decoded.
-    color_constancy: str = "none"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One phase of training: which layers learn, for how long, at what learning rate."""
-
-    name: str
-    epochs: int
-    learning_rate: float
-    trainable: str = "all"
-    augment: bool = True
-    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "constant"})
-    # Discriminative learning rates: the backbone cut into len(...) groups of layers, early to
-    # late, each learning at learning_rate × its multiplier (0 freezes the group); the head
-    # learns at learning_rate. Empty: every layer at learning_rate.
-    lr_multipliers: tuple[float, ...] = ()
-    # "frozen": batch-norm layers of the backbone keep their (ImageNet) statistics and scales,
-    # as in Keras' transfer-learning guide; "train": they learn like the other layers.
-    batchnorm: str = "train"
+# The network's keys are written at the top level of a recipe, beside its other settings.
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelSpec))
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A registered training recipe (see ``recipes/*.toml``)."""
+    """A registered training recipe (see ``recipes/*.toml``), every part typed and checked."""
 
-    name: str
-    source: str
-    backbone: str
-    input: InputSpec
-    stages: tuple[Stage, ...]
+    name: str = rule(ok=is_valid_name, says=f"{NAME_RULE} (it names members' directories)")
+    source: str = rule()
+    model: ModelSpec = rule()
+    input: InputSpec = rule()
+    stages: tuple[StageSpec, ...] = rule()
     description: str = ""
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    weights: str = "imagenet"
-    dropout: float = 0.0
-    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam"})
-    augment: dict[str, Any] = field(default_factory=dict)
-    class_weight: str = "none"
-    class_weight_beta: float = 0.999
-    sampling: str = "none"
-    label_smoothing: float = 0.0
-    batch_size: int = 32
-    early_stopping: int = 0
+    optimizer: OptimizerSpec = OptimizerSpec()
+    augment: AugmentSpec = AugmentSpec()
+    class_weight: str = rule("none", choices=CLASS_WEIGHTS)
+    class_weight_beta: float = rule(0.999, ok=lambda v: 0 < v < 1, says="in (0, 1)")
+    sampling: str = rule("none", choices=SAMPLING)
+    label_smoothing: float = rule(0.0, ok=lambda v: 0 <= v < 1, says="in [0, 1)")
+    batch_size: int = rule(32, ok=lambda v: v >= 1, says="a positive integer")
+    early_stopping: int = rule(0, ok=lambda v: v >= 0, says="0 (off) or a number of epochs")
     path: str = ""
 
     @property
     def epochs(self) -> int:
         return sum(s.epochs for s in self.stages)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fully resolved recipe as plain data (for member.json)."""
-        return dataclasses.asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        """The fully resolved recipe as plain data in the shape of a recipe file, plus its
+        ``path`` (``member.json``'s ``config.recipe``)."""
+        data = {f.name: as_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {**data.pop("model"), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`as_dict`, with every check of a recipe file."""
         data = dict(data)
-        data["input"] = InputSpec(**data["input"])
-        data["stages"] = tuple(
-            Stage(**{**s, "lr_multipliers": tuple(s.get("lr_multipliers", ()))})
-            for s in data["stages"]
-        )
-        return cls(**data)
+        path = data.pop("path", "")
+        return _recipe(data, name=data.get("name", ""), path=path)
+
+    def with_settings(self, settings: Iterable[str]) -> Recipe:
+        """A copy with ``--set KEY=VALUE`` settings applied, each checked as in a file."""
+        recipe = self
+        for setting in settings:
+            key, value = parse_setting(setting)
+            data = recipe.as_dict()
+            if key == "optimizer.name" and value in OPTIMIZERS:
+                data["optimizer"] = _arguments_kept(data["optimizer"], value)
+            _assign(data, key, value, setting)
+            try:
+                recipe = Recipe.from_dict(data)
+            except ZooError as exc:
+                raise ZooError(f"--set {setting}: {exc}") from None
+        return recipe
 
     def with_overrides(
         self,
@@ -139,7 +128,7 @@ class Recipe:
             if image_size < self.input.min_size:
                 raise ZooError(
                     f"--image-size {image_size} is too small for {self.name} "
-                    f"(backbone {self.backbone} needs at least {self.input.min_size} px)."
+                    f"(backbone {self.model.backbone} needs at least {self.input.min_size} px)."
                 )
             recipe = dataclasses.replace(
                 recipe, input=dataclasses.replace(recipe.input, size=image_size)
@@ -151,7 +140,9 @@ class Recipe:
                 raise ZooError(f"--batch-size must be a positive integer; got {batch_size}.")
             recipe = dataclasses.replace(recipe, batch_size=batch_size)
         if weights is not None:
-            recipe = dataclasses.replace(recipe, weights=weights)
+            recipe = dataclasses.replace(
+                recipe, model=dataclasses.replace(recipe.model, weights=weights)
+            )
         if crop_borders is not None:
             recipe = dataclasses.replace(
                 recipe, input=dataclasses.replace(recipe.input, crop_borders=crop_borders)
@@ -159,7 +150,58 @@ class Recipe:
         return recipe
 
 
-def scale_stages(stages: tuple[Stage, ...], total: int) -> tuple[Stage, ...]:
+def _arguments_kept(optimizer: dict[str, Any], name: str) -> dict[str, Any]:
+    """The arguments of ``optimizer`` that optimizer ``name`` accepts too; the others are
+    dropped with a warning (``--set optimizer.name=sgd`` on an RMSprop recipe drops ``rho``)."""
+    accepted = optimizer_arguments(name)
+    dropped = sorted(k for k in optimizer if k != "name" and k not in accepted)
+    if dropped:
+        from zoo import console
+
+        console.warn(f"--set optimizer.name={name}: dropped optimizer {', '.join(dropped)}.")
+    return {k: v for k, v in optimizer.items() if k not in dropped}
+
+
+def parse_setting(setting: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value): the value read as a TOML value (``96``, ``0.5``,
+    ``true``, ``[1, 2]``, ``"text"``), or as a string when it is none (``sgd``)."""
+    key, sep, text = setting.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ZooError(
+            f"--set {setting!r}: write KEY=VALUE, e.g. --set input.size=96 or --set stages.1.epochs=2."
+        )
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return key, value
+
+
+def _assign(data: dict[str, Any], key: str, value: Any, setting: str) -> None:
+    """Set dotted ``key`` (``input.size``, ``stages.2.epochs``: stages count from 1) in ``data``."""
+    *parents, last = key.split(".")
+    node: Any = data
+    for depth, part in enumerate([*parents, last]):
+        where = ".".join(parents[:depth]) or "the recipe"
+        if isinstance(node, list):
+            if not part.isdigit() or not 1 <= int(part) <= len(node):
+                raise ZooError(
+                    f"--set {setting}: {where} has no entry {part!r}; "
+                    f"use a number from 1 to {len(node)}."
+                )
+            if depth == len(parents):
+                raise ZooError(f"--set {setting}: set one key of {key}, e.g. {key}.epochs.")
+            node = node[int(part) - 1]
+        elif not isinstance(node, dict):
+            raise ZooError(f"--set {setting}: {where} is a value, not a table.")
+        elif depth == len(parents):
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def scale_stages(stages: tuple[StageSpec, ...], total: int) -> tuple[StageSpec, ...]:
     """Share a total epoch budget among stages in proportion to their own lengths.
 
     Every stage keeps at least one epoch while the budget allows; with fewer epochs than
@@ -177,163 +219,6 @@ def scale_stages(stages: tuple[Stage, ...], total: int) -> tuple[Stage, ...]:
         counts[i] -= 1
         counts[-1] += 1
     return tuple(dataclasses.replace(s, epochs=n) for s, n in zip(stages, counts, strict=True))
-
-
-_TOP_KEYS = {f.name for f in dataclasses.fields(Recipe)} - {"path", "input", "stages"}
-_TOML_TYPES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    dict: "a table",
-}
-# ``[optimizer] name`` → the class in ``keras.optimizers`` (zoo.training.trainer builds it).
-OPTIMIZERS = {
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "sgd": "SGD",
-    "rmsprop": "RMSprop",
-    "nadam": "Nadam",
-}
-_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
-
-
-def _toml_type(value: Any) -> str:
-    kinds = {bool: "boolean", str: "string", int: "integer", float: "float", list: "array"}
-    return kinds.get(type(value), "table" if isinstance(value, dict) else type(value).__name__)
-
-
-def _how_to_fix(kind: type, key: str, value: Any) -> str:
-    """'Write it without quotes: epochs = 5.' when a number or boolean came quoted."""
-    if isinstance(value, str):
-        text = value.strip()
-        if kind is bool and text.lower() in ("true", "false"):
-            return f"Write it without quotes: {key} = {text.lower()}."
-        if kind in (int, float):
-            try:
-                kind(text)
-            except ValueError:
-                pass
-            else:
-                return f"Write it without quotes: {key} = {text}."
-    return f"Change it to {_TOML_TYPES[kind]}."
-
-
-def _checked(cls: type, raw: dict[str, Any], *, prefix: str, fail) -> dict[str, Any]:
-    """``raw`` with every value checked against the type of ``cls``'s field of that name.
-
-    A float field accepts an integer (``learning_rate = 1``) and stores it as a float; nested
-    records (``[input]``, ``[[stages]]``) are checked on their own.
-    """
-    hints = typing.get_type_hints(cls)
-    checked = dict(raw)
-    for key, value in raw.items():
-        kind = typing.get_origin(hints.get(key)) or hints.get(key)
-        if kind not in _TOML_TYPES:
-            continue
-        if kind is float and type(value) is int:
-            checked[key] = float(value)
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise fail(
-                f"{prefix}{key} must be {_TOML_TYPES[kind]}; got {value!r} ({_toml_type(value)}). "
-                + _how_to_fix(kind, key, value)
-            )
-    return checked
-
-
-def _record(cls: type, raw: Any, *, table: str, prefix: str, fail) -> Any:
-    """``cls(**raw)`` once ``raw`` is a table with known keys, the required ones and right types."""
-    if not isinstance(raw, dict):
-        raise fail(f"{table} must be a table; got {raw!r} ({_toml_type(raw)}).")
-    fields = dataclasses.fields(cls)
-    allowed = sorted(f.name for f in fields)
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise fail(f"bad {table} table: unknown key(s) {unknown}; allowed: {allowed}.")
-    missing = [
-        f.name
-        for f in fields
-        if f.name not in raw
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise fail(f"bad {table} table: missing required key(s) {missing}; add them.")
-    return cls(**_checked(cls, raw, prefix=prefix, fail=fail))
-
-
-# The keyword arguments (→ defaults) of each Keras optimizer that ``[optimizer] name`` picks,
-# less ``learning_rate`` (set per stage) and ``name``. Written out so that loading recipes never
-# imports Keras (``zoo recipes`` answers in a second); a test checks it against Keras' signatures.
-_COMMON_ARGUMENTS = {
-    "weight_decay": None,
-    "clipnorm": None,
-    "clipvalue": None,
-    "global_clipnorm": None,
-    "use_ema": False,
-    "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None,
-    "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-}
-_ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}
-OPTIMIZER_ARGUMENTS = {
-    "adam": {**_ADAM, "amsgrad": False, **_COMMON_ARGUMENTS},
-    "adamw": {**_COMMON_ARGUMENTS, "weight_decay": 0.004, **_ADAM, "amsgrad": False},
-    "sgd": {"momentum": 0.0, "nesterov": False, **_COMMON_ARGUMENTS},
-    "rmsprop": {
-        "rho": 0.9,
-        "momentum": 0.0,
-        "epsilon": 1e-07,
-        "centered": False,
-        **_COMMON_ARGUMENTS,
-    },
-    "nadam": {**_ADAM, **_COMMON_ARGUMENTS},
-}
-
-
-def optimizer_arguments(name: str) -> dict[str, Any]:
-    """The keyword arguments (→ defaults) of the Keras optimizer that ``[optimizer] name`` picks."""
-    return dict(OPTIMIZER_ARGUMENTS[name])
-
-
-def _check_optimizer(config: dict[str, Any], fail) -> None:
-    """``[optimizer]``: a known name and only arguments its Keras class accepts, of the right type."""
-    name = config.get("name", "adam")
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise fail(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
-    accepted = optimizer_arguments(name)
-    keras_name = f"keras.optimizers.{OPTIMIZERS[name]}"
-    for key, value in config.items():
-        if key == "name":
-            continue
-        if key == "learning_rate":
-            raise fail(
-                "optimizer.learning_rate is not used: set learning_rate in each [[stages]] entry."
-            )
-        if key not in accepted:
-            near = close_matches(key, list(accepted))
-            raise fail(
-                f"optimizer.{key} is not an argument of {keras_name} (optimizer {name!r}); "
-                f"allowed: {', '.join(sorted(accepted))}.{near if 'Did you mean' in near else ''}"
-            )
-        default = accepted[key]
-        if isinstance(default, bool):
-            kind = bool
-        elif default is None or isinstance(default, int | float):
-            kind = float
-        else:
-            continue
-        if not isinstance(value, kind) and not (kind is float and type(value) is int):
-            raise fail(
-                f"optimizer.{key} must be {_TOML_TYPES[kind]} ({keras_name}); got {value!r} "
-                f"({_toml_type(value)}). " + _how_to_fix(kind, key, value)
-            )
-    clipping = [k for k in _CLIPPING if k in config]
-    if len(clipping) > 1:
-        raise fail(
-            f"optimizer: set at most one of {', '.join(_CLIPPING)}; got {', '.join(clipping)}."
-        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -355,200 +240,168 @@ def _read_toml(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def _check_finite(value: Any, key: str, fail) -> None:
+def _check_finite(value: Any, key: str) -> None:
     """Every number in the file is finite: TOML's ``inf`` and ``nan`` are refused, naming the key."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise fail(f"{key} must be a finite number; got {value!r}.")
+        raise ZooError(f"{key} must be a finite number; got {value!r}.")
     items = value.items() if isinstance(value, dict) else []
     if isinstance(value, list):
         items = ((f"[{i}]", v) for i, v in enumerate(value, start=1))
     for sub, item in items:
         joined = f"{key}{sub}" if sub.startswith("[") else f"{key}.{sub}" if key else sub
-        _check_finite(item, joined, fail)
+        _check_finite(item, joined)
 
 
 def parse_recipe(path: Path) -> Recipe:
-    """Read and validate one recipe file, so that a bad recipe fails when it is loaded.
+    """Read and check one recipe file, so that a bad recipe fails when it is loaded.
 
-    Checks keys, value types, allowed values, the ``[optimizer]`` arguments against the Keras
-    optimizer and each stage's schedule. Errors name the file, the key, the allowed values and
-    the value received.
+    Every key, type and range is checked, the ``[optimizer]`` arguments against the Keras
+    optimizer and each stage's schedule; errors name the file, the key, the allowed values
+    and the value received.
     """
-    data = _read_toml(path)
-
-    def fail(message: str) -> ZooError:
-        return ZooError(f"recipe file {path}: {message}")
-
-    unknown = set(data) - _TOP_KEYS - {"input", "stages"}
-    if unknown:
-        raise fail(
-            f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS | {'input', 'stages'})}."
-        )
-    for key in ("source", "backbone", "stages"):
-        if key not in data:
-            raise fail(f"missing required key '{key}'.")
-    fields = {k: v for k, v in data.items() if k not in ("input", "stages")}
-    fields = _checked(Recipe, fields, prefix="", fail=fail)
-    fields.setdefault("name", path.stem)
     try:
-        backbone = get_backbone(fields["backbone"])
+        return _recipe(_read_toml(path), name=path.stem, path=str(path))
     except ZooError as exc:
-        raise fail(f"backbone: {exc}") from None
-    if not is_valid_name(fields["name"]):
-        raise fail(
-            f"name must be {NAME_RULE} (it names members' directories); got {fields['name']!r}."
-        )
-    _check_finite(data, "", fail)
+        message = str(exc)
+        if message.startswith("recipe file "):
+            raise
+        raise ZooError(f"recipe file {path}: {message}") from None
 
+
+def _recipe(data: dict[str, Any], *, name: str, path: str) -> Recipe:
+    """A recipe from the data of a recipe file; raises a ZooError naming the first problem."""
+    allowed = {f.name for f in dataclasses.fields(Recipe)} - {"model", "path"} | set(MODEL_KEYS)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ZooError(
+            f"unknown key(s) {unknown}; allowed: {sorted(allowed)}."
+            + did_you_mean(unknown[0], allowed)
+        )
+    _check_finite(data, "")
+    rest = {k: v for k, v in data.items() if k not in {*MODEL_KEYS, "input", "stages"}}
+    top = checked_table(
+        Recipe,
+        {"name": name, **rest},
+        table="recipe",
+        prefix="",
+        ready=("model", "input", "stages"),
+    )
+    model = build(
+        ModelSpec, {k: data[k] for k in MODEL_KEYS if k in data}, table="recipe", prefix=""
+    )
+    try:
+        backbone = get_backbone(model.backbone)
+    except ZooError as exc:
+        raise ZooError(f"backbone: {exc}") from None
     raw_input = data.get("input", {})
     if not isinstance(raw_input, dict):
-        raise fail(f"[input] must be a table; got {raw_input!r} ({_toml_type(raw_input)}).")
+        raise ZooError(f"input must be a table; got {raw_input!r} ({toml_type(raw_input)}).")
     inherited = {
         "size": backbone.size,
         "min_size": backbone.min_size,
         "preprocessing": backbone.preprocessing,
     }
-    spec = _record(
-        InputSpec, {**inherited, **raw_input}, table="[input]", prefix="input.", fail=fail
-    )
-    mismatch = check_preprocessing(backbone, spec.preprocessing, fields.get("weights", "imagenet"))
+    spec = build(InputSpec, {**inherited, **raw_input}, table="[input]", prefix="input.")
+    mismatch = check_preprocessing(backbone, spec.preprocessing, model.weights)
     if mismatch:
-        raise fail(f"input.{mismatch}.")
-    from zoo.data.images import RESAMPLING
-
-    if spec.color_constancy not in COLOR_CONSTANCY:
-        raise fail(
-            f"input.color_constancy must be one of {COLOR_CONSTANCY}; got {spec.color_constancy!r}."
-        )
-    if spec.interpolation not in RESAMPLING:
-        raise fail(
-            f"input.interpolation must be one of {tuple(RESAMPLING)}; got {spec.interpolation!r}."
-        )
+        raise ZooError(f"input.{mismatch}.")
     if spec.min_size < backbone.min_size or spec.size < spec.min_size:
-        raise fail(
+        raise ZooError(
             f"input.size must be at least input.min_size, and input.min_size at least "
             f"{backbone.min_size} ({backbone.name}); got size = {spec.size}, "
             f"min_size = {spec.min_size}."
         )
-
+    if "stages" not in data:
+        raise ZooError("missing required key 'stages'.")
     if not isinstance(data["stages"], list):
-        raise fail(
+        raise ZooError(
             "stages must be an array of tables, one [[stages]] entry per phase of training; "
-            f"got {_toml_type(data['stages'])}."
+            f"got {toml_type(data['stages'])}."
         )
-    stages = []
-    for i, raw in enumerate(data["stages"], start=1):
-        stage = _record(
-            Stage, raw, table=f"[[stages]] entry {i}", prefix=f"stages[{i}].", fail=fail
-        )
-        if stage.trainable not in TRAINABLE:
-            raise fail(
-                f"stages[{i}].trainable must be one of {TRAINABLE}; got {stage.trainable!r}."
-            )
-        if stage.epochs < 1:
-            raise fail(f"stages[{i}].epochs must be a positive integer; got {stage.epochs}.")
-        if stage.batchnorm not in BATCHNORM:
-            raise fail(
-                f"stages[{i}].batchnorm must be one of {BATCHNORM}; got {stage.batchnorm!r}."
-            )
-        stage = dataclasses.replace(
-            stage, lr_multipliers=_multipliers(stage.lr_multipliers, f"stages[{i}]", fail)
-        )
-        if not stage.learning_rate > 0:
-            raise fail(f"stages[{i}].learning_rate must be > 0; got {stage.learning_rate}.")
-        try:
-            learning_rate(stage.schedule, base=stage.learning_rate, epoch=0, epochs=stage.epochs)
-        except ZooError as exc:
-            raise fail(f"stages[{i}].schedule: {exc} Fix that [[stages]] entry.") from None
-        stages.append(stage)
+    stages = tuple(
+        build(StageSpec, raw, table=f"[[stages]] entry {i}", prefix=f"stages[{i}].")
+        for i, raw in enumerate(data["stages"], start=1)
+    )
     if not stages:
-        raise fail("needs at least one [[stages]] entry.")
-
-    recipe = Recipe(input=spec, stages=tuple(stages), path=str(path), **fields)
-    _check_optimizer(recipe.optimizer, fail)
-    for key, ok, rule in (
-        ("batch_size", recipe.batch_size >= 1, "a positive integer"),
-        ("early_stopping", recipe.early_stopping >= 0, "0 (off) or a number of epochs"),
-        ("dropout", 0 <= recipe.dropout < 1, "in [0, 1)"),
-        ("label_smoothing", 0 <= recipe.label_smoothing < 1, "in [0, 1)"),
-        ("class_weight_beta", 0 < recipe.class_weight_beta < 1, "in (0, 1)"),
-    ):
-        if not ok:
-            raise fail(f"{key} must be {rule}; got {getattr(recipe, key)!r}.")
-    if recipe.class_weight not in CLASS_WEIGHTS:
-        raise fail(f"class_weight must be one of {CLASS_WEIGHTS}; got {recipe.class_weight!r}.")
-    if recipe.sampling not in SAMPLING:
-        raise fail(f"sampling must be one of {SAMPLING}; got {recipe.sampling!r}.")
+        raise ZooError("needs at least one [[stages]] entry.")
+    recipe = Recipe(**top, model=model, input=spec, stages=stages, path=path)
     if recipe.sampling == "balanced" and recipe.class_weight != "none":
-        raise fail(
+        raise ZooError(
             "use balanced sampling or class weights, not both (the prior would be corrected twice)."
         )
     return recipe
 
 
-def _multipliers(raw: Any, where: str, fail) -> tuple[float, ...]:
-    """``lr_multipliers``: an array of finite numbers in [0, 1]."""
-    if not isinstance(raw, list | tuple) or not all(
-        isinstance(m, int | float) and not isinstance(m, bool) and 0 <= m <= 1 for m in raw
-    ):
-        raise fail(
-            f"{where}.lr_multipliers must be an array of numbers in [0, 1], early layers first "
-            f"(e.g. [0.1, 0.3, 1.0]); got {raw!r}."
-        )
-    return tuple(float(m) for m in raw)
-
-
 def recipe_dirs(workspace: Path | None = None) -> list[Path]:
     """Folders searched for recipe files, built-in first."""
-    dirs = [BUILTIN_RECIPES]
+    return search_dirs(BUILTIN_RECIPES, workspace, "recipes", "ZOO_RECIPE_PATH")
+
+
+def search_dirs(builtin: Path, workspace: Path | None, folder: str, variable: str) -> list[Path]:
+    """``builtin``, ``<workspace>/<folder>`` and every folder of ``$<variable>``."""
+    dirs = [builtin]
     if workspace is not None:
-        dirs.append(Path(workspace) / "recipes")
-    for part in os.environ.get("ZOO_RECIPE_PATH", "").split(os.pathsep):
-        if part:
-            dirs.append(Path(part))
+        dirs.append(Path(workspace) / folder)
+    dirs += [Path(part) for part in os.environ.get(variable, "").split(os.pathsep) if part]
     return dirs
 
 
 class Registry:
-    """Name → recipe. Registering a name twice is an error; unknown names list close matches."""
+    """Name → definition (a recipe or an ensemble). A name defined twice is an error; unknown
+    names list close matches."""
 
-    def __init__(self) -> None:
-        self._recipes: dict[str, Recipe] = {}
+    def __init__(self, kind: str = "recipe") -> None:
+        self.kind = kind
+        self._items: dict[str, Any] = {}
 
-    def register(self, recipe: Recipe) -> Recipe:
-        if recipe.name in self._recipes:
-            first = self._recipes[recipe.name].path
+    def register(self, item: Any) -> Any:
+        if item.name in self._items:
+            first = self._items[item.name].path
             raise ZooError(
-                f"recipe {recipe.name!r} is defined twice: {first} and {recipe.path}; rename one."
+                f"{self.kind} {item.name!r} is defined twice: {first} and {item.path}; rename one."
             )
-        self._recipes[recipe.name] = recipe
-        return recipe
+        self._items[item.name] = item
+        return item
 
-    def get(self, name: str) -> Recipe:
-        if name not in self._recipes:
-            raise ZooError(f"unknown recipe {name!r}.{close_matches(name, list(self._recipes))}")
-        return self._recipes[name]
+    def get(self, name: str) -> Any:
+        if name not in self._items:
+            hint = close_matches(name, list(self._items)) if self._items else ""
+            raise ZooError(f"unknown {self.kind} {name!r}.{hint} Or pass a path to a .toml file.")
+        return self._items[name]
 
     def names(self) -> list[str]:
-        return sorted(self._recipes)
+        return sorted(self._items)
 
     def __iter__(self):
-        return iter(self._recipes[n] for n in self.names())
+        return iter(self._items[n] for n in self.names())
 
     def __len__(self) -> int:
-        return len(self._recipes)
+        return len(self._items)
 
 
-def load_registry(dirs: Iterable[Path] | None = None) -> Registry:
-    """A registry of every ``*.toml`` recipe in ``dirs`` (default: :func:`recipe_dirs`)."""
-    registry = Registry()
+def load_registry(
+    dirs: Iterable[Path] | None = None,
+    *,
+    parse: Callable[[Path], Any] = None,  # type: ignore[assignment]
+    kind: str = "recipe",
+) -> Registry:
+    """A registry of every ``*.toml`` file in ``dirs`` (default: :func:`recipe_dirs`), each
+    read by ``parse`` (default: :func:`parse_recipe`)."""
+    registry = Registry(kind)
     for folder in dirs if dirs is not None else recipe_dirs():
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
-                registry.register(parse_recipe(path))
+                registry.register((parse or parse_recipe)(path))
     return registry
 
 
+def is_path(text: str) -> bool:
+    """Whether a command-line NAME is a file path (``x.toml`` or with a folder) rather than a name."""
+    return text.endswith(".toml") or "/" in text or os.sep in text
+
+
 def get_recipe(name: str, *, workspace: Path | None = None) -> Recipe:
-    """The recipe called ``name`` from every known folder."""
+    """The recipe called ``name`` from every known folder, or read from ``name`` as a file path."""
+    if is_path(name):
+        return parse_recipe(Path(name))
     return load_registry(recipe_dirs(workspace)).get(name)

@@ -11,7 +11,7 @@ from zoo.ensembles.combine import (
     combiner_from_dict,
     make_combiner,
 )
-from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
+from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 
 __all__ = [
     "COMBINE_RULES",
@@ -22,7 +22,9 @@ __all__ = [
     "PredictionSet",
     "RankCombiner",
     "WeightedCombiner",
+    "Selection",
     "combiner_from_dict",
+    "find_spec",
     "load_spec",
     "make_combiner",
     "resolve_members",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from zoo.ensembles.combine import PredictionSet
-from zoo.ensembles.spec import EnsembleSpec, load_spec, resolve_members
+from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 from zoo.errors import ZooError
 from zoo.headline import headline_metrics
 from zoo.members import Member, list_members
@@ -243,11 +243,12 @@ def _spec_text(spec: EnsembleSpec) -> str:
     if spec.description:
         lines.append(f"description = {value(spec.description)}")
     lines += [
-        f"members = {value(list(spec.members))}",
         f"combine = {value(spec.combine)}",
         f"prior_correction = {value(spec.prior_correction)}",
         f"tta = {value(spec.tta)}",
     ]
+    lines += ["", "[members]", f"names = {value(list(spec.members))}"]
+    lines += [f"{k} = {value(v)}" for k, v in asdict(spec.select).items() if v]
     if spec.options:
         lines += ["", "[options]"] + [f"{k} = {value(v)}" for k, v in spec.options.items()]
     return "\n".join(lines) + "\n"
@@ -261,15 +262,20 @@ def _fit_without_data(combiner, members: tuple[str, ...], classes: tuple[str, ..
 
 
 def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
-    """Build the ensemble ``spec`` (a definition file or an :class:`EnsembleSpec`) and save it.
+    """Build the ensemble ``spec`` (a definition's name or file, or an :class:`EnsembleSpec`)
+    and save it.
 
     Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split.
     """
     started = time.perf_counter()
     workspace = Path(workspace)
-    spec = spec if isinstance(spec, EnsembleSpec) else load_spec(spec)
+    if not isinstance(spec, EnsembleSpec):
+        spec = load_spec(spec) if isinstance(spec, Path) else find_spec(spec, workspace=workspace)
     tta_name(spec.tta)  # an unknown scheme is refused before any work
-    names = resolve_members(spec, [m.path.name for m in list_members(workspace)])
+    saved = list_members(workspace)
+    # member.json is read only to select by recipe, data, image size or seed
+    available = {m.path.name: m.info for m in saved} if spec.select != Selection() else None
+    names = resolve_members(spec, available or [m.path.name for m in saved])
     members = [Member(Layout(workspace).member(name)) for name in names]
     check_compatible(members, shared_val=spec.combine not in _DATA_FREE_RULES)
     first = members[0]
@@ -401,6 +407,7 @@ def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleReco
         spec={
             "file": None if spec.path is None else str(Path(spec.path).resolve()),
             "text": _spec_text(spec),
+            "resolved_members": list(names),
         },
         rule=spec.combine,
         options=dict(spec.options),
@@ -527,11 +534,11 @@ def print_summary(info: dict, path: Path) -> None:
     console.info(f"saved to {path} in {info['build_seconds']:.2f} s")
 
 
-def build_command(spec_file: str | Path, workspace: Path) -> int:
-    """``zoo ensemble build FILE.toml``: build under the ensemble's lock, print the table."""
+def build_command(spec: str | Path, workspace: Path) -> int:
+    """``zoo ensemble build NAME|FILE.toml``: build under the ensemble's lock, print the table."""
     from zoo.locks import hold
 
-    spec = load_spec(spec_file)
+    spec = find_spec(str(spec), workspace=workspace)
     folder = Layout(workspace).ensemble(spec.name)
     with hold(folder, what=f"zoo ensemble build {spec.name}"):
         path = build_ensemble(spec, workspace=workspace)

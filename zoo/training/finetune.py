@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from zoo.recipes import OPTIMIZERS as OPTIMIZER_CLASSES
-from zoo.recipes import Stage
+from zoo.specs import OPTIMIZERS as OPTIMIZER_CLASSES
+from zoo.specs import OptimizerSpec, StageSpec
 
 
 def _discriminative(base: type) -> type:
@@ -48,17 +48,15 @@ DISCRIMINATIVE = {name: _discriminative(cls) for name, cls in OPTIMIZERS.items()
 
 
 def make_optimizer(
-    config: dict, learning_rate: float, multipliers: dict[str, float] | None = None
+    spec: OptimizerSpec, learning_rate: float, multipliers: dict[str, float] | None = None
 ) -> keras.optimizers.Optimizer:
     """The recipe's ``[optimizer]`` at ``learning_rate``; with per-variable ``multipliers``
     (variable path → factor), the discriminative version of the same optimizer."""
-    settings = {k: v for k, v in config.items() if k != "name"}
-    name = config.get("name", "adam")
     if multipliers:
-        return DISCRIMINATIVE[name](
-            learning_rate=learning_rate, multipliers=multipliers, **settings
+        return DISCRIMINATIVE[spec.name](
+            learning_rate=learning_rate, multipliers=multipliers, **spec.arguments
         )
-    return OPTIMIZERS[name](learning_rate=learning_rate, **settings)
+    return OPTIMIZERS[spec.name](learning_rate=learning_rate, **spec.arguments)
 
 
 def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -79,7 +77,7 @@ def layer_groups(model: keras.Model, count: int) -> list[list[keras.layers.Layer
     return [list(group) for group in np.array_split(np.array(weighted, dtype=object), count)]
 
 
-def prepare_backbone(features: keras.Model, stage: Stage) -> dict[str, float]:
+def prepare_backbone(features: keras.Model, stage: StageSpec) -> dict[str, float]:
     """Set which backbone layers train in ``stage`` and return the learning-rate multiplier of
     every trainable variable whose multiplier is not 1 (empty when there are none)."""
     features.trainable = stage.trainable == "all"

@@ -8,7 +8,9 @@ then cosine annealing to lr/``final_div``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from zoo.errors import ZooError
@@ -52,10 +54,38 @@ def check_schedule(schedule: Any) -> None:
             raise ZooError(f"schedule {name!r} option {key!r} must be {rule}; got {value!r}.")
 
 
-def learning_rate(schedule: dict[str, Any], *, base: float, epoch: float, epochs: int) -> float:
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A stage's ``schedule = { name = …, … }``; an option left out (None) takes its default."""
+
+    name: str = "constant"
+    every: float | None = None
+    factor: float | None = None
+    warmup: float | None = None
+    div: float | None = None
+    final_div: float | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ScheduleSpec:
+        check_schedule(raw)
+        return cls(**raw)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options given, as written in the recipe."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def get(self, key: str, default: float) -> float:
+        value = getattr(self, key)
+        return default if value is None else value
+
+
+def learning_rate(
+    schedule: ScheduleSpec | dict[str, Any], *, base: float, epoch: float, epochs: int
+) -> float:
     """The learning rate ``epoch`` epochs (fractional) into a stage of ``epochs`` epochs."""
-    check_schedule(schedule)
-    name = schedule.get("name", "constant")
+    if not isinstance(schedule, ScheduleSpec):
+        schedule = ScheduleSpec.from_dict(schedule)
+    name = schedule.name
     if name == "constant":
         return base
     if name == "step":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import shutil
 import time
@@ -34,7 +35,7 @@ from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
 from zoo.priors import effective_priors
-from zoo.recipes import Recipe, Stage, get_recipe
+from zoo.recipes import Recipe, get_recipe
 from zoo.store import (
     MEMBER_FILE,
     MODEL_FILE,
@@ -44,6 +45,7 @@ from zoo.store import (
     predictions_frame,
     sha256_of,
 )
+from zoo.specs import StageSpec
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
@@ -77,6 +79,7 @@ class TrainOptions:
     strategy: str = "default"
     jit_compile: str = "auto"
     feature_cache: bool = True
+    settings: tuple[str, ...] = ()  # --set KEY=VALUE, applied to the recipe in order
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -139,6 +142,7 @@ RESUME_OPTIONS = (
     "split_seed",
     "fold",
     "folds",
+    "settings",
 )
 
 
@@ -157,7 +161,7 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     given = {k: getattr(options, k) for k in RESUME_OPTIONS if getattr(options, k) != unset[k]}
     if options.name is not None:
         check_name(options.name, what="--name")
-    recipe = get_recipe(options.recipe, workspace=workspace)
+    recipe = get_recipe(options.recipe, workspace=workspace).with_settings(options.settings)
     check_split_options(fold=options.fold, folds=options.folds)
     dataset = load_dataset(
         options.data, workspace=workspace, images=Path(options.images) if options.images else None
@@ -168,14 +172,19 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
             "7 classes, 420 images) — pass --data to train on real images."
         )
         defaults = dataset.defaults
-        if options.image_size is None:
+        settings = [s.partition("=")[0].strip() for s in options.settings]  # --set wins too
+        if options.image_size is None and "input.size" not in settings:
             options.image_size = max(defaults["image_size"], recipe.input.min_size)
-        if options.epochs is None:
+        if options.epochs is None and not any(
+            fnmatch.fnmatch(k, "stages.*.epochs") for k in settings
+        ):
             options.epochs = defaults["epochs"]
     for note in dataset.notes:
         console.info(f"  note: {note}")
     _check_classes(dataset)
-    weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
+    weights = options.weights or (
+        "auto" if recipe.model.weights == "imagenet" else recipe.model.weights
+    )
     recipe = recipe.with_overrides(
         image_size=options.image_size,
         epochs=options.epochs,
@@ -243,6 +252,7 @@ def _forget_empty_run(directory: Path, *, resume: bool) -> None:
 def _check_resume_options(state: dict, recipe: Recipe, given: dict, *, file: Path) -> None:
     """Refuse options given with --resume that contradict the interrupted run, naming them."""
     saved = state.get("options") if isinstance(state.get("options"), dict) else {}
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
     effective = {
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,
@@ -251,7 +261,8 @@ def _check_resume_options(state: dict, recipe: Recipe, given: dict, *, file: Pat
         "weights": state["weights"],
     }
     clashes = [
-        f"--{key.replace('_', '-')} {value} (the run has {saved.get(key, effective.get(key))})"
+        f"--{'set' if key == 'settings' else key.replace('_', '-')} {value} "
+        f"(the run has {saved.get(key, effective.get(key))})"
         for key, value in given.items()
         if value is not None and value not in (saved.get(key), effective.get(key, saved.get(key)))
     ]
@@ -331,7 +342,7 @@ def _check_data(
     return pixels, split
 
 
-def _stage_plan(stages: tuple[Stage, ...]) -> list[tuple[int, Stage]]:
+def _stage_plan(stages: tuple[StageSpec, ...]) -> list[tuple[int, StageSpec]]:
     """(first global epoch, stage) for every stage."""
     plan, start = [], 0
     for stage in stages:
@@ -359,7 +370,7 @@ def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> 
         {
             "name": run.name,
             "options": run.options.to_dict(),
-            "recipe": run.recipe.to_dict(),
+            "recipe": run.recipe.as_dict(),
             "weights": run.weights,
             "split": run.split.to_dict(),
             "fingerprint": run.dataset.fingerprint,
@@ -377,7 +388,7 @@ def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> 
 def _fit_stage(
     run: _Run,
     model,
-    stage: Stage,
+    stage: StageSpec,
     *,
     index: int,
     first_epoch: int,
@@ -406,7 +417,7 @@ def _fit_stage(
         val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
         trained = head
     augmenter = None
-    if stage.augment and recipe.augment and not use_features:
+    if stage.augment and recipe.augment.active and not use_features:
         from zoo.augment import build_augmenter
 
         augmenter = build_augmenter(recipe.augment, seed=opts.seed)
@@ -480,7 +491,7 @@ def _fit_stage(
     return not trained.stop_training
 
 
-def _trainable_summary(stage: Stage) -> str:
+def _trainable_summary(stage: StageSpec) -> str:
     """How the backbone trains in a stage that unfreezes it."""
     parts = ["all layers train"]
     if stage.lr_multipliers:
@@ -534,7 +545,7 @@ def _train(run: _Run) -> Path:
         )
     recipe, dataset = run.recipe, run.dataset
     console.info(
-        f"Training [bold]{run.name}[/bold]: recipe {recipe.name} ({recipe.backbone}), "
+        f"Training [bold]{run.name}[/bold]: recipe {recipe.name} ({recipe.model.backbone}), "
         f"{recipe.input.size} px, {recipe.epochs} epoch(s), batch {recipe.batch_size}, precision {policy}, "
         f"split train {len(run.split.train)} / val {len(run.split.val)} / test {len(run.split.test)}"
     )
@@ -560,7 +571,7 @@ def _train(run: _Run) -> Path:
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
     jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
-    if jit == "auto" and not get_backbone(recipe.backbone).xla:
+    if jit == "auto" and not get_backbone(recipe.model.backbone).xla:
         jit = False
     done = state["epochs_done"] if state else 0
     for index, (first, stage) in enumerate(_stage_plan(recipe.stages)):
@@ -613,7 +624,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     info = {
         "name": run.name,
         "recipe": run.recipe.name,
-        "config": {"recipe": run.recipe.to_dict(), "options": run.options.to_dict()},
+        "config": {"recipe": run.recipe.as_dict(), "options": run.options.to_dict()},
         "classes": list(classes),
         "weights": run.weights,
         "weights_provenance": weights_provenance(run.recipe, run.weights),
