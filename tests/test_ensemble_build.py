@@ -27,6 +27,7 @@ from zoo.ensembles.combine import Combiner, PredictionSet
 from zoo.ensembles.spec import find_spec, load_spec, resolve_members
 from zoo.ensembles.target import EnsembleTarget
 from zoo.errors import ZooError
+from zoo.recipes import builtin_folder
 from zoo.store import (
     prediction_key,
     predictions_frame,
@@ -34,7 +35,6 @@ from zoo.store import (
     tta_name,
     write_predictions,
 )
-from zoo.recipes import builtin_folder
 from zoo.targets import resolve_target
 
 CLASSES = ["mel", "nv", "bcc"]

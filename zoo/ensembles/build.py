@@ -407,7 +407,7 @@ def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleReco
         spec={
             "file": None if spec.path is None else str(Path(spec.path).resolve()),
             "text": _spec_text(spec),
-            "resolved_members": list(names),
+            "resolved_members": [item.member.path.name for item in inputs],
         },
         rule=spec.combine,
         options=dict(spec.options),

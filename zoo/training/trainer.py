@@ -36,6 +36,7 @@ from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, get_recipe
+from zoo.specs import StageSpec
 from zoo.store import (
     MEMBER_FILE,
     MODEL_FILE,
@@ -45,7 +46,6 @@ from zoo.store import (
     predictions_frame,
     sha256_of,
 )
-from zoo.specs import StageSpec
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
