@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="SPEC",
-        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE or demo (default: demo)",
+        action="append",
+        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE, demo or a data TOML (default: "
+        "demo); repeat it to train on several sources at once",
     )
     p.add_argument(
         "--images",

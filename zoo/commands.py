@@ -131,13 +131,14 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
 
 
 def train(args, workspace: Path) -> int:
+    from zoo.data.combined import join_specs
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training
 
     options = TrainOptions(
         recipe=args.recipe,
         workspace=workspace,
-        data=args.data,
+        data=join_specs(args.data or []),
         images=args.images,
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -29,6 +29,7 @@ class Dataset:
     weights: pd.Series | None = None
     defaults: dict = field(default_factory=dict)
     is_demo: bool = False
+    sources: list[dict] | None = None  # combined data: what member.json records of each source
 
     def __len__(self) -> int:
         return len(self.records)
@@ -61,6 +62,10 @@ class Dataset:
         weights = None if self.weights is None else self.weights.loc[list(ids)]
         return dataclasses.replace(self, records=records, weights=weights)
 
+    def with_groups(self, groups) -> Dataset:
+        """The same data set with new lesion groups (e.g. duplicates merged)."""
+        return dataclasses.replace(self, records=self.records.assign(group=list(groups)))
+
     def labelled(self) -> Dataset:
         """The images whose label is one of ``classes`` (the reader reports the others)."""
         known = self.records["label"].isin(self.classes)
@@ -75,7 +80,7 @@ class Dataset:
 
     def describe(self) -> dict:
         """Source, size and fingerprint, as recorded in member.json."""
-        return {
+        described = {
             "name": self.name,
             "source": self.spec,
             "count": len(self),
@@ -84,6 +89,9 @@ class Dataset:
             "class_counts": self.class_counts(),
             "demo": self.is_demo,
         }
+        if self.sources:
+            described["sources"] = [dict(s) for s in self.sources]
+        return described
 
 
 def safe_name(text: str) -> str:

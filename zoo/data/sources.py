@@ -298,6 +298,10 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
     """Read the data set named by a ``--data`` spec (``None`` means the demo set)."""
     if spec in (None, "", "demo", "demo:"):
         return read_demo(workspace)
+    from zoo.data.combined import is_combined, load_combined
+
+    if is_combined(spec):
+        return load_combined(spec, workspace=workspace, images=images)
     kind, sep, rest = spec.partition(":")
     if sep and kind in KINDS:
         path = Path(rest).expanduser()

@@ -24,6 +24,15 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from zoo import console
 from zoo.backbones import get_backbone
 from zoo.data import Dataset, load_dataset
+from zoo.data.combined import source_weights, split_counts
+from zoo.data.duplicates import (
+    ImageHashes,
+    duplicate_report,
+    image_hashes,
+    merge_duplicates,
+    public,
+    save_hashes,
+)
 from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, check_split_options, make_split
@@ -117,6 +126,8 @@ class _Run:
     weights: str
     directory: Path
     pixels: ImageTable | None = None
+    hashes: ImageHashes | None = None
+    duplicates: dict | None = None
     history: list = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = -1.0
@@ -218,10 +229,38 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
             )
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
+    hashes, duplicates = _find_duplicates(dataset, options)
+    dataset = merge_duplicates(dataset, duplicates)
     pixels, split = _check_data(dataset, recipe, options, split)
     return _Run(
-        options, recipe, dataset, split, name, weights, directory, pixels=pixels, state=state
+        options,
+        recipe,
+        dataset,
+        split,
+        name,
+        weights,
+        directory,
+        pixels=pixels,
+        hashes=hashes,
+        duplicates=duplicates,
+        state=state,
     )
+
+
+def _find_duplicates(dataset: Dataset, options: TrainOptions) -> tuple[ImageHashes, dict]:
+    """Perceptual hashes of every image (cached) and the near-duplicate pairs among them; the
+    pairs' lesions are merged before the split so no picture straddles train/val/test."""
+    hashes = image_hashes(dataset, cache_dir=options.workspace / "cache" / "hashes")
+    report = duplicate_report(dataset, hashes)
+    if report["pairs"]:
+        shown = ", ".join(f"{e['a']} ≈ {e['b']}" for e in report["examples"][:3])
+        console.info(
+            f"  duplicates: {report['pairs']} pair(s) of near-identical images "
+            f"({report['across_sources']} across sources, {report['other_lesion']} of different "
+            f"lesions, {report['label_conflicts']} with different labels), e.g. {shown}; "
+            "each pair is kept in one part of the split"
+        )
+    return hashes, report
 
 
 def _check_classes(dataset: Dataset) -> None:
@@ -390,6 +429,7 @@ def _fit_stage(
     first_epoch: int,
     start_in_stage: int,
     sample_weight_of_class: np.ndarray,
+    image_weights: np.ndarray | None = None,
     jit,
     strategy,
 ) -> bool:
@@ -422,7 +462,8 @@ def _fit_stage(
         y_train,
         num_classes=len(run.dataset.classes),
         batch_size=recipe.batch_size,
-        sample_weights=sample_weight_of_class[y_train],
+        sample_weights=sample_weight_of_class[y_train]
+        * (1.0 if image_weights is None else image_weights),
         augmenter=augmenter,
         balanced=recipe.sampling == "balanced",
         seed=opts.seed + index,
@@ -562,7 +603,10 @@ def _train(run: _Run) -> Path:
     weights_of_class = class_weights(
         counts, scheme=recipe.class_weight, beta=recipe.class_weight_beta
     )
-    priors = effective_priors(counts, None if recipe.sampling == "balanced" else weights_of_class)
+    per_source = _source_weights(run)
+    mass = np.bincount(run.labels("train"), weights=per_source, minlength=len(dataset.classes))
+    # the prior behind prior correction: the combined training split, as the sources weigh it
+    priors = effective_priors(mass, None if recipe.sampling == "balanced" else weights_of_class)
     if recipe.sampling == "balanced":
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
@@ -581,6 +625,7 @@ def _train(run: _Run) -> Path:
             first_epoch=first,
             start_in_stage=done - first if done > first else 0,
             sample_weight_of_class=weights_of_class,
+            image_weights=per_source,
             jit=jit,
             strategy=strategy,
         )
@@ -589,6 +634,33 @@ def _train(run: _Run) -> Path:
             break
     model.load_weights(run.directory / "best.weights.h5")
     return _save_member(run, model, counts, weights_of_class, priors)
+
+
+def _source_weights(run: _Run) -> np.ndarray | None:
+    """Each training image's source weight (data TOML ``weight``), or None when all are 1."""
+    weights = source_weights(run.dataset)
+    return None if weights is None else weights.loc[list(run.split.train)].to_numpy()
+
+
+def _data_record(run: _Run) -> dict:
+    """member.json's ``data``: the data set, each source with its split counts, duplicates."""
+    record = run.dataset.describe()
+    if run.dataset.sources:
+        counts = split_counts(run.dataset, run.split)
+        for source in record["sources"]:
+            source["split_counts"] = counts[source["name"]]
+    if run.duplicates is not None:
+        record["duplicates"] = public(run.duplicates)
+    if run.hashes is not None:
+        record["train_hashes"] = {
+            "file": TRAIN_HASHES_FILE,
+            "kind": run.duplicates["kind"] if run.duplicates else None,
+            "count": len(run.split.train),
+        }
+    return record
+
+
+TRAIN_HASHES_FILE = "train_hashes.npy"
 
 
 def _kept(run: _Run) -> str:
@@ -605,7 +677,7 @@ def _kept(run: _Run) -> str:
 
 
 def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
-    dataset, classes = run.dataset, run.dataset.classes
+    classes = run.dataset.classes
     predictions, metrics = {}, {}
     for part in ("val", "test"):  # val first: it traces the predict function, test is timed
         ids = run.split.ids(part)
@@ -635,7 +707,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
             "range": [0, 255],
             "layout": "NHWC",
         },
-        "data": dataset.describe(),
+        "data": _data_record(run),
         "split": run.split.to_dict(),
         "versions": library_versions(),
         "training": {
@@ -651,12 +723,22 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    per_source = _source_weights(run)
+    if per_source is not None:  # the counts behind the effective priors, as sources weigh them
+        info["priors"]["source_weighted_counts"] = np.bincount(
+            run.labels("train"), weights=per_source, minlength=len(classes)
+        ).tolist()
     final = run.options.workspace / "members" / run.name
     if not is_chief():
         return final
     with atomic_directory(final) as tmp:
         model.save(tmp / "model.keras")
         atomic_write_json(tmp / "member.json", info)
+        if run.hashes is not None:
+            order = {image_id: k for k, image_id in enumerate(run.hashes.ids)}
+            save_hashes(
+                tmp / TRAIN_HASHES_FILE, run.hashes.hashes[[order[i] for i in run.split.train]]
+            )
         for part, frame in predictions.items():
             write_predictions(tmp / "predictions" / f"{part}.csv", frame)
         pd.DataFrame(run.history).to_csv(tmp / "history.csv", index=False)
