@@ -359,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    p = _add(sub, "data", "inspect data sets before training on them")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    c = _add(
+        data,
+        "check",
+        "per-source and per-class counts, lesions, image sizes, unreadable files, duplicate "
+        "images within and across sources, label-map coverage",
+    )
+    c.add_argument("specs", nargs="+", metavar="SPEC", help="data specs or a data TOML")
+    c.add_argument(
+        "--images", metavar="DIR", help="image folder for isic:/csv: data (default: beside the CSV)"
+    )
+    _common(c, json=True)
+
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
     b = _add(ens, "build", "build an ensemble from a definition file into the workspace")
@@ -425,6 +439,7 @@ def dispatch(args) -> int:
         "evaluate": commands.evaluate,
         "predict": commands.predict,
         "explain": commands.explain,
+        "data": commands.data,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
     }[args.command]

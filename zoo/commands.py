@@ -284,6 +284,12 @@ def predict(args, workspace: Path) -> int:
     return predict_command(args, workspace)
 
 
+def data(args, workspace: Path) -> int:
+    from zoo.data.check import check_command
+
+    return check_command(args, workspace)
+
+
 def ensemble(args, workspace: Path) -> int:
     from zoo.ensembles.build import build_command
 

@@ -202,6 +202,8 @@ def combine(
                     f"source {tag} ({source.data}): {exc} In a data TOML, give the source a "
                     "label_map (file or table) or ignore_unmapped = true."
                 ) from None
+        raw_labels = dataset.labelled().records["label"].astype(str)
+        mapped_labels = mapped.records["label"].reindex(raw_labels.index)
         records = mapped.records.copy()
         records.index = pd.Index([f"{tag}/{i}" for i in records.index], name="image")
         records["group"] = [f"{tag}/{g}" for g in records["group"]]
@@ -222,6 +224,7 @@ def combine(
                 "unknown": source.unknown,
                 "label_map": source.label_map_file or source.label_map,
                 "ignore_unmapped": source.ignore_unmapped,
+                "label_coverage": label_coverage(raw_labels, mapped_labels),
             }
         )
     records = pd.concat(frames)
@@ -240,6 +243,19 @@ def combine(
         defaults=dict(read[0][1].defaults) if all(d.is_demo for _, d in read) else {},
         sources=described,
     )
+
+
+def label_coverage(raw: pd.Series, mapped: pd.Series) -> dict[str, dict]:
+    """``{source label: {"class": run class or None (dropped), "images": n}}``."""
+    table = pd.DataFrame({"raw": raw.to_numpy(), "mapped": mapped.to_numpy()})
+    coverage = {}
+    for label, rows in table.groupby("raw", sort=True):
+        target = rows["mapped"].dropna().unique()
+        coverage[str(label)] = {
+            "class": str(target[0]) if len(target) else None,
+            "images": int(len(rows)),
+        }
+    return coverage
 
 
 def source_weights(dataset: Dataset) -> pd.Series | None:
