@@ -10,6 +10,10 @@ Usage: python scripts/duplicates_ham10000.py [HAM10000_DIR] [--copies N] [--seed
    re-encoded as JPEG at quality 70–85, and counts how many are matched to their original.
 
 Prints recall and false-match rate for several thresholds; zoo uses MAX_DISTANCE.
+
+With ``--check N`` it instead writes N altered copies as a second source (a CSV list in a
+temporary folder, each copy its own lesion) and runs ``zoo data check`` on HAM10000 combined
+with it.
 """
 
 from __future__ import annotations
@@ -20,25 +24,44 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.data.duplicates import MAX_DISTANCE, distances, hash_image, image_hashes  # noqa: E402
+from zoo.data.duplicates import (  # noqa: E402
+    MAX_DISTANCE,
+    altered_copy,
+    distances,
+    hash_image,
+    image_hashes,
+)
 from zoo.data.sources import read_ham10000  # noqa: E402
 
 THRESHOLDS = (0, 8, 16, 20, 24, 28, 32, 40)
 
 
-def altered_copy(source: str, target: Path, rng: np.random.Generator) -> None:
+def random_copy(source: str, target: Path, rng: np.random.Generator) -> Path:
     """``source`` resized to 0.5–0.8× and saved as JPEG of quality 70–85."""
-    with Image.open(source) as image:
-        rgb = image.convert("RGB")
-    scale = rng.uniform(0.5, 0.8)
-    size = (max(8, round(rgb.width * scale)), max(8, round(rgb.height * scale)))
-    rgb.resize(size, Image.Resampling.LANCZOS).save(
-        target, "JPEG", quality=int(rng.integers(70, 86))
-    )
+    scale, quality = rng.uniform(0.5, 0.8), int(rng.integers(70, 86))
+    return altered_copy(source, target, scale=scale, quality=quality)
+
+
+def data_check(dataset, folder: Path, copies: int, seed: int, workspace: Path) -> int:
+    """``zoo data check`` on HAM10000 plus ``copies`` altered copies of its images."""
+    from zoo.cli import main as zoo
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(dataset), size=copies, replace=False)
+    rows = []
+    for k, i in enumerate(chosen):
+        image_id = dataset.ids[i]
+        random_copy(
+            dataset.records["path"].iloc[i], workspace / "copies" / f"{image_id}_copy.jpg", rng
+        )
+        rows.append(f"copies/{image_id}_copy.jpg,{dataset.records['label'].iloc[i]},copy{k}")
+    listing = workspace / "copies.csv"
+    listing.write_text("image,label,group\n" + "\n".join(rows) + "\n")
+    specs = [f"ham10000:{folder}", f"csv:{listing}"]
+    return zoo(["data", "check", *specs, "--workspace", str(workspace / "ws")])
 
 
 def main() -> int:
@@ -47,8 +70,12 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workspace", help="keep the hash cache here (default: temporary)")
+    parser.add_argument("--check", type=int, metavar="N", help="run zoo data check instead")
     args = parser.parse_args()
     dataset = read_ham10000(Path(args.folder))
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            return data_check(dataset, Path(args.folder), args.check, args.seed, Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.workspace or tmp) / "cache" / "hashes"
         table = image_hashes(dataset, cache_dir=cache)
@@ -77,7 +104,7 @@ def main() -> int:
         copy_hashes = np.zeros((len(chosen), hashes.shape[1]), dtype=np.uint64)
         for k, i in enumerate(chosen):
             target = Path(tmp) / f"copy_{k}.jpg"
-            altered_copy(dataset.records["path"].iloc[i], target, rng)
+            random_copy(dataset.records["path"].iloc[i], target, rng)
             copy_hashes[k] = hash_image(target)[0]
             copy_dist[k] = int(distances(copy_hashes[k], hashes[i])[0, 0])
         # a copy may also match other images; count copies whose nearest image is its original

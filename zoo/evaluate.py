@@ -398,6 +398,7 @@ def evaluate_target(
         target.classes,
         ignore_unmapped=ignore_unmapped,
     )
+    overlap = _training_overlap(target, dataset, evaluated, workspace=workspace)
     start = time.perf_counter()
     probs = target.probabilities(
         dataset, evaluated.ids, tta=scheme.spec, prior_correction=correct, workspace=workspace
@@ -468,7 +469,9 @@ def evaluate_target(
             *_notes(evaluated, metrics, weighted=weights is not None, task=task),
             *priors.notes,
             *([val_note] if val_note else []),
+            *_overlap_notes(overlap, target),
         ]
+        metrics["training_duplicates"] = overlap
         settings = {
             "split": split,
             "tta": scheme.spec,
@@ -482,6 +485,30 @@ def evaluate_target(
         metrics.update(_record(target, dataset, settings, timing))
         atomic_write_json(tmp / "metrics.json", metrics)
     return out
+
+
+def _training_overlap(target: Target, dataset: Dataset, evaluated: Dataset, *, workspace):
+    """Evaluated images that duplicate the target's training images (other data only: the
+    training data's own split keeps duplicates together); warns with the count."""
+    if is_training_data(target, dataset):
+        return None
+    from zoo.data.leakage import training_overlap
+
+    overlap = training_overlap(target, dataset, evaluated.ids, workspace=workspace)
+    if overlap and overlap["duplicates"]:
+        console.warn(_overlap_notes(overlap, target)[0])
+    return overlap
+
+
+def _overlap_notes(overlap: dict | None, target: Target) -> list[str]:
+    if not overlap or not overlap["duplicates"]:
+        return []
+    shown = ", ".join(e["image"] for e in overlap["examples"][:3])
+    return [
+        f"{overlap['duplicates']} of {overlap['images']} evaluated image(s) duplicate training "
+        f"images of {target.name} (perceptual hash within {overlap['max_distance']} bits, e.g. "
+        f"{shown}); their scores flatter the model — evaluate on data without them"
+    ]
 
 
 EVALUATION_FILES = frozenset(

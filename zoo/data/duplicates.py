@@ -193,6 +193,19 @@ def merged_groups(groups: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.array([root(g) for g in groups], dtype=object)
 
 
+def altered_copy(
+    source: str | os.PathLike, target: str | os.PathLike, *, scale: float, quality: int
+) -> Path:
+    """``source`` resized by ``scale`` and saved as JPEG of ``quality``: the kind of copy
+    duplicate detection must find (the measurement script and the tests make them)."""
+    with Image.open(source) as image:
+        rgb = image.convert("RGB")
+    size = (max(8, round(rgb.width * scale)), max(8, round(rgb.height * scale)))
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    rgb.resize(size, Image.Resampling.LANCZOS).save(target, "JPEG", quality=quality)
+    return Path(target)
+
+
 def save_hashes(file: Path, hashes: np.ndarray) -> None:
     """Hashes as a compact binary file (big-endian words, 32 bytes an image)."""
     from zoo.workspace import atomic_path
