@@ -192,7 +192,7 @@ def combine(
         else:
             try:
                 mapped = apply_label_map(
-                    dataset.labelled(),
+                    dataset,
                     source.label_map,
                     classes,
                     ignore_unmapped=source.ignore_unmapped,
@@ -202,7 +202,7 @@ def combine(
                     f"source {tag} ({source.data}): {exc} In a data TOML, give the source a "
                     "label_map (file or table) or ignore_unmapped = true."
                 ) from None
-        raw_labels = dataset.labelled().records["label"].astype(str)
+        raw_labels = dataset.records["label"].astype(str)
         mapped_labels = mapped.records["label"].reindex(raw_labels.index)
         records = mapped.records.copy()
         records.index = pd.Index([f"{tag}/{i}" for i in records.index], name="image")
