@@ -269,3 +269,93 @@ def test_ham10000_copies_found_and_distinct_lesions_not_matched(ham10000_dir, tm
     matched = {(copied.ids[i], distinct.ids[j]) for i, j, _ in found}
     assert matched == {(f"copy_{i}", i) for i in originals.index}  # every copy, nothing else
     assert len(near_pairs(distinct.hashes)) == 0  # 400 different lesions: no false match
+
+
+# --- training and evaluation ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_combined_training_records_sources_duplicates_and_priors(demo_with_copies, tmp_path):
+    from zoo import console
+    from zoo.data.duplicates import load_hashes
+    from zoo.training.trainer import TrainOptions, train
+
+    spec, demo_workspace = demo_with_copies
+    a, b = spec.split(" + ")
+    toml = write_toml(
+        tmp_path / "both.toml",
+        f'[[sources]]\nname = "demo"\ndata = "{a}"\n'
+        f'[[sources]]\nname = "copies"\ndata = "{b}"\nweight = 2\n',
+    )
+    console.set_quiet(True)
+    try:
+        member = train(
+            TrainOptions(
+                recipe="small_cnn",
+                workspace=tmp_path / "ws",
+                data=str(toml),
+                image_size=32,
+                epochs=1,
+                weights="none",
+            )
+        )
+    finally:
+        console.set_quiet(False)
+    assert member.name == "small_cnn.both.s0"
+    info = json.loads((member / "member.json").read_text())
+    data = info["data"]
+    demo, copies = data["sources"]
+    assert (demo["name"], demo["count"], copies["count"], copies["weight"]) == (
+        "demo",
+        420,
+        60,
+        2.0,
+    )
+    for source in (demo, copies):
+        assert sum(source["split_counts"].values()) == source["count"]
+    assert data["duplicates"]["across_sources"] == 60
+    part = {i: p for p, ids in info["split"]["ids"].items() for i in ids}
+    for i in data["duplicates"]["examples"]:
+        assert part[i["a"]] == part[i["b"]]
+    train_ids = info["split"]["ids"]["train"]
+    assert load_hashes(member / data["train_hashes"]["file"]).shape == (len(train_ids), 4)
+    labels = load_dataset(str(toml), workspace=tmp_path / "ws").records.loc[train_ids]
+    counts = [int((labels["label"] == c).sum()) for c in info["classes"]]
+    assert info["priors"]["train_counts"] == counts  # the combined training split
+    weighted = [
+        float(((labels["label"] == c) * labels["source"].map({"demo": 1, "copies": 2})).sum())
+        for c in info["classes"]
+    ]
+    assert info["priors"]["source_weighted_counts"] == weighted
+
+
+@pytest.mark.slow
+def test_evaluate_warns_about_training_images_in_other_data(workspace, tmp_path, capsys):
+    from conftest import DEMO_MEMBER
+
+    info = json.loads((workspace / "members" / DEMO_MEMBER / "member.json").read_text())
+    demo = load_dataset("demo", workspace=workspace)
+    train = info["split"]["ids"]["train"][:12]
+    test = info["split"]["ids"]["test"][:8]
+    folder = tmp_path / "other"
+    for k, image_id in enumerate(train + test):
+        row = demo.records.loc[image_id]
+        altered_copy(row["path"], folder / row["label"] / f"x{k}.jpg", scale=0.8, quality=85)
+    out = tmp_path / "eval"
+    args = ["evaluate", DEMO_MEMBER, "--data", f"folder:{folder}", "--bootstrap", "0"]
+    assert main([*args, "--out", str(out), "--workspace", str(workspace)]) == 0
+    assert "12 of 20 evaluated image(s) duplicate training images" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training_duplicates"]["duplicates"] == 12
+    assert any("duplicate training images" in n for n in metrics["notes"])
+
+
+def test_members_without_training_hashes_are_not_checked(tmp_path):
+    from zoo.data.leakage import training_hashes
+    from zoo.inference import MemberTarget
+
+    member = tmp_path / "old"
+    member.mkdir()
+    old = {"name": "old", "classes": ["a", "b"], "split": {"ids": {}}, "data": {"name": "x"}}
+    (member / "member.json").write_text(json.dumps(old))
+    assert training_hashes(MemberTarget.from_path(member)) is None
