@@ -275,17 +275,21 @@ def test_ham10000_copies_found_and_distinct_lesions_not_matched(ham10000_dir, tm
 
 
 @pytest.mark.slow
-def test_combined_training_records_sources_duplicates_and_priors(demo_with_copies, tmp_path):
+def test_combined_training_records_sources_duplicates_and_priors(
+    demo_with_copies, tmp_path, write_ham10000
+):
     from zoo import console
     from zoo.data.duplicates import load_hashes
     from zoo.training.trainer import TrainOptions, train
 
     spec, demo_workspace = demo_with_copies
     a, b = spec.split(" + ")
+    other = write_ham10000(tmp_path / "other", classes=("mel", "nv"), lesions=8)
     toml = write_toml(
         tmp_path / "both.toml",
         f'[[sources]]\nname = "demo"\ndata = "{a}"\n'
-        f'[[sources]]\nname = "copies"\ndata = "{b}"\nweight = 2\n',
+        f'[[sources]]\nname = "copies"\ndata = "{b}"\nweight = 2\n'
+        f'[[sources]]\nname = "other"\ndata = "ham10000:{other}"\nunknown = true\n',
     )
     console.set_quiet(True)
     try:
@@ -304,14 +308,11 @@ def test_combined_training_records_sources_duplicates_and_priors(demo_with_copie
     assert member.name == "small_cnn.both.s0"
     info = json.loads((member / "member.json").read_text())
     data = info["data"]
-    demo, copies = data["sources"]
-    assert (demo["name"], demo["count"], copies["count"], copies["weight"]) == (
-        "demo",
-        420,
-        60,
-        2.0,
-    )
-    for source in (demo, copies):
+    demo, copies, other = data["sources"]
+    assert (demo["count"], copies["count"], copies["weight"], other["count"]) == (420, 60, 2.0, 16)
+    assert info["classes"][-1] == UNKNOWN_CLASS and data["class_counts"][UNKNOWN_CLASS] == 16
+    assert other["unknown"] and other["split_counts"]["test"] > 0
+    for source in (demo, copies, other):
         assert sum(source["split_counts"].values()) == source["count"]
     assert data["duplicates"]["across_sources"] == 60
     part = {i: p for p, ids in info["split"]["ids"].items() for i in ids}
@@ -323,7 +324,11 @@ def test_combined_training_records_sources_duplicates_and_priors(demo_with_copie
     counts = [int((labels["label"] == c).sum()) for c in info["classes"]]
     assert info["priors"]["train_counts"] == counts  # the combined training split
     weighted = [
-        float(((labels["label"] == c) * labels["source"].map({"demo": 1, "copies": 2})).sum())
+        float(
+            (
+                (labels["label"] == c) * labels["source"].map({"demo": 1, "copies": 2, "other": 1})
+            ).sum()
+        )
         for c in info["classes"]
     ]
     assert info["priors"]["source_weighted_counts"] == weighted
@@ -359,3 +364,39 @@ def test_members_without_training_hashes_are_not_checked(tmp_path):
     old = {"name": "old", "classes": ["a", "b"], "split": {"ids": {}}, "data": {"name": "x"}}
     (member / "member.json").write_text(json.dumps(old))
     assert training_hashes(MemberTarget.from_path(member)) is None
+
+
+# --- the UNK class in scores ----------------------------------------------------------------
+
+UNK_CLASSES = ["MEL", "NV", "BCC", "BKL", UNKNOWN_CLASS]
+
+
+def test_unk_is_scored_as_the_isic_2019_scorer_does(tmp_path):
+    from test_metrics import assert_same, make, official
+
+    from zoo.metrics import score
+
+    truth, predictions = make(300, seed=11, informative=0.5, classes=UNK_CLASSES)
+    assert truth[UNKNOWN_CLASS].sum() > 0
+    ours = score(truth, predictions)
+    assert_same(official(tmp_path, truth, predictions), ours)
+    assert ours["absent_classes"] == []
+
+
+def test_unk_without_unk_images_is_left_out_of_balanced_accuracy():
+    from sklearn.metrics import balanced_accuracy_score
+    from test_metrics import make
+
+    from zoo.metrics import score
+
+    truth, predictions = make(300, seed=12, informative=0.3, classes=UNK_CLASSES)
+    truth = truth[truth[UNKNOWN_CLASS] == 0]  # evaluated data without UNK images
+    predictions = predictions.loc[truth.index]
+    ours = score(truth, predictions)
+    true, predicted = truth.to_numpy().argmax(1), predictions.to_numpy().argmax(1)
+    assert (predicted == UNK_CLASSES.index(UNKNOWN_CLASS)).any()  # UNK answers still count wrong
+    assert ours["absent_classes"] == [UNKNOWN_CLASS]
+    assert ours["per_category"]["auc"][UNKNOWN_CLASS] is None
+    with pytest.warns(UserWarning):  # sklearn: y_pred has a class y_true lacks
+        expected = balanced_accuracy_score(true, predicted)
+    assert ours["aggregate"]["balanced_accuracy"] == pytest.approx(expected)
