@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "70/10/20 split)",
     )
     p.add_argument("--folds", type=int, help="number of folds (default: no folds)")
+    p.add_argument(
+        "--partition",
+        metavar="max_class_size=N[,taxonomy=FILE]",
+        help="Esteva's taxonomy partition: train on the tree's nodes with at most N images "
+        "(fine labels, e.g. --data demo:fine) and answer in its inference classes by summing "
+        "(default taxonomy: zoo/taxonomy.toml)",
+    )
     p.add_argument("--name", help="member name (default: RECIPE.DATA.sSEED[.fK])")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"

@@ -155,6 +155,7 @@ def train(args, workspace: Path) -> int:
         strategy=args.strategy,
         jit_compile=args.jit_compile,
         feature_cache=not args.no_feature_cache,
+        partition=args.partition,
     )
     run_training(options)
     return 0

@@ -391,6 +391,7 @@ def evaluate_target(
     check_task(task)
     check_bootstrap(bootstrap)
     points = [parse_operating_point(p, target.classes) for p in operating_points]
+    dataset = _in_inference_classes(target, dataset, label_map)
     split = resolve_split(target, dataset, split)
     evaluated = apply_label_map(
         dataset.subset(split_ids(target, dataset, split)),
@@ -485,6 +486,19 @@ def evaluate_target(
         metrics.update(_record(target, dataset, settings, timing))
         atomic_write_json(tmp / "metrics.json", metrics)
     return out
+
+
+def _in_inference_classes(target: Target, dataset: Dataset, label_map) -> Dataset:
+    """A member trained with ``--partition`` maps the taxonomy's fine labels onto its
+    inference classes by itself (``member.json`` ``partition.label_map``), unless
+    ``--label-map`` is given; the data keeps its fingerprint (the same images and data)."""
+    member = getattr(target, "member", None)
+    partition = member.info.get("partition") if member is not None else None
+    if not partition or label_map:
+        return dataset
+    mapping = {k: v for k, v in partition["label_map"].items() if k not in target.classes}
+    mapped = apply_label_map(dataset, mapping, target.classes)
+    return dataclasses.replace(mapped, read_fingerprint=dataset.fingerprint)
 
 
 def _training_overlap(target: Target, dataset: Dataset, evaluated: Dataset, *, workspace):

@@ -193,3 +193,41 @@ def plan_partition(labels, text: str) -> Plan:
         inference=tree.inference,
         tree=tree,
     )
+
+
+def relabel(dataset, plan: Plan):
+    """``dataset`` with each label replaced by its training class (labels outside the
+    partition are kept, so the reader's problems still name them)."""
+    import dataclasses
+
+    lookup = plan.training_class_of()
+    labels = dataset.records["label"].map(lambda v: lookup.get(v, v))
+    return dataclasses.replace(
+        dataset,
+        records=dataset.records.assign(label=labels),
+        classes=tuple(plan.training_classes),
+    )
+
+
+def summed_model(model, matrix: np.ndarray):
+    """``model`` followed by a fixed layer that sums its class probabilities by ``matrix``
+    (training × inference classes): the saved member answers in inference classes."""
+    import keras
+
+    layer = keras.layers.Dense(
+        matrix.shape[1], use_bias=False, trainable=False, name="taxonomy_sum"
+    )
+    outputs = layer(model.output)
+    layer.set_weights([matrix])
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def summed_priors(counts: np.ndarray, class_weights: np.ndarray, effective, matrix: np.ndarray):
+    """Training-class counts, class weights and effective priors summed to inference classes
+    (class weights as the count-weighted mean, so effective ∝ count × weight still holds)."""
+    counts = np.asarray(counts, float)
+    summed = counts @ matrix
+    weights = np.divide(
+        (counts * class_weights) @ matrix, summed, out=np.zeros_like(summed), where=summed > 0
+    )
+    return summed, weights, np.asarray(effective, float) @ matrix

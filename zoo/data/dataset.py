@@ -30,6 +30,9 @@ class Dataset:
     defaults: dict = field(default_factory=dict)
     is_demo: bool = False
     sources: list[dict] | None = None  # combined data: what member.json records of each source
+    # the fingerprint of the data as read, kept when labels are mapped onto a model's classes
+    # (a --partition member's fine labels): still the same images and the same data
+    read_fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,6 +50,8 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """A short hash of the sorted (image id, label) pairs: same data, same fingerprint."""
+        if self.read_fingerprint is not None:
+            return self.read_fingerprint
         lines = sorted(
             f"{i}\t{lab}" for i, lab in zip(self.records.index, self.records["label"], strict=True)
         )

@@ -42,6 +42,7 @@ from zoo.members import library_versions, model_card, predictions_frame, write_p
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
+from zoo.partition import Plan, plan_partition, relabel, summed_model, summed_priors
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
 from zoo.training.batchnorm import recompute_statistics
@@ -77,6 +78,7 @@ class TrainOptions:
     strategy: str = "default"
     jit_compile: str = "auto"
     feature_cache: bool = True
+    partition: str | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -128,6 +130,8 @@ class _Run:
     pixels: ImageTable | None = None
     hashes: ImageHashes | None = None
     duplicates: dict | None = None
+    plan: Plan | None = None  # --partition: training classes of a taxonomy
+    source: Dataset | None = None  # the data as read (fine labels), when ``plan`` relabels it
     history: list = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = -1.0
@@ -193,6 +197,15 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     for note in dataset.notes:
         console.info(f"  note: {note}")
     _check_classes(dataset)
+    plan, source = None, None
+    if options.partition:
+        plan = plan_partition(dataset.labelled().records["label"], options.partition)
+        source, dataset = dataset, relabel(dataset, plan)
+        console.info(
+            f"  partition (max_class_size {plan.max_class_size}): {len(plan.training)} training "
+            f"classes ({', '.join(plan.training)}) summed into {len(plan.inference)} inference "
+            "classes"
+        )
     weights = options.weights or ("auto" if recipe.weights == "imagenet" else recipe.weights)
     recipe = recipe.with_overrides(
         image_size=options.image_size,
@@ -243,6 +256,8 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
         pixels=pixels,
         hashes=hashes,
         duplicates=duplicates,
+        plan=plan,
+        source=source,
         state=state,
     )
 
@@ -644,7 +659,7 @@ def _source_weights(run: _Run) -> np.ndarray | None:
 
 def _data_record(run: _Run) -> dict:
     """member.json's ``data``: the data set, each source with its split counts, duplicates."""
-    record = run.dataset.describe()
+    record = (run.source or run.dataset).describe()
     if run.dataset.sources:
         counts = split_counts(run.dataset, run.split)
         for source in record["sources"]:
@@ -677,7 +692,17 @@ def _kept(run: _Run) -> str:
 
 
 def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
-    classes = run.dataset.classes
+    classes, labels_of = run.dataset.classes, run.labels
+    partition = None
+    if run.plan is not None:  # train classes → inference classes by summation
+        matrix = run.plan.summation()
+        partition = run.plan.record(run.source.class_counts())
+        partition["train_counts"] = counts.tolist()
+        model = summed_model(model, matrix)
+        counts, weights_of_class, priors = summed_priors(counts, weights_of_class, priors, matrix)
+        classes = run.plan.inference
+        to_inference = matrix.argmax(axis=1)
+        labels_of = lambda part: to_inference[run.labels(part)]  # noqa: E731
     predictions, metrics = {}, {}
     for part in ("val", "test"):  # val first: it traces the predict function, test is timed
         ids = run.split.ids(part)
@@ -685,7 +710,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         probs = predict_probabilities(model, run.pixels.take(ids))
         inference_rate = len(ids) / max(time.perf_counter() - start, 1e-9)
         predictions[part] = predictions_frame(ids, probs, classes)
-        metrics[part] = headline_metrics(run.labels(part), probs)
+        metrics[part] = headline_metrics(labels_of(part), probs)
     epochs_run = len(run.history)
     seen = sum(r["images_per_second"] * (r["seconds"]) for r in run.history) or 1
     info = {
@@ -696,9 +721,9 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "weights": run.weights,
         "weights_provenance": weights_provenance(run.recipe, run.weights),
         "priors": {
-            "train_counts": counts.tolist(),
+            "train_counts": np.asarray(counts).tolist(),
             "train_frequency": (counts / counts.sum()).tolist(),
-            "class_weights": weights_of_class.tolist(),
+            "class_weights": np.asarray(weights_of_class).tolist(),
             "effective": list(map(float, priors)),
         },
         "input": {
@@ -723,10 +748,12 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if partition is not None:
+        info["partition"] = partition
     per_source = _source_weights(run)
     if per_source is not None:  # the counts behind the effective priors, as sources weigh them
         info["priors"]["source_weighted_counts"] = np.bincount(
-            run.labels("train"), weights=per_source, minlength=len(classes)
+            labels_of("train"), weights=per_source, minlength=len(classes)
         ).tolist()
     final = run.options.workspace / "members" / run.name
     if not is_chief():
