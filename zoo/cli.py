@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="SPEC",
-        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE or demo (default: demo)",
+        action="append",
+        help="ham10000:DIR, isic:CSV, folder:DIR, csv:FILE, demo or a data TOML (default: "
+        "demo); repeat it to train on several sources at once",
     )
     p.add_argument(
         "--images",
@@ -203,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "70/10/20 split)",
     )
     p.add_argument("--folds", type=int, help="number of folds (default: no folds)")
+    p.add_argument(
+        "--partition",
+        metavar="max_class_size=N[,taxonomy=FILE]",
+        help="Esteva's taxonomy partition: train on the tree's nodes with at most N images "
+        "(fine labels, e.g. --data demo:fine) and answer in its inference classes by summing "
+        "(default taxonomy: zoo/taxonomy.toml)",
+    )
     p.add_argument("--name", help="member name (default: RECIPE.DATA.sSEED[.fK])")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
@@ -366,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    p = _add(sub, "data", "inspect data sets before training on them")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    c = _add(
+        data,
+        "check",
+        "per-source and per-class counts, lesions, image sizes, unreadable files, duplicate "
+        "images within and across sources, label-map coverage",
+    )
+    c.add_argument("specs", nargs="+", metavar="SPEC", help="data specs or a data TOML")
+    c.add_argument(
+        "--images", metavar="DIR", help="image folder for isic:/csv: data (default: beside the CSV)"
+    )
+    _common(c, json=True)
+
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
     b = _add(ens, "build", "build an ensemble from a definition into the workspace")
@@ -437,6 +460,7 @@ def dispatch(args) -> int:
         "evaluate": commands.evaluate,
         "predict": commands.predict,
         "explain": commands.explain,
+        "data": commands.data,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
     }[args.command]

@@ -132,13 +132,14 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
 
 
 def train(args, workspace: Path) -> int:
+    from zoo.data.combined import join_specs
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training
 
     options = TrainOptions(
         recipe=args.recipe,
         workspace=workspace,
-        data=args.data,
+        data=join_specs(args.data or []),
         images=args.images,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -156,6 +157,7 @@ def train(args, workspace: Path) -> int:
         jit_compile=args.jit_compile,
         feature_cache=not args.no_feature_cache,
         settings=tuple(args.settings),
+        partition=args.partition,
     )
     run_training(options)
     return 0
@@ -317,6 +319,12 @@ def predict(args, workspace: Path) -> int:
         out=args.out,
         ood_scores=args.ood_scores,
     )
+
+
+def data(args, workspace: Path) -> int:
+    from zoo.data.check import check_command
+
+    return check_command(args, workspace)
 
 
 def ensemble(args, workspace: Path) -> int:

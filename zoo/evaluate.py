@@ -36,6 +36,7 @@ from zoo import console
 from zoo.calibration import TemperatureScaling, as_logits
 from zoo.data import Dataset, load_dataset
 from zoo.data.dataset import safe_name
+from zoo.data.label_maps import apply_label_map, read_label_map
 from zoo.errors import ZooError, close_matches
 from zoo.locks import hold
 from zoo.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
@@ -78,29 +79,6 @@ def check_bootstrap(n: int) -> None:
             f"--bootstrap must be a whole number from 0 (no intervals) to {MAX_BOOTSTRAP:,}; "
             f"got {n!r}."
         )
-
-
-def read_label_map(path: str | Path) -> dict[str, str]:
-    """A ``{"source label": "model class"}`` JSON file."""
-    path = Path(path)
-    try:
-        mapping = json.loads(path.read_text())
-    except OSError as exc:
-        raise ZooError(f"--label-map {path}: cannot read it ({exc.strerror or exc}).") from None
-    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
-        raise ZooError(f"--label-map {path}: not valid JSON text ({exc}).") from None
-    return _checked_mapping(mapping, where=f"--label-map {path}")
-
-
-def _checked_mapping(mapping, *, where: str = "label_map") -> dict[str, str]:
-    if not isinstance(mapping, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-    ):
-        raise ZooError(
-            f'{where} must be a JSON object of strings {{"source label": "model class"}}; '
-            f"got {mapping!r}."
-        )
-    return {k.strip(): v.strip() for k, v in mapping.items()}
 
 
 # --- prior correction -----------------------------------------------------------------------
@@ -219,69 +197,6 @@ def resolve_split(target: Target, dataset: Dataset, split: str | None) -> str:
 
 def split_ids(target: Target, dataset: Dataset, split: str) -> list[str]:
     return dataset.ids if split == "all" else list(target.split_ids(split))
-
-
-def apply_label_map(
-    dataset: Dataset,
-    mapping: Mapping[str, str] | None,
-    classes: Sequence[str],
-    *,
-    ignore_unmapped: bool = False,
-) -> Dataset:
-    """``dataset`` relabelled onto the model's ``classes``.
-
-    A label is kept if it is a class (or one up to case), else translated by ``mapping``. Map
-    targets must be classes. Images with other labels are an error that lists those labels,
-    or are dropped with a note when ``ignore_unmapped``.
-    """
-    classes = [str(c) for c in classes]
-    mapping = _checked_mapping(mapping or {})
-    bad = sorted({v for v in mapping.values() if v not in classes})
-    if bad:
-        raise ZooError(
-            f"label map target(s) {', '.join(map(repr, bad))} are not classes of the model; "
-            f"map onto one of {', '.join(classes)}."
-        )
-    labels = dataset.records["label"].astype(str)
-    lookup, notes = _label_lookup(labels.unique(), mapping, classes)
-    mapped = labels.map(lookup)
-    unmapped = mapped.isna().to_numpy()
-    if unmapped.any():
-        counts = labels[unmapped].value_counts().sort_index()
-        listed = ", ".join(f"{label!r} ({n} images)" for label, n in counts.items())
-        if not ignore_unmapped:
-            raise ZooError(
-                f"label(s) {listed} of {dataset.spec} are not classes of the model "
-                f"({', '.join(classes)}); map them with --label-map FILE "
-                '(JSON {"source label": "model class"}) or drop them with --ignore-unmapped.'
-            )
-        notes.append(f"dropped {int(unmapped.sum())} image(s) with unmapped label(s) {listed}")
-    keep = ~unmapped
-    if not keep.any():
-        raise ZooError(f"no image of {dataset.spec} is left after mapping its labels.")
-    records = dataset.records.loc[keep].assign(label=mapped[keep].to_numpy())
-    weights = None if dataset.weights is None else dataset.weights.loc[records.index]
-    return dataclasses.replace(
-        dataset,
-        records=records,
-        classes=tuple(classes),
-        weights=weights,
-        notes=[*dataset.notes, *notes],
-    )
-
-
-def _label_lookup(labels, mapping: dict[str, str], classes: list[str]):
-    lower = {c.lower(): c for c in classes}
-    lookup, notes = {}, []
-    for label in sorted(labels):
-        if label in mapping:
-            lookup[label] = mapping[label]
-        elif label in classes:
-            lookup[label] = label
-        elif label.lower() in lower:
-            lookup[label] = lower[label.lower()]
-            notes.append(f"label {label!r} taken as class {lookup[label]!r} (same up to case)")
-    return lookup, notes
 
 
 def load_evaluation_data(
@@ -477,6 +392,7 @@ def evaluate_target(
     check_task(task)
     check_bootstrap(bootstrap)
     points = [parse_operating_point(p, target.classes) for p in operating_points]
+    dataset = _in_inference_classes(target, dataset, label_map)
     split = resolve_split(target, dataset, split)
     evaluated = apply_label_map(
         dataset.subset(split_ids(target, dataset, split)),
@@ -484,6 +400,7 @@ def evaluate_target(
         target.classes,
         ignore_unmapped=ignore_unmapped,
     )
+    overlap = _training_overlap(target, dataset, evaluated, workspace=workspace)
     start = time.perf_counter()
     probs = target.probabilities(
         dataset, evaluated.ids, tta=scheme.spec, prior_correction=correct, workspace=workspace
@@ -554,7 +471,9 @@ def evaluate_target(
             *_notes(evaluated, metrics, weighted=weights is not None, task=task),
             *priors.notes,
             *([val_note] if val_note else []),
+            *_overlap_notes(overlap, target),
         ]
+        metrics["training_duplicates"] = overlap
         settings = {
             "split": split,
             "tta": scheme.spec,
@@ -568,6 +487,43 @@ def evaluate_target(
         metrics.update(_record(target, dataset, settings, timing))
         EvaluationRecord.from_dict(metrics).write(tmp / METRICS_FILE)
     return out
+
+
+def _in_inference_classes(target: Target, dataset: Dataset, label_map) -> Dataset:
+    """A member trained with ``--partition`` maps the taxonomy's fine labels onto its
+    inference classes by itself (``member.json`` ``partition.label_map``), unless
+    ``--label-map`` is given; the data keeps its fingerprint (the same images and data)."""
+    member = getattr(target, "member", None)
+    partition = member.info.get("partition") if member is not None else None
+    if not partition or label_map:
+        return dataset
+    mapping = {k: v for k, v in partition["label_map"].items() if k not in target.classes}
+    mapped = apply_label_map(dataset, mapping, target.classes)
+    return dataclasses.replace(mapped, read_fingerprint=dataset.fingerprint)
+
+
+def _training_overlap(target: Target, dataset: Dataset, evaluated: Dataset, *, workspace):
+    """Evaluated images that duplicate the target's training images (other data only: the
+    training data's own split keeps duplicates together); warns with the count."""
+    if is_training_data(target, dataset):
+        return None
+    from zoo.data.leakage import training_overlap
+
+    overlap = training_overlap(target, dataset, evaluated.ids, workspace=workspace)
+    if overlap and overlap["duplicates"]:
+        console.warn(_overlap_notes(overlap, target)[0])
+    return overlap
+
+
+def _overlap_notes(overlap: dict | None, target: Target) -> list[str]:
+    if not overlap or not overlap["duplicates"]:
+        return []
+    shown = ", ".join(e["image"] for e in overlap["examples"][:3])
+    return [
+        f"{overlap['duplicates']} of {overlap['images']} evaluated image(s) duplicate training "
+        f"images of {target.name} (perceptual hash within {overlap['max_distance']} bits, e.g. "
+        f"{shown}); their scores flatter the model — evaluate on data without them"
+    ]
 
 
 EVALUATION_FILES = frozenset(

@@ -30,6 +30,10 @@ class Dataset:
     weights: pd.Series | None = None
     defaults: dict = field(default_factory=dict)
     is_demo: bool = False
+    sources: list[dict] | None = None  # combined data: what member.json records of each source
+    # the fingerprint of the data as read, kept when labels are mapped onto a model's classes
+    # (a --partition member's fine labels): still the same images and the same data
+    read_fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,6 +51,8 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         """A short hash of the sorted (image id, label) pairs: same data, same fingerprint."""
+        if self.read_fingerprint is not None:
+            return self.read_fingerprint
         return labels_fingerprint(self.records.index, self.records["label"])
 
     def class_counts(self) -> dict[str, int]:
@@ -58,6 +64,10 @@ class Dataset:
         records = self.records.loc[list(ids)]
         weights = None if self.weights is None else self.weights.loc[list(ids)]
         return dataclasses.replace(self, records=records, weights=weights)
+
+    def with_groups(self, groups) -> Dataset:
+        """The same data set with new lesion groups (e.g. duplicates merged)."""
+        return dataclasses.replace(self, records=self.records.assign(group=list(groups)))
 
     def labelled(self) -> Dataset:
         """The images whose label is one of ``classes`` (the reader reports the others)."""
@@ -73,7 +83,7 @@ class Dataset:
 
     def describe(self) -> dict:
         """Source, size and fingerprint, as recorded in member.json."""
-        return {
+        described = {
             "name": self.name,
             "source": self.spec,
             "count": len(self),
@@ -82,6 +92,9 @@ class Dataset:
             "class_counts": self.class_counts(),
             "demo": self.is_demo,
         }
+        if self.sources:
+            described["sources"] = [dict(s) for s in self.sources]
+        return described
 
 
 def safe_name(text: str) -> str:

@@ -10,6 +10,11 @@ must be grouped. Everything is seeded: the same files every time, no download, n
 
 The set is written in the HAM10000 layout (``HAM10000_metadata.csv`` + ``images/``), so it
 goes through the same reader as the real data.
+
+``generate(folder, fine=True)`` (``--data demo:fine``) writes a variant with fine labels for
+the taxonomy partition: nevi drawn as junctional (small, dark), compound (textured) or dermal
+(pale, soft-edged) and keratoses as seborrheic (textured) or solar lentigo (flat, light), listed
+in ``labels.csv`` (image, label, group). The default set is unchanged by it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,18 @@ from zoo.workspace import atomic_write_csv
 VERSION = 1
 WIDTH, HEIGHT = 120, 90
 COUNTS = {"nv": 150, "mel": 60, "bkl": 60, "bcc": 45, "akiec": 40, "vasc": 35, "df": 30}
+# Fine sub-classes of the ``fine`` variant: style changes over the class's own style.
+FINE_STYLES = {
+    "nv": {
+        "nv_junctional": dict(colour=(90, 55, 38), radius=17, texture=6),
+        "nv_compound": dict(colour=(125, 82, 56), irregularity=0.12, texture=12),
+        "nv_dermal": dict(colour=(190, 145, 125), radius=25, sharpness=2.5, texture=3),
+    },
+    "bkl": {
+        "bkl_seborrheic": dict(colour=(150, 112, 75), texture=18, sharpness=7),
+        "bkl_solar_lentigo": dict(colour=(200, 158, 112), sharpness=2, texture=3),
+    },
+}
 # Profile applied when the user does not choose: small images, a short schedule.
 DEFAULTS = {"image_size": 64, "epochs": 6}
 
@@ -105,22 +122,28 @@ def _vignette(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image * (1 - edge)
 
 
-def generate(folder: Path) -> Path:
-    """Write the demo set into ``folder`` (once; later calls reuse it) and return the folder."""
+def generate(folder: Path, *, fine: bool = False) -> Path:
+    """Write the demo set into ``folder`` (once; later calls reuse it) and return the folder;
+    ``fine``: the variant with fine labels (see the module)."""
     folder = Path(folder)
-    metadata = folder / "HAM10000_metadata.csv"
+    metadata = folder / ("labels.csv" if fine else "HAM10000_metadata.csv")
     if metadata.exists():
         return folder
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for class_index, (label, count) in enumerate(sorted(COUNTS.items())):
         rng = np.random.default_rng(1000 * VERSION + class_index)
+        fine_rng = np.random.default_rng(2000 * VERSION + class_index)  # only the fine variant
         lesion = 0
         while sum(r["dx"] == label for r in rows) < count:
             lesion += 1
             lesion_id = f"DEMO_{label}_{lesion:04d}"
             skin = np.array((225, 180, 150)) + rng.normal(0, 12, 3)
             params = dict(_CLASS_STYLE[label], skin=skin)
+            fine_label = label
+            if fine and label in FINE_STYLES:
+                fine_label = str(fine_rng.choice(sorted(FINE_STYLES[label])))
+                params.update(FINE_STYLES[label][fine_label])
             for _ in range(
                 min(int(rng.integers(1, 4)), count - sum(r["dx"] == label for r in rows))
             ):
@@ -130,11 +153,20 @@ def generate(folder: Path) -> Path:
                 image_id = f"DEMO_{len(rows):05d}"
                 pixels = np.clip(image, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / "images" / f"{image_id}.png", optimize=False)
-                rows.append({"lesion_id": lesion_id, "image_id": image_id, "dx": label})
-    atomic_write_csv(metadata, pd.DataFrame(rows), index=False)
+                rows.append(
+                    {"lesion_id": lesion_id, "image_id": image_id, "dx": label, "fine": fine_label}
+                )
+    frame = pd.DataFrame(rows)
+    if fine:
+        frame = frame.rename(columns={"image_id": "image", "fine": "label", "lesion_id": "group"})
+        atomic_write_csv(metadata, frame[["image", "label", "group"]], index=False)
+    else:
+        atomic_write_csv(metadata, frame[["lesion_id", "image_id", "dx"]], index=False)
     return folder
 
 
-def demo_folder(workspace: Path) -> Path:
+def demo_folder(workspace: Path, *, fine: bool = False) -> Path:
     """Where the demo set lives in a workspace (generated on first use)."""
+    if fine:
+        return generate(Path(workspace) / "data" / f"demo-v{VERSION}-fine", fine=True)
     return generate(Path(workspace) / "data" / f"demo-v{VERSION}")

@@ -138,6 +138,14 @@ def read_demo(workspace: Path) -> Dataset:
     return dataset
 
 
+def read_demo_fine(workspace: Path) -> Dataset:
+    """The demo set's variant with fine labels (``demo:fine``, for ``--partition``)."""
+    dataset = read_csv_list(demo.demo_folder(workspace, fine=True) / "labels.csv")
+    dataset.name, dataset.spec, dataset.is_demo = "demo-fine", "demo:fine", True
+    dataset.defaults = dict(demo.DEFAULTS)
+    return dataset
+
+
 def _isic_name(path: Path) -> str:
     stem = path.stem.lower()
     for year in ("2020", "2019", "2018", "2017"):
@@ -298,6 +306,12 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
     """Read the data set named by a ``--data`` spec (``None`` means the demo set)."""
     if spec in (None, "", "demo", "demo:"):
         return read_demo(workspace)
+    if spec == "demo:fine":
+        return read_demo_fine(workspace)
+    from zoo.data.combined import is_combined, load_combined
+
+    if is_combined(spec):
+        return load_combined(spec, workspace=workspace, images=images)
     kind, sep, rest = spec.partition(":")
     if sep and kind in KINDS:
         path = Path(rest).expanduser()

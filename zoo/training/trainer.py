@@ -24,6 +24,15 @@ import pandas as pd
 from zoo import console
 from zoo.backbones import get_backbone
 from zoo.data import Dataset, load_dataset
+from zoo.data.combined import source_weights, split_counts
+from zoo.data.duplicates import (
+    ImageHashes,
+    duplicate_report,
+    image_hashes,
+    merge_duplicates,
+    public,
+    save_hashes,
+)
 from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, check_split_options, make_split
@@ -34,6 +43,7 @@ from zoo.members import library_versions, model_card
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
 from zoo.names import check_name
+from zoo.partition import Plan, plan_partition, relabel, summed_model, summed_priors
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, get_recipe
 from zoo.specs import StageSpec
@@ -80,6 +90,7 @@ class TrainOptions:
     jit_compile: str = "auto"
     feature_cache: bool = True
     settings: tuple[str, ...] = ()  # --set KEY=VALUE, applied to the recipe in order
+    partition: str | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -113,6 +124,10 @@ class _Run:
     weights: str
     directory: Path
     pixels: ImageTable | None = None
+    hashes: ImageHashes | None = None
+    duplicates: dict | None = None
+    plan: Plan | None = None  # --partition: training classes of a taxonomy
+    source: Dataset | None = None  # the data as read (fine labels), when ``plan`` relabels it
     history: list = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = -1.0
@@ -182,6 +197,15 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     for note in dataset.notes:
         console.info(f"  note: {note}")
     _check_classes(dataset)
+    plan, source = None, None
+    if options.partition:
+        plan = plan_partition(dataset.labelled().records["label"], options.partition)
+        source, dataset = dataset, relabel(dataset, plan)
+        console.info(
+            f"  partition (max_class_size {plan.max_class_size}): {len(plan.training)} training "
+            f"classes ({', '.join(plan.training)}) summed into {len(plan.inference)} inference "
+            "classes"
+        )
     weights = options.weights or (
         "auto" if recipe.model.weights == "imagenet" else recipe.model.weights
     )
@@ -220,10 +244,40 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
             )
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
+    hashes, duplicates = _find_duplicates(dataset, options)
+    dataset = merge_duplicates(dataset, duplicates)
     pixels, split = _check_data(dataset, recipe, options, split)
     return _Run(
-        options, recipe, dataset, split, name, weights, directory, pixels=pixels, state=state
+        options,
+        recipe,
+        dataset,
+        split,
+        name,
+        weights,
+        directory,
+        pixels=pixels,
+        hashes=hashes,
+        duplicates=duplicates,
+        plan=plan,
+        source=source,
+        state=state,
     )
+
+
+def _find_duplicates(dataset: Dataset, options: TrainOptions) -> tuple[ImageHashes, dict]:
+    """Perceptual hashes of every image (cached) and the near-duplicate pairs among them; the
+    pairs' lesions are merged before the split so no picture straddles train/val/test."""
+    hashes = image_hashes(dataset, cache_dir=options.workspace / "cache" / "hashes")
+    report = duplicate_report(dataset, hashes)
+    if report["pairs"]:
+        shown = ", ".join(f"{e['a']} ≈ {e['b']}" for e in report["examples"][:3])
+        console.info(
+            f"  duplicates: {report['pairs']} pair(s) of near-identical images "
+            f"({report['across_sources']} across sources, {report['other_lesion']} of different "
+            f"lesions, {report['label_conflicts']} with different labels), e.g. {shown}; "
+            "each pair is kept in one part of the split"
+        )
+    return hashes, report
 
 
 def _check_classes(dataset: Dataset) -> None:
@@ -394,6 +448,7 @@ def _fit_stage(
     first_epoch: int,
     start_in_stage: int,
     sample_weight_of_class: np.ndarray,
+    image_weights: np.ndarray | None = None,
     jit,
     strategy,
 ) -> bool:
@@ -426,7 +481,8 @@ def _fit_stage(
         y_train,
         num_classes=len(run.dataset.classes),
         batch_size=recipe.batch_size,
-        sample_weights=sample_weight_of_class[y_train],
+        sample_weights=sample_weight_of_class[y_train]
+        * (1.0 if image_weights is None else image_weights),
         augmenter=augmenter,
         balanced=recipe.sampling == "balanced",
         seed=opts.seed + index,
@@ -566,7 +622,10 @@ def _train(run: _Run) -> Path:
     weights_of_class = class_weights(
         counts, scheme=recipe.class_weight, beta=recipe.class_weight_beta
     )
-    priors = effective_priors(counts, None if recipe.sampling == "balanced" else weights_of_class)
+    per_source = _source_weights(run)
+    mass = np.bincount(run.labels("train"), weights=per_source, minlength=len(dataset.classes))
+    # the prior behind prior correction: the combined training split, as the sources weigh it
+    priors = effective_priors(mass, None if recipe.sampling == "balanced" else weights_of_class)
     if recipe.sampling == "balanced":
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
@@ -585,6 +644,7 @@ def _train(run: _Run) -> Path:
             first_epoch=first,
             start_in_stage=done - first if done > first else 0,
             sample_weight_of_class=weights_of_class,
+            image_weights=per_source,
             jit=jit,
             strategy=strategy,
         )
@@ -593,6 +653,33 @@ def _train(run: _Run) -> Path:
             break
     model.load_weights(run.directory / "best.weights.h5")
     return _save_member(run, model, counts, weights_of_class, priors)
+
+
+def _source_weights(run: _Run) -> np.ndarray | None:
+    """Each training image's source weight (data TOML ``weight``), or None when all are 1."""
+    weights = source_weights(run.dataset)
+    return None if weights is None else weights.loc[list(run.split.train)].to_numpy()
+
+
+def _data_record(run: _Run) -> dict:
+    """member.json's ``data``: the data set, each source with its split counts, duplicates."""
+    record = (run.source or run.dataset).describe()
+    if run.dataset.sources:
+        counts = split_counts(run.dataset, run.split)
+        for source in record["sources"]:
+            source["split_counts"] = counts[source["name"]]
+    if run.duplicates is not None:
+        record["duplicates"] = public(run.duplicates)
+    if run.hashes is not None:
+        record["train_hashes"] = {
+            "file": TRAIN_HASHES_FILE,
+            "kind": run.duplicates["kind"] if run.duplicates else None,
+            "count": len(run.split.train),
+        }
+    return record
+
+
+TRAIN_HASHES_FILE = "train_hashes.npy"
 
 
 def _kept(run: _Run) -> str:
@@ -609,7 +696,17 @@ def _kept(run: _Run) -> str:
 
 
 def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
-    dataset, classes = run.dataset, run.dataset.classes
+    classes, labels_of = run.dataset.classes, run.labels
+    partition = None
+    if run.plan is not None:  # train classes → inference classes by summation
+        matrix = run.plan.summation()
+        partition = run.plan.record(run.source.class_counts())
+        partition["train_counts"] = counts.tolist()
+        model = summed_model(model, matrix)
+        counts, weights_of_class, priors = summed_priors(counts, weights_of_class, priors, matrix)
+        classes = run.plan.inference
+        to_inference = matrix.argmax(axis=1)
+        labels_of = lambda part: to_inference[run.labels(part)]  # noqa: E731
     predictions, metrics, seconds = {}, {}, {}
     for part in ("val", "test"):  # val first: it traces the predict function, test is timed
         ids = run.split.ids(part)
@@ -618,7 +715,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         seconds[part] = time.perf_counter() - start
         inference_rate = len(ids) / max(seconds[part], 1e-9)
         predictions[part] = predictions_frame(ids, probs, classes)
-        metrics[part] = headline_metrics(run.labels(part), probs)
+        metrics[part] = headline_metrics(labels_of(part), probs)
     epochs_run = len(run.history)
     seen = sum(r["images_per_second"] * (r["seconds"]) for r in run.history) or 1
     info = {
@@ -629,9 +726,9 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "weights": run.weights,
         "weights_provenance": weights_provenance(run.recipe, run.weights),
         "priors": {
-            "train_counts": counts.tolist(),
+            "train_counts": np.asarray(counts).tolist(),
             "train_frequency": (counts / counts.sum()).tolist(),
-            "class_weights": weights_of_class.tolist(),
+            "class_weights": np.asarray(weights_of_class).tolist(),
             "effective": list(map(float, priors)),
         },
         "input": {
@@ -640,7 +737,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
             "range": [0, 255],
             "layout": "NHWC",
         },
-        "data": dataset.describe(),
+        "data": _data_record(run),
         "split": run.split.to_dict(),
         "versions": library_versions(),
         "training": {
@@ -656,6 +753,13 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if partition is not None:
+        info["partition"] = partition
+    per_source = _source_weights(run)
+    if per_source is not None:  # the counts behind the effective priors, as sources weigh them
+        info["priors"]["source_weighted_counts"] = np.bincount(
+            labels_of("train"), weights=per_source, minlength=len(classes)
+        ).tolist()
     final = Layout(run.options.workspace).member(run.name)
     if not is_chief():
         return final
@@ -665,6 +769,11 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         record.write(tmp / MEMBER_FILE)
         cache = PredictionCache(tmp, classes)
         model_sha256 = sha256_of(tmp / MODEL_FILE)  # uncached: no .sha256-cache.json here
+        if run.hashes is not None:
+            order = {image_id: k for k, image_id in enumerate(run.hashes.ids)}
+            save_hashes(
+                tmp / TRAIN_HASHES_FILE, run.hashes.hashes[[order[i] for i in run.split.train]]
+            )
         for part, frame in predictions.items():
             cache.write(
                 part,
