@@ -104,6 +104,7 @@ def test_member_directory(member):
         "predictions/test.json",
         "predictions/val.csv",
         "predictions/val.json",
+        "train_hashes.npy",
     ]
     assert not (workspace / "runs" / "small_cnn.demo.s0").exists()
     assert not [p for p in (workspace / "members").iterdir() if p.name.startswith(".")]
