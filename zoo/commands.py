@@ -293,3 +293,9 @@ def leaderboard(args, workspace: Path) -> int:
     from zoo.leaderboard import leaderboard_command
 
     return leaderboard_command(args, workspace)
+
+
+def serve(args, workspace: Path) -> int:
+    from zoo.serve.command import serve_command
+
+    return serve_command(args, workspace)
