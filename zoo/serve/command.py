@@ -8,6 +8,8 @@ bound here, so a port in use is a one-line error too. Binds to the loopback addr
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import ipaddress
 import socket
@@ -21,14 +23,12 @@ INSTALL = "pip install 'zoo[serve]'"
 
 def _check_installed() -> None:
     missing = []
-    for module, package in (
-        ("starlette", "starlette"),
-        ("uvicorn", "uvicorn"),
-        ("multipart", "python-multipart"),
+    for modules, package in (
+        (("starlette",), "starlette"),
+        (("uvicorn",), "uvicorn"),
+        (("python_multipart", "multipart"), "python-multipart"),
     ):
-        try:
-            __import__(module)
-        except ImportError:
+        if not any(importlib.util.find_spec(m) for m in modules):
             missing.append(package)
     if missing:
         raise ZooError(f"zoo serve needs {', '.join(missing)}: {INSTALL}.")
@@ -104,5 +104,7 @@ def serve_command(args, workspace: Path) -> int:
         access_log=not console.is_quiet(),
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops gracefully, then passes it on
+        uvicorn.Server(config).run(sockets=[sock])
+    console.info("Stopped.")
     return 0
