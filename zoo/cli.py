@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; anything but loopback makes the page reachable from other "
         "machines, without authentication",
     )
-    p.add_argument("--port", type=_port, default=8000, help="TCP port")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free port)")
     p.add_argument(
         "--max-upload-mb",
         type=float,

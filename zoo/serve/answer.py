@@ -2,7 +2,9 @@
 
 The flag says whether the melanoma probability reaches the target's operating point
 (``target.operating_point``: class, criterion, value and threshold, chosen on validation).
-Without one, the threshold is 0.5 and the answer says so.
+Without one, the threshold is 0.5 and the answer says so. The threshold is compared with the
+probabilities ``zoo predict`` gives (the target's TTA and prior correction, no temperature
+scaling), so an operating point must have been chosen on those.
 """
 
 from __future__ import annotations
