@@ -142,10 +142,10 @@ class Model:
         are named by file stem (as ``zoo predict`` names them), ``image<position>`` for the
         others; columns are the classes, then ``ood_msp``/``ood_energy`` with ``ood_scores``,
         then ``top_class``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
-        target's settings, as on the command line. One picture as a PNG path, an array and a
-        PIL image gives the same numbers; a JPEG file larger than twice the input size is
-        decoded by libjpeg at a reduced scale (as ``zoo predict`` does), so pixels decoded
-        from it at full size can differ in the last digits.
+        target's settings, as on the command line. One picture as a path, an array and a PIL
+        image gives the same numbers, except that for a member without border cropping a JPEG
+        file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
+        predict`` does), so pixels decoded from it at full size can differ slightly.
         """
         _import_tensorflow()
         from zoo.evaluate import prior_settings

@@ -72,9 +72,9 @@ def read_image(
     """One image as uint8 RGB ``size × size × 3``; raises :class:`ImageProblem`.
 
     ``path`` is a file path or a binary file object, else an image already in memory: a PIL
-    image or a uint8 ``H × W × 3`` array, which gets the same conversion, crop and resize (a
-    JPEG file may be decoded by libjpeg at a reduced scale first, so the same picture given
-    decoded at full size can differ in the last digits when it is over twice ``size``)."""
+    image or a uint8 ``H × W × 3`` array, which gets the same conversion, crop and resize (without
+    ``crop_borders`` a JPEG file over twice ``size`` is decoded by libjpeg at a reduced scale,
+    so the same picture decoded at full size can differ slightly)."""
     if isinstance(path, np.ndarray | Image.Image):
         return _resized(_in_memory_rgb(path), size, crop_borders, interpolation)
     try:
