@@ -34,6 +34,24 @@ def test_import_zoo_stays_cheap():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
+def test_a_fresh_process_prints_nothing(trained_workspace, tmp_path):
+    """No TensorFlow start-up lines, progress bars or notes from load and predict."""
+    image = write_image(tmp_path / "a.png", size=40)
+    code = (
+        "import sys, zoo; "
+        f"m = zoo.load({DEMO_MEMBER!r}, workspace=sys.argv[1]); "
+        "assert len(m.predict(sys.argv[2])) == 1"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(trained_workspace), str(image)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def test_evaluate_is_the_module_and_the_function():
     import zoo.evaluate as module
 

@@ -216,6 +216,11 @@ def test_page_shows_what_zoo_predict_gives(
     driver.find_element("id", "file").send_keys(str(text_file))
     wait_for(driver, "return document.getElementById('status').dataset.state === 'error';")
     assert "notes.txt is not an image" in driver.find_element("id", "error").text
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * int(UPLOAD_LIMIT_MB * 2**20))
+    driver.find_element("id", "file").send_keys(str(big))
+    wait_for(driver, "return document.getElementById('error').textContent.includes('big.png');")
+    assert "larger than the limit of 0.5 MB" in driver.find_element("id", "error").text
 
 
 @pytest.mark.slow
