@@ -1,7 +1,7 @@
 """Shared fixtures: the demo workspace, the real HAM10000 folder, tiny image fixtures.
 
 Names are specific (``demo_workspace``, ``zoo_workspace``, ``ham10000_dir``, ``write_images``,
-``write_ham10000``) so that other test modules can define their own without clashes; nothing
+``write_ham10000``, ``headless_chromium``) so that other test modules can define their own without clashes; nothing
 heavy is autouse.
 """
 
@@ -170,3 +170,18 @@ def workspace(trained_workspace, tmp_path) -> Path:
     copy = tmp_path / "ws"
     shutil.copytree(trained_workspace, copy, ignore=shutil.ignore_patterns("evaluations"))
     return copy
+
+
+@pytest.fixture
+def headless_chromium(tmp_path):
+    """Headless Chromium through selenium; skips when chromium or chromedriver is absent."""
+    from browserkit import MISSING_CHROMIUM, chromium_paths, start_chromium
+
+    if chromium_paths() is None:
+        pytest.skip(MISSING_CHROMIUM)
+    pytest.importorskip("selenium.webdriver", reason="pip install selenium")
+    driver = start_chromium(tmp_path / "chromium-profile")
+    try:
+        yield driver
+    finally:
+        driver.quit()

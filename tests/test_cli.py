@@ -131,6 +131,7 @@ COMMANDS = {
     "explain": ["explain", "m", "x.jpg"],
     "ensemble": ["ensemble", "build", "e.toml"],
     "leaderboard": ["leaderboard"],
+    "serve": ["serve", "m"],
 }
 WITH_OUT = {"evaluate": "DIR", "predict": "FILE.csv", "explain": "DIR", "leaderboard": "DIR"}
 

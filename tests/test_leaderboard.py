@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from browserkit import set_width
 
 from zoo.cli import main
 
@@ -141,16 +142,6 @@ def test_leaderboard_json_and_default_folder(evaluated_workspace: Path, tmp_path
 
 # --- the page in a real browser -------------------------------------------------------------
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 OVERFLOWS = """
 const width = document.documentElement.clientWidth;
 const wide = [];
@@ -163,42 +154,16 @@ return wide;
 """
 
 
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium through selenium; skips when chromium or chromedriver is absent."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip(
-            "browser test needs Debian chromium and chromium-driver "
-            "(apt-get install -y chromium chromium-driver)"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def set_width(driver, width: int) -> None:
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
-    )
-
-
 def column(driver, index: int) -> list[float]:
     cells = driver.find_elements("css selector", f"#ranking tbody tr td:nth-child({index + 1})")
     return [float(c.get_attribute("data-value")) for c in cells]
 
 
 @pytest.mark.browser
-def test_page_sorts_and_fits_in_a_browser(evaluated_workspace: Path, tmp_path: Path, browser):
+def test_page_sorts_and_fits_in_a_browser(
+    evaluated_workspace: Path, tmp_path: Path, headless_chromium
+):
+    browser = headless_chromium
     out = tmp_path / "board"
     assert (
         main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out), "--quiet"])

@@ -42,6 +42,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 0 to 65535, got {text!r}")
+    return value
+
+
 WORKSPACE_HELP = "workspace folder (default: $ZOO_HOME, else ./zoo-runs)"
 
 
@@ -388,6 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", metavar="DIR", help="image folder for isic:/csv: data (default: beside the CSV)"
     )
     _common(c, json=True)
+    p = _add(sub, "serve", "a local web page and JSON endpoint that predict uploaded images")
+    p.add_argument("target", help="member or ensemble name, or its directory")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; anything but loopback makes the page reachable from other "
+        "machines, without authentication",
+    )
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free port)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="largest upload accepted; larger ones get status 413",
+    )
+    _common(p)
 
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
@@ -463,12 +487,13 @@ def dispatch(args) -> int:
         "data": commands.data,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
+        "serve": commands.serve,
     }[args.command]
     return handler(args, workspace_of(args)) or 0
 
 
 # Commands that import TensorFlow (``recipes`` only with ``--params``, which builds networks).
-TENSORFLOW_COMMANDS = ("train", "evaluate", "predict", "explain")
+TENSORFLOW_COMMANDS = ("train", "evaluate", "predict", "explain", "serve")
 
 
 def _import_tensorflow_quietly() -> None:

@@ -339,3 +339,9 @@ def leaderboard(args, workspace: Path) -> int:
     from zoo.leaderboard import leaderboard_command
 
     return leaderboard_command(workspace, out=args.out, data_name=args.data, as_json=args.json)
+
+
+def serve(args, workspace: Path) -> int:
+    from zoo.serve.command import serve_command
+
+    return serve_command(args, workspace)

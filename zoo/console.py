@@ -1,6 +1,7 @@
 """Rich consoles for the whole package: results on stdout, warnings and progress on stderr.
 
-``--quiet`` silences both (errors are printed by ``zoo.cli`` itself). When a stream is not a
+``--quiet`` silences both (errors are printed by ``zoo.cli`` itself); the Python API is quiet
+unless asked (:func:`quiet_unless`). When a stream is not a
 terminal (a pipe, a log file) its console is very wide, so that tables never truncate names,
 and progress bars are off, so that a log holds whole lines only (one per training epoch).
 """
@@ -52,6 +53,18 @@ def is_quiet() -> bool:
     return _quiet
 
 
+@contextlib.contextmanager
+def quiet_unless(show: bool):
+    """Quiet within, unless ``show``; the previous setting comes back after. The Python API
+    (:mod:`zoo.api`) runs this way: silent by default, progress and notes with ``progress=True``."""
+    was = _quiet
+    set_quiet(not show)
+    try:
+        yield
+    finally:
+        set_quiet(was)
+
+
 def info(message: str) -> None:
     """Print an informational line on stdout unless --quiet."""
     if not _quiet:
@@ -81,7 +94,8 @@ def _finite(value):
 
 
 def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
-    """A rich Progress on stderr with the usual columns; off when quiet or not a terminal."""
+    """A rich Progress on stderr with the usual columns; off when quiet or neither a terminal
+    nor a Jupyter notebook (where rich draws it as a widget)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -90,6 +104,6 @@ def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=err_console,
-        disable=_quiet or not err_console.is_terminal,
+        disable=_quiet or not (err_console.is_terminal or err_console.is_jupyter),
         transient=False,
     )

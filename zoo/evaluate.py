@@ -14,6 +14,8 @@ scripts use it). It writes, in its output folder:
 
 Every file and ``metrics.json`` key is described in ``docs/formats.md``.
 
+Calling the module, ``zoo.evaluate(target, …)``, is the Python API's :func:`zoo.api.evaluate`.
+
 The folder is built under a temporary name and swapped in when complete, so a failed run
 leaves the previous evaluation whole. The prior settings here (:func:`prior_settings`) serve
 ``zoo predict`` (:mod:`zoo.predict`) too.
@@ -24,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -795,3 +799,17 @@ def evaluate_command(
         print_summary(EvaluationRecord.load(out / METRICS_FILE).to_dict())
     console.info(f"Wrote {out}")
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """``zoo.evaluate`` is this module, and ``zoo.evaluate(target, …)`` is the Python API's
+    :func:`zoo.api.evaluate`: once imported, a submodule is always its package's attribute,
+    so the function cannot take the name."""
+
+    def __call__(self, target, **options):
+        from zoo.api import evaluate
+
+        return evaluate(target, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -246,18 +246,42 @@ def image_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def decode_files(paths: Sequence[Path], member: Member) -> np.ndarray:
-    """Pixels of image files at the member's input settings; an unreadable file is an error."""
+def is_file_path(image) -> bool:
+    """Whether an image source names a file (else it is a file object or in memory)."""
+    return isinstance(image, str | os.PathLike)
+
+
+def image_label(images: Sequence, position: int) -> str:
+    """How an error names the image at ``position``: its path, else ``image <position>``."""
+    image = images[position]
+    return str(image) if is_file_path(image) else f"image {position}"
+
+
+def source_names(images: Sequence) -> list[str]:
+    """:func:`image_names` for the files among ``images``; ``image<position>`` for the rest."""
+    files = [i for i, image in enumerate(images) if is_file_path(image)]
+    names = [f"image{i}" for i in range(len(images))]
+    for i, name in zip(files, image_names([images[i] for i in files]), strict=True):
+        names[i] = name
+    return names
+
+
+def decode_files(paths: Sequence, member: Member) -> np.ndarray:
+    """Pixels of image files (or file objects, PIL images, uint8 arrays — what
+    :func:`zoo.data.images.read_image` takes) at the member's input settings; an unreadable
+    image is an error."""
     from zoo.data.images import decode_many
 
     pixels, problems = decode_many(
-        [str(p) for p in paths], **image_settings(member), description="decoding images"
+        [str(p) if is_file_path(p) else p for p in paths],
+        **image_settings(member),
+        description="decoding images",
     )
     if problems:
         first = min(problems)
         more = f" (and {len(problems) - 1} more unreadable file(s))" if len(problems) > 1 else ""
         raise ZooError(
-            f"cannot read image {paths[first]}: {problems[first]}{more}; fix or remove it."
+            f"cannot read {image_label(paths, first)}: {problems[first]}{more}; fix or remove it."
         )
     return pixels
 
@@ -325,12 +349,13 @@ class MemberTarget:
         return self._finish(raw, prior_correction)
 
     def predict_files(
-        self, paths: Sequence[Path], *, tta: str = "none", prior_correction: bool = True
+        self, paths: Sequence, *, tta: str = "none", prior_correction: bool = True
     ) -> pd.DataFrame:
-        """Probabilities for image files (index: :func:`image_names`); not cached."""
+        """Probabilities for image files (index: :func:`image_names`); not cached. Images
+        already in memory (see :func:`decode_files`) are named ``image<position>``."""
         scheme = parse_tta(tta)
-        paths = [Path(p) for p in paths]
+        paths = [Path(p) if is_file_path(p) else p for p in paths]
         pixels = decode_files(paths, self.member)
         probs = run_model(load_model(self.member), pixels, scheme)
-        raw = predictions_frame(image_names(paths), probs, self.classes)
+        raw = predictions_frame(source_names(paths), probs, self.classes)
         return self._finish(raw, prior_correction)

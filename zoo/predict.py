@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from zoo import console
 from zoo.data.sources import IMAGE_EXTENSIONS
 from zoo.errors import ZooError
@@ -84,15 +86,9 @@ def predict_command(
     was_quiet = console.console.quiet
     console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
     try:
-        frame = target.predict_files(files, tta=scheme.spec, prior_correction=priors.correct)
+        frame = target_predictions(target, files, tta=scheme, priors=priors, ood=ood_scores)
     finally:
         console.console.quiet = was_quiet
-    frame = priors.apply(frame)
-    if ood_scores:
-        from zoo.ood import ood_scores
-
-        scores = ood_scores(frame.to_numpy())
-        frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
             if not console.is_quiet():
@@ -115,6 +111,23 @@ def predict_command(
         raise ZooError(f"--out {out}: cannot write it ({exc.strerror or exc}).") from None
     console.info(f"Wrote {len(frame)} rows to {out} (settings in {sidecar_path(out).name})")
     return 0
+
+
+def target_predictions(
+    target: Target, images: Sequence, *, tta, priors: PriorSettings, ood: bool = False
+) -> pd.DataFrame:
+    """What ``zoo predict`` writes for ``images`` (files, or images in memory as
+    :meth:`zoo.inference.MemberTarget.predict_files` takes them): the target's probabilities
+    under the TTA scheme ``tta``, prior-corrected as ``priors`` say; with ``ood`` the columns
+    ``ood_msp`` and ``ood_energy`` follow the classes."""
+    frame = target.predict_files(images, tta=tta.spec, prior_correction=priors.correct)
+    frame = priors.apply(frame)
+    if ood:
+        from zoo.ood import ood_scores
+
+        scores = ood_scores(frame.to_numpy())
+        frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
+    return frame
 
 
 def check_out(out: Path, inputs: Sequence[Path]) -> None:

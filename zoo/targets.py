@@ -57,7 +57,8 @@ class Target(Protocol):
     def predict_files(
         self, paths: Sequence[Path], *, tta: str, prior_correction: bool
     ) -> pd.DataFrame:
-        """Class probabilities for image files outside any data set (index = file stem)."""
+        """Class probabilities for image files outside any data set (index = file stem); also
+        for images in memory (file objects, PIL images, uint8 arrays: ``image<position>``)."""
         ...
 
 

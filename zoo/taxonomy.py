@@ -2,7 +2,8 @@
 
 A multi-class model answers a binary question (e.g. melanoma vs nevus) by summing the
 probabilities of the classes under each answer, as the paper sums over a node's descendants:
-``score = sum(p[malignant classes]) / sum(p[all classes of the task])``.
+``score = sum(p[malignant classes]) / sum(p[all classes of the task])``. The same file names
+each class code in full (:func:`class_name`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def load_tasks(path: Path = TAXONOMY_FILE) -> dict[str, Task]:
 
 
 TASKS: dict[str, Task] = load_tasks()
+
+
+def load_class_names(path: Path = TAXONOMY_FILE) -> dict[str, str]:
+    """``{lower-case class code: full name}`` from the ``[names]`` table."""
+    with open(path, "rb") as f:
+        return {code.lower(): name for code, name in tomllib.load(f).get("names", {}).items()}
+
+
+CLASS_NAMES: dict[str, str] = load_class_names()
+
+
+def class_name(code: str) -> str:
+    """The full name of a class code (``mel`` → Melanoma, matched case-insensitively), else
+    the code itself."""
+    return CLASS_NAMES.get(str(code).lower(), str(code))
 
 
 def _task(task: str) -> Task:

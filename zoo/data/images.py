@@ -63,13 +63,20 @@ def crop_black_border(pixels: np.ndarray, *, threshold: int = 25, keep: float = 
 
 
 def read_image(
-    path: str | os.PathLike,
+    path,
     *,
     size: int,
     crop_borders: bool = False,
     interpolation: str = "bilinear",
 ) -> np.ndarray:
-    """One image as uint8 RGB ``size × size × 3``; raises :class:`ImageProblem`."""
+    """One image as uint8 RGB ``size × size × 3``; raises :class:`ImageProblem`.
+
+    ``path`` is a file path or a binary file object, else an image already in memory: a PIL
+    image or a uint8 ``H × W × 3`` array, which gets the same conversion, crop and resize (without
+    ``crop_borders`` a JPEG file over twice ``size`` is decoded by libjpeg at a reduced scale,
+    so the same picture decoded at full size can differ slightly)."""
+    if isinstance(path, np.ndarray | Image.Image):
+        return _resized(_in_memory_rgb(path), size, crop_borders, interpolation)
     try:
         with Image.open(path) as image:
             if image.format == "JPEG" and crop_borders is False:
@@ -82,6 +89,25 @@ def read_image(
         raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageProblem(f"unreadable or truncated image ({exc})") from None
+    return _resized(rgb, size, crop_borders, interpolation)
+
+
+def _in_memory_rgb(image) -> Image.Image:
+    """A PIL image or a uint8 ``H × W × 3`` array as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        try:
+            return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageProblem(f"unreadable or truncated image ({exc})") from None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ImageProblem(
+            f"an array image must be uint8 of shape (height, width, 3); got {image.dtype} "
+            f"{image.shape}"
+        )
+    return Image.fromarray(np.ascontiguousarray(image), "RGB")
+
+
+def _resized(rgb: Image.Image, size: int, crop_borders: bool, interpolation: str) -> np.ndarray:
     pixels = np.asarray(rgb)
     if crop_borders:
         pixels = crop_black_border(pixels)
@@ -98,14 +124,14 @@ def decode_many(
     description: str = "decoding images",
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode ``paths`` in parallel threads into ``out`` (default: a new array); returns the
-    pixels and {position: problem}."""
+    """Decode ``paths`` (or other sources :func:`read_image` takes) in parallel threads into
+    ``out`` (default: a new array); returns the pixels and {position: problem}."""
     if out is None:
         out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     problems: dict[int, str] = {}
 
     def work(i: int) -> None:
-        if not paths[i]:
+        if isinstance(paths[i], str) and not paths[i]:
             problems[i] = "file not found"
             return
         try:
