@@ -336,7 +336,8 @@ def _ham_with_every_problem(folder: Path, write_ham10000, write_images) -> dict[
         [("L", ".jpg"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("P", ".png")]
     ):
         (images / f"{ids[20 + k]}.jpg").unlink()
-        write_images(images, [f"{ids[20 + k]}{suffix}"], mode=mode)
+        # distinct pixels: identical images would be merged into one lesion as duplicates
+        write_images(images, [f"{ids[20 + k]}{suffix}"], mode=mode, seed=1000 + k)
     return {
         "unknown label": f"line 5 (image {ids[3]}): unknown label 'xyz'",
         "duplicate": f"duplicate image id '{ids[7]}' on lines 9, {len(meta)}",
