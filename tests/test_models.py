@@ -132,7 +132,8 @@ def test_own_backbone_has_no_imagenet_weights():
 
 
 def test_unknown_backbone_is_an_error():
-    recipe = dataclasses.replace(get_recipe("small_cnn"), backbone="VGG99")
+    recipe = get_recipe("small_cnn")
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, backbone="VGG99"))
     with pytest.raises(ZooError, match="unknown backbone 'VGG99'.*InceptionV3"):
         build_backbone(recipe, image_size=32, weights="none")
 
