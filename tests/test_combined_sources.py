@@ -21,7 +21,7 @@ from zoo.data.duplicates import (
     near_pairs,
 )
 from zoo.data.sources import HAM10000_CLASSES
-from zoo.data.splits import make_split
+from zoo.data.splits import keep_together, make_split
 from zoo.errors import ZooError
 
 
@@ -169,14 +169,22 @@ def test_copies_are_found_and_the_split_keeps_each_pair_together(demo_with_copie
     assert report["label_conflicts"] == 0
     pairs = {(dataset.ids[i], dataset.ids[j]) for i, j, _ in report["index_pairs"]}
     assert all(b == f"copies/copy_{a.split('/')[1]}" for a, b in pairs)
-    merged = merge_duplicates(dataset, report)
+    together = merge_duplicates(dataset, report).records["group"]
     for seed in (0, 1, 2):
-        split = make_split(merged, seed=seed)
+        drawn = make_split(dataset, seed=seed)
+        part = {i: p for p in ("train", "val", "test") for i in drawn.ids(p)}
+        assert any(part[a] != part[b] for a, b in pairs)  # drawn alone, copies straddle it
+        split = keep_together(drawn, together)
         part = {i: p for p in ("train", "val", "test") for i in split.ids(p)}
         assert all(part[a] == part[b] for a, b in pairs)
-    unmerged = make_split(dataset, seed=0)  # without merging, copies do straddle the split
-    part = {i: p for p in ("train", "val", "test") for i in unmerged.ids(p)}
-    assert any(part[a] != part[b] for a, b in pairs)
+        assert sorted(part) == sorted(dataset.ids)
+        assert set(drawn.test) <= set(split.test)  # only ever moved into test, never out
+
+
+def test_split_without_duplicates_across_lesions_is_unchanged(demo_workspace):
+    demo = load_dataset("demo", workspace=demo_workspace)
+    drawn = make_split(demo, seed=0)
+    assert keep_together(drawn, demo.records["group"]) is drawn
 
 
 def test_hash_cache_is_reused(demo_workspace, tmp_path, monkeypatch):

@@ -13,16 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from zoo.console import progress
 from zoo.data.dataset import Dataset
-from zoo.data.images import file_stats
+from zoo.data.images import file_stats, for_each_file, open_rgb
 from zoo.workspace import atomic_write_json
 
 HASH_VERSION = 1
@@ -51,15 +49,13 @@ class ImageHashes:
 
 
 def hash_image(path: str | os.PathLike) -> tuple[np.ndarray, int, int]:
-    """(hash words, width, height) of one image file; raises ``OSError``/``ValueError`` when
+    """(hash words, width, height) of one image file; raises :class:`ImageProblem` when
     unreadable."""
     import imagehash
 
-    with Image.open(path) as image:
-        image.load()
-        width, height = image.size
-        value = imagehash.phash(image.convert("RGB"), hash_size=HASH_SIZE)
-    return np.packbits(value.hash.flatten()).view(">u8").astype(np.uint64), width, height
+    rgb = open_rgb(path)
+    value = imagehash.phash(rgb, hash_size=HASH_SIZE)
+    return np.packbits(value.hash.flatten()).view(">u8").astype(np.uint64), rgb.width, rgb.height
 
 
 def to_hex(words: np.ndarray) -> str:
@@ -73,28 +69,12 @@ def from_hex(text: str) -> np.ndarray:
 def _hash_paths(paths: list[str], description: str) -> tuple[np.ndarray, np.ndarray, dict]:
     hashes = np.zeros((len(paths), WORDS), dtype=np.uint64)
     sizes = np.full((len(paths), 2), -1, dtype=np.int64)
-    problems: dict[int, str] = {}
 
-    def work(i: int) -> None:
-        if not paths[i]:
-            problems[i] = "file not found"
-            return
-        try:
-            value, width, height = hash_image(paths[i])
-        except FileNotFoundError:
-            problems[i] = "file not found"
-        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            problems[i] = f"not a readable image ({exc.__class__.__name__})"
-        except (OSError, SyntaxError, ValueError) as exc:
-            problems[i] = f"unreadable or truncated image ({exc})"
-        else:
-            hashes[i], sizes[i] = value, (width, height)
+    def read(i: int, path: str) -> None:
+        hashes[i], width, height = hash_image(path)
+        sizes[i] = (width, height)
 
-    with progress() as bar, ThreadPoolExecutor(min(8, 2 * (os.cpu_count() or 2))) as pool:
-        task = bar.add_task(description, total=len(paths), status="")
-        for _ in pool.map(work, range(len(paths)), chunksize=32):
-            bar.advance(task)
-    return hashes, sizes, problems
+    return hashes, sizes, for_each_file(paths, read, description=description)
 
 
 def _cache_file(dataset: Dataset, cache_dir: Path) -> Path:

@@ -62,6 +62,45 @@ def crop_black_border(pixels: np.ndarray, *, threshold: int = 25, keep: float = 
     return pixels[top:bottom, left:right]
 
 
+def open_rgb(path, *, draft: int | None = None) -> Image.Image:
+    """One image file, decoded and converted to RGB (JPEGs at no less than ``draft`` pixels
+    when given); raises :class:`ImageProblem`."""
+    try:
+        with Image.open(path) as image:
+            if draft and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise ImageProblem("file not found") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageProblem(f"unreadable or truncated image ({exc})") from None
+
+
+def for_each_file(paths: list, read, *, description: str) -> dict[int, str]:
+    r"""``read(i, path)`` for every path (or in-memory image) in parallel threads, with a progress bar; returns
+    {position: problem} for missing paths and :class:`ImageProblem`\ s."""
+    problems: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        if isinstance(paths[i], str) and not paths[i]:  # in-memory images are never missing
+            problems[i] = "file not found"
+            return
+        try:
+            read(i, paths[i])
+        except ImageProblem as exc:
+            problems[i] = str(exc)
+
+    workers = min(32, 2 * (os.cpu_count() or 2))
+    with progress() as bar, ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task(description, total=len(paths), status="")
+        for _ in pool.map(work, range(len(paths)), chunksize=64):
+            bar.advance(task)
+    return problems
+
+
 def read_image(
     path,
     *,
@@ -77,19 +116,9 @@ def read_image(
     so the same picture decoded at full size can differ slightly)."""
     if isinstance(path, np.ndarray | Image.Image):
         return _resized(_in_memory_rgb(path), size, crop_borders, interpolation)
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG" and crop_borders is False:
-                image.draft("RGB", (size * 2, size * 2))  # let libjpeg decode at a reduced scale
-            image.load()
-            rgb = image.convert("RGB")
-    except FileNotFoundError:
-        raise ImageProblem("file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageProblem(f"unreadable or truncated image ({exc})") from None
-    return _resized(rgb, size, crop_borders, interpolation)
+    return _resized(
+        open_rgb(path, draft=None if crop_borders else size * 2), size, crop_borders, interpolation
+    )
 
 
 def _in_memory_rgb(image) -> Image.Image:
@@ -128,25 +157,11 @@ def decode_many(
     ``out`` (default: a new array); returns the pixels and {position: problem}."""
     if out is None:
         out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    problems: dict[int, str] = {}
 
-    def work(i: int) -> None:
-        if isinstance(paths[i], str) and not paths[i]:
-            problems[i] = "file not found"
-            return
-        try:
-            out[i] = read_image(
-                paths[i], size=size, crop_borders=crop_borders, interpolation=interpolation
-            )
-        except ImageProblem as exc:
-            problems[i] = str(exc)
+    def read(i: int, path) -> None:
+        out[i] = read_image(path, size=size, crop_borders=crop_borders, interpolation=interpolation)
 
-    workers = min(32, 2 * (os.cpu_count() or 2))
-    with progress() as bar, ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task(description, total=len(paths), status="")
-        for _ in pool.map(work, range(len(paths)), chunksize=64):
-            bar.advance(task)
-    return out, problems
+    return out, for_each_file(paths, read, description=description)
 
 
 def memory_budget() -> int:

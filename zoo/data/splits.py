@@ -7,9 +7,11 @@ train and validation (70/10 overall), or into ``folds`` folds of which ``fold`` 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from zoo.data.dataset import Dataset
@@ -147,3 +149,23 @@ def make_split(
     if empty:
         raise DataProblems(dataset.spec, empty)
     return split
+
+
+def keep_together(split: Split, groups) -> Split:
+    """``split`` with the images of each of ``groups`` (a Series: image id → group, e.g.
+    lesions joined through duplicate images) in one part: test if any of them is in test,
+    else val, else train. The split is drawn on the data's own lesions first, so data whose
+    duplicates never join two lesions splits exactly as without this step, and the test part
+    still depends only on the data and the seed."""
+    part_of = {i: p for p in PARTS for i in split.ids(p)}
+    ids = list(part_of)
+    rank = {"test": 0, "val": 1, "train": 2}
+    frame = pd.DataFrame({"group": groups.loc[ids].to_numpy(), "part": [part_of[i] for i in ids]})
+    target = frame.groupby("group")["part"].agg(lambda parts: min(parts, key=rank.__getitem__))
+    moved = dict(zip(ids, frame["group"].map(target), strict=True))
+    if all(moved[i] == part_of[i] for i in ids):
+        return split
+    parts = {p: [i for i in split.ids(p) if moved[i] == p] for p in PARTS}
+    for p in PARTS:  # images moved in come after the part's own, in their former order
+        parts[p] += [i for q in PARTS if q != p for i in split.ids(q) if moved[i] == p]
+    return dataclasses.replace(split, **{p: tuple(parts[p]) for p in PARTS})

@@ -35,7 +35,7 @@ from zoo.data.duplicates import (
 )
 from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
-from zoo.data.splits import Split, check_split_options, make_split
+from zoo.data.splits import Split, check_split_options, keep_together, make_split
 from zoo.errors import DataProblems, ZooError
 from zoo.headline import headline_metrics
 from zoo.locks import hold
@@ -245,8 +245,8 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
     hashes, duplicates = _find_duplicates(dataset, options)
-    dataset = merge_duplicates(dataset, duplicates)
-    pixels, split = _check_data(dataset, recipe, options, split)
+    together = merge_duplicates(dataset, duplicates).records["group"]
+    pixels, split = _check_data(dataset, recipe, options, split, together=together)
     return _Run(
         options,
         recipe,
@@ -367,7 +367,12 @@ def _read_state(file: Path) -> tuple[dict, Recipe, Split]:
 
 
 def _check_data(
-    dataset: Dataset, recipe: Recipe, options: TrainOptions, split: Split | None
+    dataset: Dataset,
+    recipe: Recipe,
+    options: TrainOptions,
+    split: Split | None,
+    *,
+    together: pd.Series | None = None,
 ) -> tuple[ImageTable, Split]:
     """Decode every image at the training size (once: the pixels are cached and used for
     training) and draw the split (unless resuming one); raise one :class:`DataProblems` with
@@ -389,6 +394,8 @@ def _check_data(
             split = make_split(
                 dataset.labelled(), seed=options.split_seed, fold=options.fold, folds=options.folds
             )
+            if together is not None:  # duplicates of one picture end up in one part
+                split = keep_together(split, together)
         except DataProblems as exc:
             problems += exc.problems
     if problems:
