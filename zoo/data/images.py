@@ -64,8 +64,7 @@ def crop_black_border(pixels: np.ndarray, *, threshold: int = 25, keep: float = 
 
 def open_rgb(path, *, draft: int | None = None) -> Image.Image:
     """One image file (a path or a binary file object), decoded and converted to RGB (JPEGs at
-    no less than ``draft`` pixels
-    when given); raises :class:`ImageProblem`."""
+    no less than ``draft`` pixels when given); raises :class:`ImageProblem`."""
     try:
         with Image.open(path) as image:
             if draft and image.format == "JPEG":
