@@ -283,6 +283,12 @@ def predict(args, workspace: Path) -> int:
     return predict_command(args, workspace)
 
 
+def export(args, workspace: Path) -> int:
+    from zoo.export.writer import export_command
+
+    return export_command(args, workspace)
+
+
 def ensemble(args, workspace: Path) -> int:
     from zoo.ensembles.build import build_command
 

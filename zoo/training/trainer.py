@@ -32,6 +32,7 @@ from zoo.locks import hold
 from zoo.members import library_versions, model_card, predictions_frame, write_predictions
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
+from zoo.models.stock import without_optimizer
 from zoo.names import check_name
 from zoo.priors import effective_priors
 from zoo.recipes import Recipe, Stage, get_recipe
@@ -655,7 +656,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     if not is_chief():
         return final
     with atomic_directory(final) as tmp:
-        model.save(tmp / "model.keras")
+        without_optimizer(model).save(tmp / "model.keras")  # optimizer state stays in runs/
         atomic_write_json(tmp / "member.json", info)
         for part, frame in predictions.items():
             write_predictions(tmp / "predictions" / f"{part}.csv", frame)
