@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
-    p = _add(sub, "export", "a member or ensemble as one artifact: uint8 images in, probabilities out")
+    p = _add(
+        sub, "export", "a member or ensemble as one artifact: uint8 images in, probabilities out"
+    )
     p.add_argument("target", help="member or ensemble name, or its directory")
     p.add_argument(
         "--format",
@@ -389,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
     b = _add(ens, "build", "build an ensemble from a definition file into the workspace")
     b.add_argument("spec", metavar="FILE.toml", help="ensemble definition (see ensembles/)")
+    b.add_argument(
+        "--operating-point",
+        metavar="CLASS:sensitivity=X|specificity=X",
+        help="choose this class's threshold on the validation split and store it with the "
+        "ensemble; zoo predict then flags images at or above it (default: none)",
+    )
     _common(b)
 
     p = _add(sub, "leaderboard", "publish the comparison of all members and ensembles")

@@ -82,6 +82,12 @@ def predict_command(args, workspace: Path) -> int:
 
         scores = ood_scores(frame.to_numpy())
         frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
+    point = flag_operating_point(target, scheme, priors)
+    if isinstance(point, str):
+        priors.notes.append(point)
+        point = None
+    elif point is not None:
+        frame[point.column] = (frame[point.class_name] >= point.threshold).astype(int)
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
             if not console.is_quiet():
@@ -95,7 +101,14 @@ def predict_command(args, workspace: Path) -> int:
         return 0
     out = Path(args.out)
     record = _predict_record(
-        target, scheme, priors, inputs=args.paths, out=out, text=text, n_images=len(frame)
+        target,
+        scheme,
+        priors,
+        inputs=args.paths,
+        out=out,
+        text=text,
+        n_images=len(frame),
+        frame_columns=list(frame.columns),
     ) | {"ood_scores": bool(getattr(args, "ood_scores", False))}
     try:
         atomic_write_text(out, text)
@@ -104,6 +117,28 @@ def predict_command(args, workspace: Path) -> int:
         raise ZooError(f"--out {out}: cannot write it ({exc.strerror or exc}).") from None
     console.info(f"Wrote {len(frame)} rows to {out} (settings in {sidecar_path(out).name})")
     return 0
+
+
+def flag_operating_point(target: Target, scheme, priors: PriorSettings):
+    """The target's stored operating point when these settings are the ones its threshold
+    was chosen under (its TTA and prior correction, uniform target priors); a note saying why
+    not otherwise; None when it has none."""
+    point = getattr(target, "operating_point", None)
+    if point is None:
+        return None
+    from zoo.tta import parse_tta
+
+    same = (
+        scheme == parse_tta(target.default_tta)
+        and priors.correct == target.default_prior_correction
+        and priors.shift is None
+    )
+    if not same:
+        return (
+            f"no {point.column} column: the operating point's threshold was chosen with the "
+            "target's own TTA and prior correction, not these settings"
+        )
+    return point
 
 
 def check_out(out: Path, inputs: Sequence[Path]) -> None:
@@ -139,7 +174,15 @@ def sidecar_path(csv: Path) -> Path:
 
 
 def _predict_record(
-    target: Target, scheme, priors: PriorSettings, *, inputs, out: Path, text: str, n_images: int
+    target: Target,
+    scheme,
+    priors: PriorSettings,
+    *,
+    inputs,
+    out: Path,
+    text: str,
+    n_images: int,
+    frame_columns,
 ) -> dict:
     import zoo
 
@@ -155,6 +198,15 @@ def _predict_record(
         "prior_correction": priors.correct,
         "priors": priors.record,
         "notes": priors.notes,
+        "operating_point": _point_record(target, frame_columns),
         "zoo_version": zoo.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _point_record(target: Target, columns) -> dict | None:
+    """The operating point behind the flag column, when the CSV has one."""
+    point = getattr(target, "operating_point", None)
+    if point is None or point.column not in columns:
+        return None
+    return {**point.to_dict(), "column": point.column}

@@ -429,15 +429,22 @@ def _fit_without_data(combiner, members: tuple[str, ...], classes: tuple[str, ..
     return combiner
 
 
-def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
+def build_ensemble(
+    spec: str | Path | EnsembleSpec, *, workspace: Path, operating_point: str | None = None
+) -> Path:
     """Build the ensemble ``spec`` (a definition file or an :class:`EnsembleSpec`) and save it.
 
-    Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split.
+    Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split, and so
+    chooses the threshold of ``operating_point`` (``CLASS:sensitivity=X|specificity=X``).
     """
     started = time.perf_counter()
     workspace = Path(workspace)
     spec = spec if isinstance(spec, EnsembleSpec) else load_spec(spec)
     tta = tta_name(spec.tta)
+    if operating_point is not None:
+        from zoo.operating_points import parse_operating_point
+
+        parse_operating_point(operating_point)  # a malformed option fails before any work
     available = [m.path.name for m in list_members(workspace)]
     names = resolve_members(spec, available)
     members = [Member(members_dir(workspace) / name) for name in names]
@@ -550,6 +557,18 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
         if val_set is not None
         else headline_metrics(np.zeros(0, dtype=np.intp), np.zeros((0, len(classes))))
     )
+    point = None
+    if operating_point is not None:
+        from zoo.operating_points import choose_operating_point
+
+        if val_set is None:
+            raise ZooError(
+                f"--operating-point {operating_point}: ensemble {spec.name!r} has no validation "
+                "images to choose the threshold on; train the members with a validation split"
+            )
+        point = choose_operating_point(
+            operating_point, classes=classes, labels=val_set.labels, probabilities=val_out
+        ).to_dict()
     info = {
         "name": spec.name,
         "kind": "ensemble",
@@ -572,6 +591,7 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
             "ids": {"val": list(val_ids), "test": list(test_ids)},
         },
         "metrics": {"val": ensemble_val},
+        "operating_point": point,
         "versions": {
             "zoo": _zoo_version(),
             "numpy": np.__version__,
@@ -719,7 +739,9 @@ def build_command(args, workspace: Path) -> int:
 
     spec = load_spec(args.spec)
     with hold(ensembles_dir(workspace) / spec.name, what=f"zoo ensemble build {spec.name}"):
-        path = build_ensemble(spec, workspace=workspace)
+        path = build_ensemble(
+            spec, workspace=workspace, operating_point=getattr(args, "operating_point", None)
+        )
     info = json.loads((path / ENSEMBLE_FILE).read_text(encoding="utf-8"))
     print_summary(info, path)
     return 0

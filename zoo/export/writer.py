@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -232,9 +231,7 @@ def calibration_images(target, parts: list[MemberPart], *, spec: str | None, wor
 
 def _operating_point(target) -> dict | None:
     point = getattr(target, "operating_point", None)
-    if point is None:
-        return None
-    return asdict(point) if is_dataclass(point) else dict(point)
+    return None if point is None else point.to_dict()
 
 
 def signature_record(
@@ -345,7 +342,7 @@ def model_card(signature: dict) -> str:
     ]
     if point:
         lines.append(
-            f"- Operating point: flag `{point['class_name']}` when its probability ≥ "
+            f"- Operating point: flag `{point['class']}` when its probability ≥ "
             f"{point['threshold']:.6g} ({point['criterion']} {point['value']} chosen on validation)."
         )
     lines += [
