@@ -114,6 +114,7 @@ def _old_format_member(workspace: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
 def test_old_format_member_still_loads_and_exports(workspace, tmp_path, capsys):
     from zoo.members import Member
     from zoo.models.stock import with_stock_layers
@@ -168,7 +169,9 @@ def _predicted(target_name: str, workspace: Path, images, tmp_path, capsys) -> p
     return pd.read_csv(csv, dtype={"image": str}).set_index("image")
 
 
-@pytest.mark.parametrize("fmt", ["keras", "saved_model", "litert"])
+@pytest.mark.parametrize(
+    "fmt", ["keras", "saved_model", pytest.param("litert", marks=pytest.mark.slow)]
+)
 def test_member_export_agrees_with_predict(trained_workspace, tmp_path, capsys, fmt):
     from zoo.members import Member
 
@@ -222,6 +225,7 @@ def ensemble_workspace(trained_workspace, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
 def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsys):
     from zoo.members import Member
 
@@ -231,7 +235,7 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
     assert "mel_flag" in expected.columns
     classes = [c for c in expected.columns if c != "mel_flag"]
     pixels = decode_files(images, Member(ws / "members" / MEMBER))
-    for fmt in ("keras", "saved_model"):
+    for fmt in ("keras", "saved_model", "litert"):
         out = tmp_path / fmt
         code, _, err = run(
             ["export", "pair", "--format", fmt, "--workspace", ws, "--out", out], capsys
@@ -243,6 +247,7 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
     np.testing.assert_allclose(standalone, expected[classes].to_numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
 def test_signature_records_members_tta_priors_and_operating_point(
     ensemble_workspace, tmp_path, capsys
 ):
@@ -270,6 +275,7 @@ def test_signature_records_members_tta_priors_and_operating_point(
 # --- the operating point ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
 def test_operating_point_stored_and_flagged_by_predict(ensemble_workspace, tmp_path, capsys):
     from zoo.targets import resolve_target
 
@@ -292,6 +298,7 @@ def test_operating_point_stored_and_flagged_by_predict(ensemble_workspace, tmp_p
     assert code == 0 and "mel_flag" not in pd.read_csv(raw).columns
 
 
+@pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
 def test_bad_operating_point_is_one_line(ensemble_workspace, capsys):
     spec = ensemble_workspace / "pair.toml"
     code, _, err = run(

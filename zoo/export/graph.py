@@ -109,9 +109,11 @@ def _views(images, steps, size: int) -> list:
         else:
             ry, rx = matrices
             key = rx.tobytes()
-            if key not in by_columns:
-                by_columns[key] = ops.einsum("bijc,xj->bixc", images, rx)
-            view = ops.einsum("yi,bixc->byxc", ry, by_columns[key])
+            if key not in by_columns:  # (B, H, W, C) → (B, H, C, W) · Rxᵀ → (B, H, C, X)
+                by_columns[key] = ops.matmul(ops.transpose(images, (0, 1, 3, 2)), rx.T)
+            # (B, X, C, H) · Ryᵀ → (B, X, C, Y) → (B, Y, X, C)
+            rows = ops.matmul(ops.transpose(by_columns[key], (0, 3, 2, 1)), ry.T)
+            view = ops.transpose(rows, (0, 3, 1, 2))
         out.append(ops.flip(view, axis=2) if kind == "affine_flip" else view)
     return out
 

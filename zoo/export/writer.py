@@ -138,8 +138,9 @@ def write_artifact(
         "load": "tf.lite.Interpreter(model_path=path)",
         "select_tf_ops": select_ops,
         "note": (
-            "uses TensorFlow ops (resize with antialiasing, TTA transforms): run it with the "
-            "Flex delegate (included in the tensorflow pip package)"
+            "uses TensorFlow ops (the affine transforms of rotations:N TTA): it needs the "
+            "Flex delegate, which tf.lite.Interpreter of TensorFlow 2.21 does not link; "
+            "export as saved_model, or with another TTA"
             if select_ops
             else "LiteRT builtin ops only"
         ),
@@ -149,8 +150,9 @@ def write_artifact(
 def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tuple[bytes, bool]:
     """The model as a LiteRT (TensorFlow Lite) flatbuffer via ``tf.lite.TFLiteConverter``,
     float32, float16 weights, or int8 calibrated on ``calibration`` images; and whether it
-    needs TensorFlow ops (the Flex delegate, part of the ``tensorflow`` pip package) —
-    antialiased resize and the affine TTA views have no LiteRT builtin."""
+    needs TensorFlow ops (the Flex delegate): the affine transforms of ``rotations:N`` have no
+    LiteRT builtin (resize runs without antialiasing there; Steppan's and the dihedral views
+    are builtin matrix products, flips and transposes)."""
     import tensorflow as tf
 
     saved = work / ".litert-saved-model"
