@@ -413,6 +413,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+    p = _add(
+        sub, "export", "a member or ensemble as one artifact: uint8 images in, probabilities out"
+    )
+    p.add_argument("target", help="member or ensemble name, or its directory")
+    p.add_argument(
+        "--format",
+        default="keras",
+        metavar="NAME",
+        help="keras (model.keras, loads with Keras alone), saved_model (TensorFlow) or litert "
+        "(model.tflite)",
+    )
+    p.add_argument(
+        "--quantize",
+        default=None,
+        metavar="MODE",
+        help="litert only: float16 (weights), or int8 (calibrated on training images) "
+        "(default: float32)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="SPEC",
+        help="with --quantize int8: where the target's training data is now (default: the "
+        "data spec it was trained with)",
+    )
+    _common(
+        p,
+        out=("DIR", "export folder (default: <workspace>/exports/<target>-<format>[-<quantize>])"),
+    )
+
     p = _add(sub, "ensemble", "ensembles of saved members")
     ens = p.add_subparsers(dest="ensemble_command", required=True, metavar="ACTION")
     b = _add(ens, "build", "build an ensemble from a definition into the workspace")
@@ -421,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|FILE.toml",
         help="ensemble definition: a name (ensembles/, <workspace>/ensemble-specs/, "
         "$ZOO_ENSEMBLE_PATH) or a file",
+    )
+    b.add_argument(
+        "--operating-point",
+        metavar="CLASS:sensitivity=X|specificity=X",
+        help="choose this class's threshold on the validation split and store it with the "
+        "ensemble; zoo predict then flags images at or above it (default: none)",
     )
     _common(b)
 
@@ -485,6 +521,7 @@ def dispatch(args) -> int:
         "predict": commands.predict,
         "explain": commands.explain,
         "data": commands.data,
+        "export": commands.export,
         "ensemble": commands.ensemble,
         "leaderboard": commands.leaderboard,
         "serve": commands.serve,
@@ -493,7 +530,7 @@ def dispatch(args) -> int:
 
 
 # Commands that import TensorFlow (``recipes`` only with ``--params``, which builds networks).
-TENSORFLOW_COMMANDS = ("train", "evaluate", "predict", "explain", "serve")
+TENSORFLOW_COMMANDS = ("train", "evaluate", "predict", "explain", "serve", "export")
 
 
 def _import_tensorflow_quietly() -> None:

@@ -327,12 +327,18 @@ def data(args, workspace: Path) -> int:
     return check_command(args, workspace)
 
 
+def export(args, workspace: Path) -> int:
+    from zoo.export.writer import export_command
+
+    return export_command(args, workspace)
+
+
 def ensemble(args, workspace: Path) -> int:
     from zoo.ensembles.build import build_command
 
     if args.ensemble_command != "build":
         raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
-    return build_command(args.spec, workspace)
+    return build_command(args.spec, workspace, operating_point=args.operating_point)
 
 
 def leaderboard(args, workspace: Path) -> int:

@@ -72,17 +72,16 @@ def _gradcam_forward(model):
     names = {layer.name for layer in model.layers}
     if {"features", "head"} <= names:
         features, head = model.get_layer("features"), model.get_layer("head")
-        inner = [x for x in features.layers if not isinstance(x, keras.layers.InputLayer)]
-        backbone, before = inner[-1], inner[:-1]
+        backbone = features.layers[-1]
+        # everything before the backbone (colour constancy, normalisation: layers or ops)
+        before = keras.Model(features.inputs, features.get_layer("preprocess").output)
         conv = _last_4d(getattr(backbone, "layers", []))
         if conv is None:
             raise ZooError(f"{model.name}: no convolutional layer found; use --method saliency.")
         probe = keras.Model(backbone.inputs, [conv.output, backbone.output])
 
         def forward(x):
-            for layer in before:
-                x = layer(x)
-            fmap, pooled = probe(x, training=False)
+            fmap, pooled = probe(before(x, training=False), training=False)
             return fmap, head(pooled, training=False)
 
         return forward

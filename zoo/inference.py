@@ -297,6 +297,7 @@ class MemberTarget:
     kind: str = field(default="member", init=False)
     default_tta: str = field(default="none", init=False)
     default_prior_correction: bool = field(default=True, init=False)
+    operating_point: None = field(default=None, init=False)  # only ensembles store one
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> MemberTarget:

@@ -172,3 +172,66 @@ def operating_point_block(
         "val": {"sensitivity": selector.sensitivity_, "specificity": selector.specificity_},
         **result,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredOperatingPoint:
+    """An operating point stored with a target (``ensemble.json``'s ``operating_point``):
+    images whose ``class_name`` probability is ``>= threshold`` are flagged; the threshold
+    reached ``criterion = value`` on the validation split."""
+
+    class_name: str
+    criterion: str
+    value: float
+    threshold: float
+    val_sensitivity: float | None = None
+    val_specificity: float | None = None
+
+    @property
+    def column(self) -> str:
+        """The ``zoo predict`` column that flags images at or above the threshold."""
+        return f"{self.class_name}_flag"
+
+    def to_dict(self) -> dict:
+        return {
+            "class": self.class_name,
+            "criterion": self.criterion,
+            "value": self.value,
+            "threshold": self.threshold,
+            "chosen_on": "val",
+            "val": {"sensitivity": self.val_sensitivity, "specificity": self.val_specificity},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> StoredOperatingPoint | None:
+        if not data:
+            return None
+        val = data.get("val") or {}
+        return cls(
+            class_name=str(data["class"]),
+            criterion=str(data["criterion"]),
+            value=float(data["value"]),
+            threshold=float(data["threshold"]),
+            val_sensitivity=val.get("sensitivity"),
+            val_specificity=val.get("specificity"),
+        )
+
+
+def choose_operating_point(
+    text: str, *, classes, labels: np.ndarray, probabilities: np.ndarray
+) -> StoredOperatingPoint:
+    """The threshold for ``CLASS:sensitivity=X`` (or ``specificity``) on validation
+    ``labels`` (class indices) and ``probabilities`` (images × classes)."""
+    spec = parse_operating_point(text, classes)
+    k = [str(c) for c in classes].index(spec.cls)
+    selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(
+        np.asarray(labels) == k, np.asarray(probabilities)[:, k]
+    )
+    return StoredOperatingPoint(
+        class_name=spec.cls,
+        criterion=spec.metric,
+        value=spec.value,
+        threshold=selector.threshold_,
+        val_sensitivity=selector.sensitivity_,
+        val_specificity=selector.specificity_,
+    )

@@ -89,6 +89,12 @@ def predict_command(
         frame = target_predictions(target, files, tta=scheme, priors=priors, ood=ood_scores)
     finally:
         console.console.quiet = was_quiet
+    point = flag_operating_point(target, scheme, priors)
+    if isinstance(point, str):
+        priors.notes.append(point)
+        point = None
+    elif point is not None:
+        frame[point.column] = (frame[point.class_name] >= point.threshold).astype(int)
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
             if not console.is_quiet():
@@ -102,7 +108,14 @@ def predict_command(
         return 0
     out = Path(out)
     record = _predict_record(
-        target, scheme, priors, inputs=paths, out=out, text=text, n_images=len(frame)
+        target,
+        scheme,
+        priors,
+        inputs=paths,
+        out=out,
+        text=text,
+        n_images=len(frame),
+        frame_columns=list(frame.columns),
     ) | {"ood_scores": bool(ood_scores)}
     try:
         atomic_write_text(out, text)
@@ -128,6 +141,28 @@ def target_predictions(
         scores = ood_scores(frame.to_numpy())
         frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
     return frame
+
+
+def flag_operating_point(target: Target, scheme, priors: PriorSettings):
+    """The target's stored operating point when these settings are the ones its threshold
+    was chosen under (its TTA and prior correction, uniform target priors); a note saying why
+    not otherwise; None when it has none."""
+    point = getattr(target, "operating_point", None)
+    if point is None:
+        return None
+    from zoo.tta import parse_tta
+
+    same = (
+        scheme == parse_tta(target.default_tta)
+        and priors.correct == target.default_prior_correction
+        and priors.shift is None
+    )
+    if not same:
+        return (
+            f"no {point.column} column: the operating point's threshold was chosen with the "
+            "target's own TTA and prior correction, not these settings"
+        )
+    return point
 
 
 def check_out(out: Path, inputs: Sequence[Path]) -> None:
@@ -163,7 +198,15 @@ def sidecar_path(csv: Path) -> Path:
 
 
 def _predict_record(
-    target: Target, scheme, priors: PriorSettings, *, inputs, out: Path, text: str, n_images: int
+    target: Target,
+    scheme,
+    priors: PriorSettings,
+    *,
+    inputs,
+    out: Path,
+    text: str,
+    n_images: int,
+    frame_columns,
 ) -> dict:
     import zoo
 
@@ -179,6 +222,15 @@ def _predict_record(
         "prior_correction": priors.correct,
         "priors": priors.record,
         "notes": priors.notes,
+        "operating_point": _point_record(target, frame_columns),
         "zoo_version": zoo.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _point_record(target: Target, columns) -> dict | None:
+    """The operating point behind the flag column, when the CSV has one."""
+    point = getattr(target, "operating_point", None)
+    if point is None or point.column not in columns:
+        return None
+    return {**point.to_dict(), "column": point.column}

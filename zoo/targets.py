@@ -41,6 +41,11 @@ class Target(Protocol):
     @property
     def default_prior_correction(self) -> bool: ...
 
+    @property
+    def operating_point(self):
+        """A :class:`zoo.operating_points.StoredOperatingPoint` stored with the target, or None."""
+        ...
+
     def probabilities(
         self,
         dataset: Dataset,

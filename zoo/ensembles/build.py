@@ -261,17 +261,24 @@ def _fit_without_data(combiner, members: tuple[str, ...], classes: tuple[str, ..
     return combiner
 
 
-def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
+def build_ensemble(
+    spec: str | Path | EnsembleSpec, *, workspace: Path, operating_point: str | None = None
+) -> Path:
     """Build the ensemble ``spec`` (a definition's name or file, or an :class:`EnsembleSpec`)
     and save it.
 
-    Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split.
+    Returns ``<workspace>/ensembles/<name>/``. Fits only on the validation split, and so
+    chooses the threshold of ``operating_point`` (``CLASS:sensitivity=X|specificity=X``).
     """
     started = time.perf_counter()
     workspace = Path(workspace)
     if not isinstance(spec, EnsembleSpec):
         spec = load_spec(spec) if isinstance(spec, Path) else find_spec(spec, workspace=workspace)
     tta_name(spec.tta)  # an unknown scheme is refused before any work
+    if operating_point is not None:
+        from zoo.operating_points import parse_operating_point
+
+        parse_operating_point(operating_point)  # a malformed option fails before any work
     saved = list_members(workspace)
     # member.json is read only to select by recipe, data, image size or seed
     available = {m.path.name: m.info for m in saved} if spec.select != Selection() else None
@@ -298,7 +305,24 @@ def build_ensemble(spec: str | Path | EnsembleSpec, *, workspace: Path) -> Path:
     no_val = (np.zeros(0, dtype=np.intp), np.zeros((0, len(first.classes))))
     val_scored = (val_set.labels, outputs["val"][1]) if val_set is not None else no_val
     record.metrics = {"val": headline_metrics(*val_scored)}
+    if operating_point is not None:
+        record.operating_point = _choose_operating_point(operating_point, spec, val_set, val_scored)
     return _save(record, outputs, Layout(workspace).ensemble(spec.name), started=started)
+
+
+def _choose_operating_point(option: str, spec: EnsembleSpec, val_set, val_scored) -> dict:
+    """The threshold of ``option`` chosen on the ensemble's validation output."""
+    from zoo.operating_points import choose_operating_point
+
+    if val_set is None:
+        raise ZooError(
+            f"--operating-point {option}: ensemble {spec.name!r} has no validation images to "
+            "choose the threshold on; train the members with a validation split"
+        )
+    labels, probabilities = val_scored
+    return choose_operating_point(
+        option, classes=list(val_set.classes), labels=labels, probabilities=probabilities
+    ).to_dict()
 
 
 class _LabelsBySplit:
@@ -534,13 +558,13 @@ def print_summary(info: dict, path: Path) -> None:
     console.info(f"saved to {path} in {info['build_seconds']:.2f} s")
 
 
-def build_command(spec: str | Path, workspace: Path) -> int:
+def build_command(spec: str | Path, workspace: Path, *, operating_point: str | None = None) -> int:
     """``zoo ensemble build NAME|FILE.toml``: build under the ensemble's lock, print the table."""
     from zoo.locks import hold
 
     spec = find_spec(str(spec), workspace=workspace)
     folder = Layout(workspace).ensemble(spec.name)
     with hold(folder, what=f"zoo ensemble build {spec.name}"):
-        path = build_ensemble(spec, workspace=workspace)
+        path = build_ensemble(spec, workspace=workspace, operating_point=operating_point)
     print_summary(EnsembleRecord.load(path / ENSEMBLE_FILE).to_dict(), path)
     return 0

@@ -133,6 +133,13 @@ class EnsembleTarget:
     def default_prior_correction(self) -> bool:
         return self.record.prior_correction
 
+    @property
+    def operating_point(self):
+        """The :class:`~zoo.operating_points.StoredOperatingPoint` chosen at build time, or None."""
+        from zoo.operating_points import StoredOperatingPoint
+
+        return StoredOperatingPoint.from_dict(self.info.get("operating_point"))
+
     @cached_property
     def combiner(self) -> Combiner:
         return combiner_from_dict(self.record.combiner)

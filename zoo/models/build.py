@@ -3,7 +3,9 @@
 The model takes RGB images in [0, 255] (float32, ``size × size × 3``) so that the data
 pipeline, TTA and export never need to know a backbone's normalisation. It is made of two
 named parts, ``features`` (preprocessing + backbone + pooling) and ``head``, so a frozen
-stage can train the head alone on cached features (:func:`split_model`).
+stage can train the head alone on cached features (:func:`split_model`). The preprocessing is
+made of stock Keras layers and ops (:mod:`zoo.models.stock`), so ``model.keras`` loads with
+Keras alone.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from zoo.backbones import BACKBONES, Backbone, get_backbone
 from zoo.console import warn
 from zoo.errors import ZooError
 from zoo.hashing import sha256_of
-from zoo.models import pretrained
-from zoo.models.layers import ImagePreprocess, ShadesOfGray
+from zoo.models import pretrained, stock
 from zoo.recipes import Recipe
 
 
@@ -270,8 +271,8 @@ def build_model(
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
     if recipe.input.color_constancy == "shades_of_gray":
-        x = ShadesOfGray(power=6.0, name="color_constancy")(x)
-    x = ImagePreprocess(recipe.input.preprocessing, name="preprocess")(x)
+        x = stock.shades_of_gray(x, power=6.0)
+    x = stock.preprocess(x, recipe.input.preprocessing)
     features = keras.Model(inputs, backbone(x), name="features")
     head = keras.Sequential(
         [

@@ -1,4 +1,8 @@
-"""Serializable layers that live inside saved members (load with safe_mode=True)."""
+"""Custom layers of members saved before zoo built its input stages from stock Keras layers.
+
+New members use :mod:`zoo.models.stock` (same results, no zoo class in ``model.keras``); these
+stay registered (``zoo>ImagePreprocess``, ``zoo>ShadesOfGray``) so that older members load in zoo.
+"""
 
 from __future__ import annotations
 

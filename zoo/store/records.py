@@ -207,6 +207,7 @@ class EnsembleRecord(Record):
     data: dict
     split: dict
     metrics: dict | None = None
+    operating_point: dict | None = None  # chosen on validation by --operating-point
     versions: dict | None = None
     created: str | None = None
     build_seconds: float | None = None

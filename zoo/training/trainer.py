@@ -42,6 +42,7 @@ from zoo.locks import hold
 from zoo.members import library_versions, model_card
 from zoo.models import build_model, split_model
 from zoo.models.build import check_weights, weights_provenance
+from zoo.models.stock import without_optimizer
 from zoo.names import check_name
 from zoo.partition import Plan, plan_partition, relabel, summed_model, summed_priors
 from zoo.priors import effective_priors
@@ -772,7 +773,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         return final
     record = MemberRecord.from_dict(info)
     with atomic_directory(final) as tmp:
-        model.save(tmp / MODEL_FILE)
+        without_optimizer(model).save(tmp / MODEL_FILE)  # optimizer state stays in runs/
         record.write(tmp / MEMBER_FILE)
         cache = PredictionCache(tmp, classes)
         model_sha256 = sha256_of(tmp / MODEL_FILE)  # uncached: no .sha256-cache.json here

@@ -1,0 +1,133 @@
+"""Size and single-image latency of each export format of one member or ensemble.
+
+    python scripts/bench_export.py TARGET --workspace WS [--out DIR] [--runs 30]
+        [--formats keras,saved_model,litert,litert-float16,litert-int8] [--agreement N]
+
+Exports TARGET in each format (``zoo export``), then times batch-1 calls on one image (median
+of ``--runs`` after two warm-up calls; CPU threads as TensorFlow chooses) and prints one row
+per format: bytes on disk and milliseconds. With ``--agreement N`` it also reports, for each
+LiteRT variant, the share of N test-split images whose argmax equals that of the float32
+Keras artifact. Quantisation uses the target's training images only (calibration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def runner(folder: Path, fmt: str):
+    """A function ``uint8 batch → probabilities`` for the artifact in ``folder``."""
+    if fmt == "keras":
+        import keras
+
+        model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+        return lambda x: np.asarray(model(x, training=False))
+    import tensorflow as tf
+
+    if fmt == "saved_model":
+        loaded = tf.saved_model.load(str(folder / "saved_model"))
+        return lambda x: loaded.serve(tf.constant(x)).numpy()
+    interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
+    detail = interpreter.get_input_details()[0]
+    output = interpreter.get_output_details()[0]["index"]
+
+    def run(x):
+        interpreter.resize_tensor_input(detail["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    return run
+
+
+def latency_ms(run, image: np.ndarray, runs: int) -> float:
+    run(image)
+    run(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def size_of(path: Path) -> int:
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("target")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument(
+        "--out", default=None, help="folder for the exports (default: <workspace>/exports/bench)"
+    )
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--formats", default="keras,saved_model,litert,litert-float16,litert-int8")
+    parser.add_argument("--agreement", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+
+    from zoo import console
+    from zoo.data import load_dataset
+    from zoo.data.images import decode_many
+    from zoo.export.writer import FORMATS, export_target
+    from zoo.inference import image_settings
+    from zoo.targets import resolve_target
+
+    workspace = Path(args.workspace)
+    out = Path(args.out or workspace / "exports" / "bench")
+    target = resolve_target(args.target, workspace)
+    member = target.member if target.kind == "member" else target.members[0]
+    dataset = load_dataset(target.data_info["source"], workspace=workspace)
+    test_ids = target.split_ids("test")[: max(args.agreement, 1)]
+    paths = [str(dataset.records.loc[i, "path"]) for i in test_ids]
+    pixels, _ = decode_many(paths, **image_settings(member), description="test images")
+    rows, outputs = [], {}
+    console.set_quiet(True)
+    for name in args.formats.split(","):
+        fmt, _, quantize = name.partition("-")
+        folder = out / name
+        start = time.perf_counter()
+        export_target(target, fmt=fmt, out=folder, quantize=quantize or None, workspace=workspace)
+        seconds = time.perf_counter() - start
+        run = runner(folder, fmt)
+        row = {
+            "format": name,
+            "bytes": size_of(folder / FORMATS[fmt]),
+            "latency_ms": round(latency_ms(run, pixels[:1], args.runs), 2),
+            "export_seconds": round(seconds, 1),
+        }
+        if args.agreement:
+            outputs[name] = np.concatenate([run(pixels[i : i + 1]) for i in range(len(pixels))])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.agreement and "keras" in outputs:
+        reference = outputs["keras"].argmax(axis=1)
+        for name, probs in outputs.items():
+            agree = float(np.mean(probs.argmax(axis=1) == reference))
+            print(
+                json.dumps(
+                    {
+                        "format": name,
+                        "argmax_agreement_vs_keras": agree,
+                        "max_abs_diff": float(np.abs(probs - outputs["keras"]).max()),
+                        "n_images": len(reference),
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
