@@ -330,7 +330,14 @@ def data(args, workspace: Path) -> int:
 def export(args, workspace: Path) -> int:
     from zoo.export.writer import export_command
 
-    return export_command(args, workspace)
+    return export_command(
+        args.target,
+        workspace=workspace,
+        fmt=args.format,
+        quantize=args.quantize,
+        data=args.data,
+        out=args.out,
+    )
 
 
 def ensemble(args, workspace: Path) -> int:
@@ -350,4 +357,10 @@ def leaderboard(args, workspace: Path) -> int:
 def serve(args, workspace: Path) -> int:
     from zoo.serve.command import serve_command
 
-    return serve_command(args, workspace)
+    return serve_command(
+        args.target,
+        workspace=workspace,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+    )

@@ -360,25 +360,29 @@ def model_card(signature: dict) -> str:
     return "\n".join(lines)
 
 
-def export_command(args, workspace: Path) -> int:
+def export_command(
+    target_name: str,
+    *,
+    workspace: Path,
+    fmt: str = "keras",
+    quantize: str | None = None,
+    data: str | None = None,
+    out: str | Path | None = None,
+) -> int:
     """``zoo export TARGET --format … [--quantize …] [--data SPEC] [--out DIR]``."""
     from zoo.targets import resolve_target
 
-    check_options(args.format, args.quantize)
-    if args.data is not None and args.quantize != "int8":
+    check_options(fmt, quantize)
+    if data is not None and quantize != "int8":
         raise ZooError("--data is only for --quantize int8 (its calibration images); drop it.")
-    target = resolve_target(args.target, workspace)
-    out = (
-        Path(args.out)
-        if args.out
-        else default_out(workspace, target.name, args.format, args.quantize)
-    )
+    target = resolve_target(target_name, workspace)
+    out = Path(out) if out else default_out(workspace, target.name, fmt, quantize)
     export_target(
         target,
-        fmt=args.format,
+        fmt=fmt,
         out=out,
-        quantize=args.quantize,
-        calibration_data=args.data,
+        quantize=quantize,
+        calibration_data=data,
         workspace=workspace,
     )
     return 0

@@ -71,28 +71,34 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve_command(args, workspace: Path) -> int:
-    """Serve ``args.target`` until Ctrl-C (or SIGTERM)."""
+def serve_command(
+    target: str,
+    *,
+    workspace: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: float = 20.0,
+) -> int:
+    """Serve ``target`` (a member or ensemble) on ``host:port`` until Ctrl-C (or SIGTERM)."""
     _check_installed()
     import uvicorn
 
     from zoo.api import load
     from zoo.serve.app import create_app
 
-    if not 0 < args.max_upload_mb <= 1024:
+    if not 0 < max_upload_mb <= 1024:
         raise ZooError(
-            f"--max-upload-mb must be a number of megabytes in (0, 1024]; got {args.max_upload_mb}."
+            f"--max-upload-mb must be a number of megabytes in (0, 1024]; got {max_upload_mb}."
         )
-    model = load(args.target, workspace)
+    model = load(target, workspace)
     model.predict(blank_png())  # loads and traces the model; a damaged one fails here
-    app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 2**20))
-    sock = listen(args.host, args.port)
+    app = create_app(model, max_upload_bytes=int(max_upload_mb * 2**20))
+    sock = listen(host, port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    if not _is_loopback(args.host):
+    if not _is_loopback(host):
         console.warn(
-            f"--host {args.host}: the page is reachable from other machines and has no "
-            "authentication."
+            f"--host {host}: the page is reachable from other machines and has no authentication."
         )
     console.info(
         f"Serving {model.kind} [bold]{model.name}[/bold] on http://{shown}:{port}/ "
