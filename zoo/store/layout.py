@@ -17,6 +17,7 @@ from pathlib import Path
 
 MEMBER_FILE = "member.json"
 MODEL_FILE = "model.keras"
+TRAIN_HASHES_FILE = "train_hashes.npy"  # perceptual hashes of a member's training images
 ENSEMBLE_FILE = "ensemble.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FOLDER = "predictions"

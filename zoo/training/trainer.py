@@ -51,6 +51,7 @@ from zoo.specs import StageSpec
 from zoo.store import (
     MEMBER_FILE,
     MODEL_FILE,
+    TRAIN_HASHES_FILE,
     Layout,
     MemberRecord,
     PredictionCache,
@@ -685,9 +686,6 @@ def _data_record(run: _Run) -> dict:
             "count": len(run.split.train),
         }
     return record
-
-
-TRAIN_HASHES_FILE = "train_hashes.npy"
 
 
 def _kept(run: _Run) -> str:
