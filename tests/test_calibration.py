@@ -15,7 +15,14 @@ from zoo.calibration import (
 )
 from zoo.errors import ZooError
 from zoo.metrics import bootstrap_statistics
-from zoo.ood import energy, fpr_at_recall, ood_scores, separation
+from zoo.ood import (
+    FeatureDensity,
+    energy,
+    fpr_at_recall,
+    in_distribution_threshold,
+    ood_scores,
+    separation,
+)
 from zoo.operating_points import ThresholdSelector, operating_point_block, parse_operating_point
 
 
@@ -167,8 +174,75 @@ def test_predict_can_carry_ood_scores(workspace, tmp_path, write_images, capsys)
     args = ["predict", "small_cnn.demo.s0", str(tmp_path / "imgs"), "--ood-scores"]
     assert main([*args, "--workspace", str(workspace), "--out", str(out), "--quiet"]) == 0
     frame = pd.read_csv(out).set_index("image")
-    assert list(frame.columns[-2:]) == ["ood_msp", "ood_energy"]
-    probs = frame.drop(columns=["ood_msp", "ood_energy"]).to_numpy()
+    ood_columns = ["ood_msp", "ood_energy", "ood_mahalanobis", "ood_flag"]
+    assert list(frame.columns[-4:]) == ood_columns
+    assert set(frame["ood_flag"]) <= {0, 1}
+    probs = frame.drop(columns=ood_columns).to_numpy()
     np.testing.assert_allclose(frame["ood_msp"], probs.max(axis=1))
     expected = 0.5 * np.log((probs**2).sum(axis=1))  # from the CSV's rounded probabilities
     np.testing.assert_allclose(frame["ood_energy"], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_feature_density_is_the_shared_covariance_mahalanobis_distance():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 200)
+    centres = {"a": 0.0, "b": 3.0, "c": -3.0}
+    features = rng.normal(size=(600, 20)) + np.array([centres[k] for k in labels])[:, None]
+    density = FeatureDensity().fit(features, labels)
+    assert list(density.classes_) == ["a", "b", "c"]
+    np.testing.assert_allclose(density.means_[1], features[labels == "b"].mean(axis=0))
+    probe = rng.normal(size=(5, 20))
+    by_hand = [
+        min((x - m) @ density.precision_ @ (x - m) for m in density.means_) / 20 for x in probe
+    ]
+    np.testing.assert_allclose(density.score_samples(probe), -np.array(by_hand), rtol=1e-10)
+    # held-out images of the same classes against images from elsewhere (another spread)
+    inside = rng.normal(size=(200, 20)) + rng.choice([0.0, 3.0, -3.0], size=(200, 1))
+    outside = rng.normal(scale=2.5, size=(50, 20))
+    s_in, s_out = density.score_samples(inside), density.score_samples(outside)
+    assert separation(s_in, s_out)["auroc"] > 0.99
+    again = FeatureDensity.from_arrays(density.to_arrays())
+    np.testing.assert_array_equal(again.score_samples(probe), density.score_samples(probe))
+
+
+def test_feature_density_refuses_mismatched_input():
+    with pytest.raises(ValueError, match=r"got \(3, 4\) and \(2,\)"):
+        FeatureDensity().fit(np.zeros((3, 4)), ["a", "b"])
+
+
+def test_in_distribution_threshold_keeps_the_recall():
+    scores = np.arange(100.0)
+    threshold = in_distribution_threshold(scores, recall=0.95)
+    assert threshold == 4.0 and np.mean(scores >= threshold) >= 0.95  # the lower 5 % quantile
+
+
+def test_member_density_is_fitted_once_and_cached_by_model(workspace, capsys):
+    from zoo.inference import MemberTarget
+    from zoo.ood_features import cache_file, target_density
+
+    target = MemberTarget.from_path(workspace / "members" / "small_cnn.demo.s0")
+    density = target_density(target, workspace=workspace)
+    assert not isinstance(density, str), density
+    file = cache_file(target.member, workspace)
+    assert file.is_file() and file.parent == workspace / "cache" / "ood"
+    stamp = file.stat().st_mtime_ns
+    fitted = density.parts[0][0]
+    assert len(fitted.val_ids) == len(target.split_ids("val"))
+    assert density.threshold == in_distribution_threshold(fitted.val_scores)
+    again = target_density(target, workspace=workspace)
+    assert file.stat().st_mtime_ns == stamp  # read, not refitted
+    np.testing.assert_array_equal(again.parts[0][0].density.means_, fitted.density.means_)
+
+
+def test_member_density_without_training_data_is_a_note(workspace):
+    import json
+
+    from zoo.inference import MemberTarget
+    from zoo.ood_features import target_density
+
+    member_json = workspace / "members" / "small_cnn.demo.s0" / "member.json"
+    info = json.loads(member_json.read_text())
+    info["data"]["source"] = f"folder:{workspace / 'nowhere'}"
+    member_json.write_text(json.dumps(info))
+    note = target_density(MemberTarget.from_path(member_json.parent), workspace=workspace)
+    assert isinstance(note, str) and "cannot be read" in note and "nowhere" in note

@@ -474,8 +474,11 @@ def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write
     assert point["chosen_on"] == "val" and point["val"]["sensitivity"] >= 0.9
     assert point["n_positive"] == metrics["class_counts"]["mel"]
     ood = metrics["ood"]
-    assert ood["n_out"] == 6 and set(ood["scores"]) == {"msp", "energy"}
+    assert ood["n_out"] == 6 and set(ood["scores"]) == {"msp", "energy", "mahalanobis"}
     assert 0 <= ood["scores"]["msp"]["auroc"] <= 1
+    flag = ood["flag"]
+    assert flag["score"] == "mahalanobis" and 0 <= flag["ood_flagged"] <= 1
+    assert "OOD flag (mahalanobis below" in stdout
     assert len(pd.read_csv(out / "ood.csv")) == 84 + 6
 
     code, _, _ = run(

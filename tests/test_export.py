@@ -146,6 +146,11 @@ def test_old_format_member_still_loads_and_exports(workspace, tmp_path, capsys):
 def _artifact_output(folder: Path, fmt: str, pixels: np.ndarray) -> np.ndarray:
     if fmt == "keras":
         return np.asarray(keras.saving.load_model(folder / "model.keras", safe_mode=True)(pixels))
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+        return session.run(["probabilities"], {"image": pixels})[0]
     import tensorflow as tf
 
     if fmt == "saved_model":
@@ -170,7 +175,13 @@ def _predicted(target_name: str, workspace: Path, images, tmp_path, capsys) -> p
 
 
 @pytest.mark.parametrize(
-    "fmt", ["keras", "saved_model", pytest.param("litert", marks=pytest.mark.slow)]
+    "fmt",
+    [
+        "keras",
+        "saved_model",
+        pytest.param("litert", marks=pytest.mark.slow),
+        pytest.param("onnx", marks=pytest.mark.slow),
+    ],
 )
 def test_member_export_agrees_with_predict(trained_workspace, tmp_path, capsys, fmt):
     from zoo.members import Member
@@ -235,7 +246,7 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
     assert "mel_flag" in expected.columns
     classes = [c for c in expected.columns if c != "mel_flag"]
     pixels = decode_files(images, Member(ws / "members" / MEMBER))
-    for fmt in ("keras", "saved_model", "litert"):
+    for fmt in ("keras", "saved_model", "litert", "onnx"):
         out = tmp_path / fmt
         code, _, err = run(
             ["export", "pair", "--format", fmt, "--workspace", ws, "--out", out], capsys
@@ -245,6 +256,53 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
         np.testing.assert_allclose(got, expected[classes].to_numpy(), atol=1e-5)
     standalone = run_without_zoo(tmp_path / "keras" / "model.keras", pixels, tmp_path)
     np.testing.assert_allclose(standalone, expected[classes].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.slow  # builds an ensemble, calibrates and converts a graph twice
+def test_int8_ensemble_keeps_its_tail_in_float_and_the_argmax(ensemble_workspace, tmp_path):
+    """int8 networks; softmax, TTA mean, prior correction and the weighted mean in float32
+    (an int8 division there stops the interpreter); argmax as the float32 artifact's."""
+    import tensorflow as tf
+
+    from zoo.members import Member
+
+    ws = ensemble_workspace
+    for quantize in ("int8", None):
+        argv = ["export", "pair", "--format", "litert", "--workspace", ws, "--quiet"]
+        argv += ["--out", tmp_path / str(quantize), *(["--quantize", quantize] if quantize else [])]
+        assert main([str(a) for a in argv]) == 0
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "int8" / "model.tflite"))
+    interpreter.allocate_tensors()
+    names = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    dtypes = {op["op_name"]: {names[i].__name__ for i in op["outputs"]} for op in ops}
+    assert dtypes["CONV_2D"] == {"int8"}
+    assert dtypes["SOFTMAX"] == dtypes["DIV"] == {"float32"}
+    pixels = decode_files(demo_images(ws, 30), Member(ws / "members" / MEMBER))
+    int8 = _artifact_output(tmp_path / "int8", "litert", pixels)
+    float32 = _artifact_output(tmp_path / "None", "litert", pixels)
+    np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-5)
+    assert np.mean(int8.argmax(axis=1) == float32.argmax(axis=1)) >= 0.9
+    signature = json.loads((tmp_path / "int8" / "signature.json").read_text())
+    assert signature["quantization"]["calibration"]["split"] == "train"
+    assert "prior correction" in signature["quantization"]["float32"]
+
+
+def test_float_tail_is_the_classifier_and_everything_after_it():
+    from zoo.export.quantize import float_tail
+
+    ops = [
+        {"op_name": "CONV_2D", "inputs": [0], "outputs": [1]},
+        {"op_name": "MEAN", "inputs": [1], "outputs": [2]},
+        {"op_name": "FULLY_CONNECTED", "inputs": [2, 9], "outputs": [3]},
+        {"op_name": "SOFTMAX", "inputs": [3], "outputs": [4]},
+        {"op_name": "MUL", "inputs": [4, 10], "outputs": [5]},
+        {"op_name": "SUM", "inputs": [5], "outputs": [6]},
+        {"op_name": "DIV", "inputs": [5, 6], "outputs": [7]},
+        {"op_name": "CONV_2D", "inputs": [0], "outputs": [8]},  # another branch, not downstream
+    ]
+    names = {i: f"t{i}" for i in range(11)}
+    assert float_tail(ops, names) == ["t3", "t4", "t5", "t6", "t7"]
 
 
 @pytest.mark.slow  # trains a member or builds an ensemble, converts a graph
@@ -322,7 +380,7 @@ def test_bad_operating_point_is_one_line(ensemble_workspace, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--format", "onnx"], "--format 'onnx' is not an export format"),
+        (["--format", "tflite"], "--format 'tflite' is not an export format"),
         (["--format", "keras", "--quantize", "int8"], "works with --format litert only"),
         (["--format", "litert", "--quantize", "int4"], "--quantize 'int4' is not supported"),
         (

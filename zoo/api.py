@@ -140,8 +140,9 @@ class Model:
         ``images``: a file path or folder, a PIL image, a uint8 RGB array (``H × W × 3``, or
         ``N × H × W × 3`` for a batch), the bytes of an image file, or a list of these. Rows
         are named by file stem (as ``zoo predict`` names them), ``image<position>`` for the
-        others; columns are the classes, then ``ood_msp``/``ood_energy`` with ``ood_scores``,
-        then ``top_class``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
+        others; columns are the classes, then with ``ood_scores`` ``ood_msp``, ``ood_energy``
+        and, where the target's training images can be read, ``ood_mahalanobis`` and
+        ``ood_flag`` (fitted once and cached in the workspace), then ``top_class``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
         target's settings, as on the command line. One picture as a path, an array and a PIL
         image gives the same numbers, except that for a member without border cropping a JPEG
         file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
@@ -159,7 +160,12 @@ class Model:
                 self.target, prior_correction=prior_correction, target_priors=target_priors
             )
             frame = target_predictions(
-                self.target, sources, tta=scheme, priors=priors, ood=ood_scores
+                self.target,
+                sources,
+                tta=scheme,
+                priors=priors,
+                ood=ood_scores,
+                workspace=self.workspace,
             )
         classes = [str(c) for c in self.target.classes]
         frame[TOP_CLASS] = frame[classes].idxmax(axis=1)

@@ -421,15 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default="keras",
         metavar="NAME",
-        help="keras (model.keras, loads with Keras alone), saved_model (TensorFlow) or litert "
-        "(model.tflite)",
+        help="keras (model.keras, loads with Keras alone), saved_model (TensorFlow), litert "
+        "(model.tflite) or onnx (model.onnx; needs the onnx extra)",
     )
     p.add_argument(
         "--quantize",
         default=None,
         metavar="MODE",
-        help="litert only: float16 (weights), or int8 (calibrated on training images) "
-        "(default: float32)",
+        help="litert only: float16 (weights), or int8 (networks in int8 calibrated on training "
+        "images, their classifiers and what follows in float32) (default: float32)",
     )
     p.add_argument(
         "--data",

@@ -25,15 +25,23 @@ BATCH = 64
 def member_features(member, dataset, ids: Sequence[str], *, workspace: Path) -> np.ndarray:
     """Last-hidden-layer activations ``(N, D)`` of ``ids`` of ``dataset``."""
     from zoo.data.images import load_images
-    from zoo.inference import image_settings, load_model
+    from zoo.inference import image_settings
 
     table = load_images(dataset, **image_settings(member), cache_dir=Layout(workspace).image_cache)
-    pixels = table.take(list(ids))
+    return pixel_features(member, table.take(list(ids)))
+
+
+def pixel_features(member, pixels: np.ndarray) -> np.ndarray:
+    """Last-hidden-layer activations ``(N, D)`` of decoded ``pixels`` (uint8, member size)."""
+    from zoo.inference import load_model
+
     features = load_model(member).get_layer("features")
     parts = [
         np.asarray(features(np.asarray(pixels[i : i + BATCH], dtype=np.float32), training=False))
         for i in range(0, len(pixels), BATCH)
     ]
+    if not parts:
+        return np.zeros((0, int(np.prod(features.output.shape[1:]))), dtype=np.float32)
     return np.concatenate(parts, axis=0).reshape(len(pixels), -1)
 
 

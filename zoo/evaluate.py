@@ -48,6 +48,7 @@ from zoo.metrics import sens_spec_curves as class_curves
 from zoo.priors import PriorCorrection, checked_target_priors, load_target_priors
 from zoo.reliability import (
     calibration_block,
+    feature_scores,
     ood_block,
     ood_outputs,
     operating_points_block,
@@ -461,7 +462,12 @@ def evaluate_target(
         metrics["operating_points"] = operating_points_block(
             points, val=val, truth=truth, probs=probs, task=task, **extra
         )
-        metrics["ood"] = None if ood is None else ood_block(probs, ood, out=tmp)
+        metrics["ood"] = None
+        if ood is not None:
+            features = feature_scores(
+                target, dataset, probs.index, ood_data, ood.index, workspace=workspace
+            )
+            metrics["ood"] = ood_block(probs, ood, out=tmp, features=features)
         metrics["embedding"] = None
         if tsne:
             from zoo.embedding import write_tsne
@@ -729,6 +735,15 @@ def _trust_lines(metrics: dict) -> list[str]:
             f"OOD {name} vs {ood['data']}: AUROC {v['auroc']:.3f}, "
             f"FPR at 95 % recall {v['fpr_at_95_recall']:.3f}"
         )
+    flag = (ood or {}).get("flag")
+    if flag:
+        lines.append(
+            f"OOD flag ({flag['score']} below {flag['threshold']:.3g}, chosen on validation): "
+            f"{flag['ood_flagged']:.1%} of {ood['data']} flagged, {flag['in_flagged']:.1%} of "
+            "the evaluated images"
+        )
+    if (ood or {}).get("note"):
+        lines.append(f"note: {ood['note']}")
     return lines
 
 

@@ -200,6 +200,7 @@ def row(entry: Entry) -> dict:
         "mel_specificity": get("specificity"),
         **_mel_points(m, mel),
         **_calibration_columns(m),
+        **_ood_columns(m),
         "parameters": facts["parameters"],
         "train_minutes": facts["train_minutes"],
         "images_per_second": timing.get("model_images_per_second") or facts["images_per_second"],
@@ -265,6 +266,19 @@ def _calibration_columns(metrics: dict) -> dict:
         "brier": scored.get("brier"),
         "nll": scored.get("nll"),
     }
+
+
+def _ood_columns(metrics: dict) -> dict:
+    """Out-of-distribution separation, where the evaluation had ``--ood-data``: the data,
+    each score's AUROC, and the shares flagged at the validation threshold."""
+    ood = metrics.get("ood") or {}
+    scores, flag = ood.get("scores") or {}, ood.get("flag") or {}
+    out = {"ood_data": ood.get("data")}
+    for name in ("mahalanobis", "msp", "energy"):
+        out[f"ood_auroc_{name}"] = (scores.get(name) or {}).get("auroc")
+    out["ood_flagged"] = flag.get("ood_flagged")
+    out["in_flagged"] = flag.get("in_flagged")
+    return out
 
 
 def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
@@ -564,6 +578,13 @@ def publish_leaderboard(
         f"(fingerprint {data['fingerprint']}), {split} split. Balanced accuracy is the mean per-class "
         "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions."
     )
+    ood = frame.dropna(subset=["ood_auroc_mahalanobis"]) if "ood_auroc_mahalanobis" in frame else []
+    if len(ood):
+        intro += (
+            f" OOD AUROC: how well the Mahalanobis distance of the last hidden layer separates "
+            f"the evaluated images from {ood['ood_data'].iloc[0]} (out-of-distribution images), "
+            "for the evaluations run with them."
+        )
     plots = _plots(entries, ranked, out)
     atomic_write_csv(out / "leaderboard.csv", ranked, index=False, float_format="%.6g")
     atomic_write_csv(out / "confusion.csv", _confusion_table(entries, ranked), index=False)

@@ -121,6 +121,7 @@ RANKING = (
     ),
     Column("ECE (95 % CI)", "ece", ("ece_low", "ece_high")),
     Column("T", "temperature", digits=2),
+    Column("OOD AUROC", "ood_auroc_mahalanobis"),
     Column("params (M)", "parameters_m", digits=2),
     Column("train min", "train_minutes", digits=1),
     Column("img/s", "images_per_second", digits=0),

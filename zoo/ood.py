@@ -1,9 +1,17 @@
 """Out-of-distribution scores: is an image like the ones the model was made for?
 
-Two scores per prediction, both higher for images that look in-distribution:
+Three scores per prediction, all higher for images that look in-distribution:
 
 - ``msp``: the maximum softmax probability (Hendrycks & Gimpel 2017);
-- ``energy``: the negative free energy ``T * logsumexp(logits / T)`` (Liu et al. 2020).
+- ``energy``: the negative free energy ``T * logsumexp(logits / T)`` (Liu et al. 2020);
+- ``mahalanobis``: minus the smallest squared Mahalanobis distance of the image's last hidden
+  layer to a class mean, under class-conditional Gaussians with one shared covariance fitted
+  on the training images (Lee et al. 2018, :class:`FeatureDensity`; the target-level fitting
+  and caching is :mod:`zoo.ood_features`). Divided by the feature dimension, so members of
+  different widths average fairly.
+
+The first two see only the probabilities, which a photograph of a cat can push as high as a
+lesion can; the third sees where the image lies among the training images' features.
 
 zoo's targets give probabilities, and their logits are ``log p`` only up to a per-image
 constant, which is exactly what the energy at ``T = 1`` measures (``logsumexp(log p) = 0``
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from zoo.calibration import as_logits
@@ -48,9 +57,59 @@ def ood_scores(probabilities) -> dict[str, np.ndarray]:
     }
 
 
+class FeatureDensity:
+    """Class means and one shared precision matrix of last-hidden-layer features (Lee et al.
+    2018). The covariance of the class-centred features is Ledoit–Wolf shrunk, so it stays
+    invertible when there are fewer images than feature dimensions."""
+
+    def fit(self, features, labels) -> FeatureDensity:
+        features = np.asarray(features, dtype=np.float64)
+        labels = np.asarray(labels)
+        if features.ndim != 2 or len(features) != len(labels) or len(features) < 2:
+            raise ValueError(
+                f"FeatureDensity.fit needs (N, D) features and N labels, N ≥ 2; got "
+                f"{features.shape} and {labels.shape}"
+            )
+        self.classes_, index = np.unique(labels, return_inverse=True)
+        self.means_ = np.stack(
+            [features[index == k].mean(axis=0) for k in range(len(self.classes_))]
+        )
+        self.precision_ = LedoitWolf().fit(features - self.means_[index]).precision_
+        return self
+
+    def score_samples(self, features) -> np.ndarray:
+        """``-min_k (f - μ_k)ᵀ Σ⁻¹ (f - μ_k) / D`` per image (higher: in-distribution)."""
+        features = np.asarray(features, dtype=np.float64)
+        distances = []
+        for mean in self.means_:
+            centred = features - mean
+            distances.append(np.einsum("nd,nd->n", centred @ self.precision_, centred))
+        return -np.min(distances, axis=0) / features.shape[1]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "classes": self.classes_.astype(str),
+            "means": self.means_,
+            "precision": self.precision_,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays) -> FeatureDensity:
+        density = cls()
+        density.classes_ = np.asarray(arrays["classes"])
+        density.means_ = np.asarray(arrays["means"])
+        density.precision_ = np.asarray(arrays["precision"])
+        return density
+
+
+def in_distribution_threshold(scores, *, recall: float = RECALL) -> float:
+    """The score that keeps ``recall`` of ``scores`` (validation images) at or above it."""
+    return float(np.quantile(np.asarray(scores, dtype=float), 1 - recall, method="lower"))
+
+
 def fpr_at_recall(in_scores, out_scores, *, recall: float = RECALL) -> float:
     """Fraction of OOD scores ``>=`` the threshold that keeps ``recall`` of in-distribution."""
-    threshold = np.quantile(np.asarray(in_scores, dtype=float), 1 - recall, method="lower")
+    threshold = in_distribution_threshold(in_scores, recall=recall)
     return float(np.mean(np.asarray(out_scores, dtype=float) >= threshold))
 
 

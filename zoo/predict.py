@@ -86,7 +86,9 @@ def predict_command(
     was_quiet = console.console.quiet
     console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
     try:
-        frame = target_predictions(target, files, tta=scheme, priors=priors, ood=ood_scores)
+        frame = target_predictions(
+            target, files, tta=scheme, priors=priors, ood=ood_scores, workspace=workspace
+        )
     finally:
         console.console.quiet = was_quiet
     point = flag_operating_point(target, scheme, priors)
@@ -127,19 +129,36 @@ def predict_command(
 
 
 def target_predictions(
-    target: Target, images: Sequence, *, tta, priors: PriorSettings, ood: bool = False
+    target: Target,
+    images: Sequence,
+    *,
+    tta,
+    priors: PriorSettings,
+    ood: bool = False,
+    workspace: Path | None = None,
 ) -> pd.DataFrame:
     """What ``zoo predict`` writes for ``images`` (files, or images in memory as
     :meth:`zoo.inference.MemberTarget.predict_files` takes them): the target's probabilities
     under the TTA scheme ``tta``, prior-corrected as ``priors`` say; with ``ood`` the columns
-    ``ood_msp`` and ``ood_energy`` follow the classes."""
+    ``ood_msp`` and ``ood_energy`` follow the classes, then ``ood_mahalanobis`` and
+    ``ood_flag`` (1: below the threshold chosen on validation) where the target's training
+    images can be read (:mod:`zoo.ood_features`; a note in ``priors.notes`` otherwise)."""
     frame = target.predict_files(images, tta=tta.spec, prior_correction=priors.correct)
     frame = priors.apply(frame)
     if ood:
         from zoo.ood import ood_scores
+        from zoo.ood_features import target_density
 
         scores = ood_scores(frame.to_numpy())
         frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
+        density = target_density(target, workspace=Path(workspace or Path.cwd()))
+        if isinstance(density, str):
+            priors.notes.append(density)
+        else:
+            features = density.file_scores(images)
+            frame = frame.assign(
+                ood_mahalanobis=features, ood_flag=(features < density.threshold).astype(int)
+            )
     return frame
 
 

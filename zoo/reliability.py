@@ -25,7 +25,8 @@ from zoo.calibration import (
 )
 from zoo.errors import ZooError
 from zoo.metrics import bootstrap_statistics
-from zoo.ood import ood_scores, separation
+from zoo.ood import RECALL, ood_scores, separation
+from zoo.ood_features import SCORE
 from zoo.operating_points import (
     DEFAULT_POINTS,
     OperatingPointSpec,
@@ -224,15 +225,48 @@ def ood_outputs(target, ood_data, *, tta: str, priors, scaler, workspace: Path) 
     return probs if scaler is None else scaler.transform(probs)
 
 
-def ood_block(probs: pd.DataFrame, ood: pd.DataFrame, *, out: Path | None = None, **_) -> dict:
-    """AUROC and FPR at 95 % recall of each OOD score; ``ood.csv`` of the scores per image."""
+def feature_scores(target, dataset, ids, ood_data, ood_ids, *, workspace: Path):
+    """``(in-distribution scores, OOD scores, validation threshold)`` of the feature-space
+    score (:mod:`zoo.ood_features`), or a note saying why there are none."""
+    from zoo.ood_features import target_density
+
+    density = target_density(target, workspace=workspace)
+    if isinstance(density, str):
+        return density
+    return (
+        density.dataset_scores(dataset, list(ids), workspace=workspace),
+        density.dataset_scores(ood_data, list(ood_ids), workspace=workspace),
+        density.threshold,
+    )
+
+
+def ood_block(
+    probs: pd.DataFrame, ood: pd.DataFrame, *, out: Path | None = None, features=None, **_
+) -> dict:
+    """AUROC and FPR at 95 % recall of each OOD score; ``ood.csv`` of the scores per image.
+
+    ``features``: :func:`feature_scores`' answer for the same images, in the same order (a
+    note string when there are none); its score is added, with the share of each set flagged
+    at the threshold chosen on validation."""
     inside, outside = ood_scores(probs.to_numpy()), ood_scores(ood.to_numpy())
     block = {
         "data": ood.attrs.get("spec"),
         "n_in": len(probs),
         "n_out": len(ood),
-        "scores": {name: separation(inside[name], outside[name]) for name in inside},
+        "scores": {},
+        "flag": None,
+        "note": features if isinstance(features, str) else None,
     }
+    if features is not None and not isinstance(features, str):
+        inside[SCORE], outside[SCORE], threshold = features
+        block["flag"] = {
+            "score": SCORE,
+            "threshold": float(threshold),
+            "chosen_on": f"validation, keeping {RECALL:.0%} of its images",
+            "in_flagged": float(np.mean(inside[SCORE] < threshold)),
+            "ood_flagged": float(np.mean(outside[SCORE] < threshold)),
+        }
+    block["scores"] = {name: separation(inside[name], outside[name]) for name in inside}
     if out is not None:
         rows = [
             pd.DataFrame({"image": frame.index.astype(str), "set": label, **scores})

@@ -1,7 +1,7 @@
-"""``zoo export TARGET --format keras|saved_model|litert [--quantize float16|int8] --out DIR``.
+"""``zoo export TARGET --format keras|saved_model|litert|onnx [--quantize float16|int8] --out DIR``.
 
 The export folder is written under a temporary name and renamed when complete. It holds the
-artifact (``model.keras``, ``saved_model/`` or ``model.tflite``), ``signature.json`` (input
+artifact (``model.keras``, ``saved_model/``, ``model.tflite`` or ``model.onnx``), ``signature.json`` (input
 and output, classes, TTA, priors, members and their sha256, the operating point) and
 ``card.md``. Every key is described in ``docs/formats.md``.
 """
@@ -17,10 +17,19 @@ import numpy as np
 from zoo import console
 from zoo.errors import ZooError, close_matches
 from zoo.export.graph import MemberPart, build_graph, member_parts
+from zoo.export.quantize import int8_with_float_tail
 from zoo.tta import TTAScheme, parse_tta
 from zoo.workspace import atomic_directory, atomic_write_json, atomic_write_text
 
-FORMATS = {"keras": "model.keras", "saved_model": "saved_model", "litert": "model.tflite"}
+FORMATS = {
+    "keras": "model.keras",
+    "saved_model": "saved_model",
+    "litert": "model.tflite",
+    "onnx": "model.onnx",
+}
+# formats whose runtimes have no antialiased resize: images resized there by plain bilinear
+PLAIN_RESIZE = ("litert", "onnx")
+ONNX_OPSET = 17
 QUANTIZE = ("float16", "int8")
 CALIBRATION_IMAGES = 200  # training images that calibrate int8 quantisation
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
@@ -72,7 +81,7 @@ def export_target(
     calibration = None
     if quantize == "int8":
         calibration = calibration_images(target, parts, spec=calibration_data, workspace=workspace)
-    model = build_graph(parts, scheme, name=target.name, antialias=fmt != "litert")
+    model = build_graph(parts, scheme, name=target.name, antialias=fmt not in PLAIN_RESIZE)
     with console.progress() as bar:
         task = bar.add_task(f"exporting {target.name} ({fmt})", total=1, status="")
         with atomic_directory(out) as tmp:
@@ -92,6 +101,8 @@ def export_target(
             if calibration is not None:
                 signature["quantization"] = {
                     "mode": "int8",
+                    "float32": "each member's classifier and softmax, the TTA mean, prior "
+                    "correction and the combination of members",
                     "calibration": {
                         "data": calibration.data,
                         "split": "train",
@@ -130,6 +141,12 @@ def write_artifact(
     if fmt == "saved_model":
         model.export(str(path), format="tf_saved_model", verbose=False)
         return {"load": "tf.saved_model.load(path).serve(images)", "endpoint": "serve"}
+    if fmt == "onnx":
+        path.write_bytes(onnx_bytes(model))
+        return {
+            "load": "onnxruntime.InferenceSession(path).run(None, {'image': images})",
+            "opset": ONNX_OPSET,
+        }
     flatbuffer, select_ops = litert_bytes(
         model, size=size, quantize=quantize, calibration=calibration, work=path.parent
     )
@@ -149,7 +166,8 @@ def write_artifact(
 
 def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tuple[bytes, bool]:
     """The model as a LiteRT (TensorFlow Lite) flatbuffer via ``tf.lite.TFLiteConverter``,
-    float32, float16 weights, or int8 calibrated on ``calibration`` images; and whether it
+    float32, float16 weights, or int8 calibrated on ``calibration`` images (networks in int8,
+    classifiers and what follows them in float32: :mod:`zoo.export.quantize`); and whether it
     needs TensorFlow ops (the Flex delegate): the affine transforms of ``rotations:N`` have no
     LiteRT builtin (resize runs without antialiasing there; Steppan's and the dihedral views
     are builtin matrix products, flips and transposes)."""
@@ -162,16 +180,16 @@ def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tupl
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        pixels = calibration.pixels
-
-        def representative():
-            for row in pixels:
-                yield [row[None]]
-
-        converter.representative_dataset = representative
     try:
+        if quantize == "int8":
+            pixels = calibration.pixels
+
+            def representative():
+                for row in pixels:
+                    yield [row[None]]
+
+            flatbuffer, _ = int8_with_float_tail(converter, representative)
+            return flatbuffer, False
         try:
             return converter.convert(), False
         except Exception:  # an op without a LiteRT builtin: keep it as a TensorFlow op
@@ -187,6 +205,35 @@ def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tupl
         ) from None
     finally:
         shutil.rmtree(saved, ignore_errors=True)
+
+
+def onnx_bytes(model) -> bytes:
+    """The model as ONNX (opset :data:`ONNX_OPSET`) via ``tf2onnx`` from its TensorFlow
+    function; input ``image`` (uint8, any batch and size), output ``probabilities``."""
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError:
+        raise ZooError(
+            "--format onnx needs tf2onnx and onnx; install them with pip install 'zoo[onnx]' "
+            "(onnxruntime runs the file)."
+        ) from None
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, None, None, 3), tf.uint8, name=INPUT_NAME)
+    function = tf.function(
+        lambda image: {OUTPUT_NAME: model(image, training=False)}, input_signature=[spec]
+    )
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=ONNX_OPSET)
+        # tf2onnx keeps an op it cannot convert under its TensorFlow name; the checker refuses it
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # the converter's and the checker's errors
+        raise ZooError(
+            f"ONNX conversion failed: {str(exc).strip().splitlines()[0][:300]}; export as "
+            "saved_model, keras or litert instead."
+        ) from None
+    return proto.SerializeToString()
 
 
 class Calibration:
@@ -280,7 +327,7 @@ def signature_record(
             "color": "RGB",
             "resize": (
                 f"in the graph, to each member's size ({', '.join(map(str, sizes))} px) by "
-                f"{'plain' if fmt == 'litert' else 'antialiased'} bilinear resampling (zoo "
+                f"{'plain' if fmt in PLAIN_RESIZE else 'antialiased'} bilinear resampling (zoo "
                 "resizes with PIL); for results identical to zoo predict pass "
                 f"images already decoded and resized as zoo does ({sizes[-1]} px)"
             ),

@@ -78,7 +78,7 @@ def flag(probabilities: Mapping[str, float], point: dict | None) -> dict:
 
 
 def prediction_answer(row: Mapping, *, target, classes: list[str], image: str) -> dict:
-    """The JSON answer for one predicted row (class columns, ``ood_msp``, ``ood_energy``)."""
+    """The JSON answer for one predicted row (class columns, then the ``ood_*`` columns)."""
     from zoo.taxonomy import class_name
 
     probabilities = {str(c): float(row[c]) for c in classes}
@@ -88,8 +88,17 @@ def prediction_answer(row: Mapping, *, target, classes: list[str], image: str) -
         ood = {
             "msp": _finite(row["ood_msp"]),
             "energy": _finite(row["ood_energy"]),
-            "note": "higher means more like the training images; no cut-off is set",
+            "mahalanobis": None,
+            "flagged": None,
+            "note": "higher means more like the training images",
         }
+        if "ood_mahalanobis" in row:
+            ood["mahalanobis"] = _finite(row["ood_mahalanobis"])
+            ood["flagged"] = bool(row["ood_flag"])
+            ood["note"] += (
+                "; flagged: the image's features lie farther from the training images' than "
+                "those of 95 % of the validation images"
+            )
     return {
         "image": image,
         "target": {"name": target.name, "kind": target.kind},

@@ -91,7 +91,8 @@ def serve_command(
             f"--max-upload-mb must be a number of megabytes in (0, 1024]; got {max_upload_mb}."
         )
     model = load(target, workspace)
-    model.predict(blank_png())  # loads and traces the model; a damaged one fails here
+    # loads and traces the model (a damaged one fails here) and fits the OOD score once
+    model.predict(blank_png(), ood_scores=True)
     app = create_app(model, max_upload_bytes=int(max_upload_mb * 2**20))
     sock = listen(host, port)
     host, port = sock.getsockname()[:2]
