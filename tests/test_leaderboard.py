@@ -7,9 +7,11 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from browserkit import set_width
+from PIL import Image
 
 from zoo.cli import main
 
@@ -59,7 +61,17 @@ def evaluated_workspace(tmp_path_factory) -> Path:
         )
         (root / "mean.toml").write_text(spec.replace('name = "steppan2020"', 'name = "mean"'))
         build_ensemble(root / "mean.toml", workspace=root)
-        evaluate_target(resolve_target("mean", root), data, bootstrap=50, workspace=root)
+        photos = root / "elsewhere" / "photo"
+        photos.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                photos / f"p{i}.png"
+            )
+        elsewhere = load_dataset(f"folder:{photos.parent}", workspace=root)
+        evaluate_target(
+            resolve_target("mean", root), data, bootstrap=50, ood_data=elsewhere, workspace=root
+        )
     finally:
         console.set_quiet(False)
     return root
@@ -88,6 +100,11 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     assert confusion["folder"].nunique() == 3
     assert (table["kind"] == "ensemble").sum() == 1
     assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
+    ensemble = table[table["kind"] == "ensemble"].iloc[0]
+    assert 0 <= ensemble["ood_auroc_mahalanobis"] <= 1 and 0 <= ensemble["ood_flagged"] <= 1
+    assert ensemble["ood_data"].startswith("folder:")
+    assert table.loc[table["kind"] == "member", "ood_auroc_mahalanobis"].isna().all()
+    assert "OOD AUROC" in (out / "index.html").read_text()
     assert (table["ba_low"] <= table["balanced_accuracy"] + 1e-12).all()
     assert (table["macro_auc_low"] <= table["macro_auc"] + 1e-12).all()
     assert (table["mel_auc_high"] >= table["mel_auc"] - 1e-12).all()
