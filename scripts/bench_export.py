@@ -1,7 +1,7 @@
 """Size and single-image latency of each export format of one member or ensemble.
 
     python scripts/bench_export.py TARGET --workspace WS [--out DIR] [--runs 30]
-        [--formats keras,saved_model,litert,litert-float16,litert-int8] [--agreement N]
+        [--formats keras,saved_model,litert,litert-float16,litert-int8,onnx] [--agreement N]
 
 Exports TARGET in each format (``zoo export``), then times batch-1 calls on one image (median
 of ``--runs`` after two warm-up calls; CPU threads as TensorFlow chooses) and prints one row
@@ -33,6 +33,11 @@ def runner(folder: Path, fmt: str):
 
         model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
         return lambda x: np.asarray(model(x, training=False))
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+        return lambda x: session.run(["probabilities"], {"image": x})[0]
     import tensorflow as tf
 
     if fmt == "saved_model":
@@ -79,7 +84,9 @@ def main() -> None:
         "--out", default=None, help="folder for the exports (default: <workspace>/exports/bench)"
     )
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--formats", default="keras,saved_model,litert,litert-float16,litert-int8")
+    parser.add_argument(
+        "--formats", default="keras,saved_model,litert,litert-float16,litert-int8,onnx"
+    )
     parser.add_argument("--agreement", type=int, default=0, metavar="N")
     args = parser.parse_args()
 

@@ -90,7 +90,7 @@ def ood_photos(workspace: Path):
     sys.path.insert(0, str(REPO / "scripts"))
     from sample_photos import write_photos
 
-    folder = workspace / "ood-photos"
+    folder = workspace / "skimage-sample-photos"  # its name is the data set's on the page
     if not (folder / "photos").is_dir():
         write_photos(folder)
     return load_dataset(f"folder:{folder}", workspace=workspace)

@@ -273,7 +273,7 @@ def _ood_columns(metrics: dict) -> dict:
     each score's AUROC, and the shares flagged at the validation threshold."""
     ood = metrics.get("ood") or {}
     scores, flag = ood.get("scores") or {}, ood.get("flag") or {}
-    out = {"ood_data": ood.get("data")}
+    out = {"ood_data": ood.get("data_name") or ood.get("data")}
     for name in ("mahalanobis", "msp", "energy"):
         out[f"ood_auroc_{name}"] = (scores.get(name) or {}).get("auroc")
     out["ood_flagged"] = flag.get("ood_flagged")
@@ -582,7 +582,8 @@ def publish_leaderboard(
     if len(ood):
         intro += (
             f" OOD AUROC: how well the Mahalanobis distance of the last hidden layer separates "
-            f"the evaluated images from {ood['ood_data'].iloc[0]} (out-of-distribution images), "
+            f"the evaluated images from those of data set {ood['ood_data'].iloc[0]} "
+            "(out-of-distribution images), "
             "for the evaluations run with them."
         )
     plots = _plots(entries, ranked, out)

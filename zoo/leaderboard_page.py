@@ -138,7 +138,8 @@ def number(value, digits: int = 3) -> str:
 
 def _cell(value, *, label: str, digits: int = 3, interval=None, text: bool = False) -> str:
     if text:
-        shown = html.escape("–" if _missing(value) else str(value))
+        # long member names may break after their dots (name.data.seed.size)
+        shown = html.escape("–" if _missing(value) else str(value)).replace(".", ".<wbr>")
         return f'<td class="text" data-label="{html.escape(label)}">{shown}</td>'
     body = number(value, digits)
     if interval and not _missing(interval[0]):

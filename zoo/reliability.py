@@ -221,7 +221,7 @@ def ood_outputs(target, ood_data, *, tta: str, priors, scaler, workspace: Path) 
         ood_data, ood_data.ids, tta=tta, prior_correction=priors.correct, workspace=workspace
     )
     probs = priors.apply(probs)
-    probs.attrs["spec"] = ood_data.spec
+    probs.attrs["spec"], probs.attrs["name"] = ood_data.spec, ood_data.name
     return probs if scaler is None else scaler.transform(probs)
 
 
@@ -251,6 +251,7 @@ def ood_block(
     inside, outside = ood_scores(probs.to_numpy()), ood_scores(ood.to_numpy())
     block = {
         "data": ood.attrs.get("spec"),
+        "data_name": ood.attrs.get("name"),
         "n_in": len(probs),
         "n_out": len(ood),
         "scores": {},
