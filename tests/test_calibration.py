@@ -217,9 +217,12 @@ def test_in_distribution_threshold_keeps_the_recall():
 
 
 def test_member_density_is_fitted_once_and_cached_by_model(workspace, capsys):
+    import shutil
+
     from zoo.inference import MemberTarget
     from zoo.ood_features import cache_file, target_density
 
+    shutil.rmtree(workspace / "cache" / "ood", ignore_errors=True)  # fitted by earlier tests
     target = MemberTarget.from_path(workspace / "members" / "small_cnn.demo.s0")
     density = target_density(target, workspace=workspace)
     assert not isinstance(density, str), density
@@ -236,10 +239,12 @@ def test_member_density_is_fitted_once_and_cached_by_model(workspace, capsys):
 
 def test_member_density_without_training_data_is_a_note(workspace):
     import json
+    import shutil
 
     from zoo.inference import MemberTarget
     from zoo.ood_features import target_density
 
+    shutil.rmtree(workspace / "cache" / "ood", ignore_errors=True)  # fitted by earlier tests
     member_json = workspace / "members" / "small_cnn.demo.s0" / "member.json"
     info = json.loads(member_json.read_text())
     info["data"]["source"] = f"folder:{workspace / 'nowhere'}"
