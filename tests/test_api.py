@@ -181,3 +181,18 @@ def test_evaluate_returns_the_metrics(workspace, capfd):
     assert capfd.readouterr() == ("", "")
     with pytest.raises(ZooError, match="unknown option.*bootstraps.*Did you mean bootstrap"):
         zoo.evaluate(DEMO_MEMBER, workspace=workspace, bootstraps=0)
+
+
+def test_notes_travel_with_the_frame(workspace, tmp_path):
+    """Quiet, but not silent: why a column is missing is in ``frame.attrs["notes"]``."""
+    import shutil
+
+    shutil.rmtree(workspace / "cache" / "ood", ignore_errors=True)
+    member_json = workspace / "members" / DEMO_MEMBER / "member.json"
+    info = json.loads(member_json.read_text())
+    info["data"]["source"] = f"folder:{tmp_path / 'moved'}"
+    member_json.write_text(json.dumps(info))
+    image = write_image(tmp_path / "one.png", size=40, seed=3)
+    frame = zoo.load(DEMO_MEMBER, workspace=workspace).predict(image, ood_scores=True)
+    assert "ood_msp" in frame.columns and "ood_mahalanobis" not in frame.columns
+    assert any("no mahalanobis OOD score" in note for note in frame.attrs["notes"])

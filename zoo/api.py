@@ -142,7 +142,9 @@ class Model:
         are named by file stem (as ``zoo predict`` names them), ``image<position>`` for the
         others; columns are the classes, then with ``ood_scores`` ``ood_msp``, ``ood_energy``
         and, where the target's training images can be read, ``ood_mahalanobis`` and
-        ``ood_flag`` (fitted once and cached in the workspace), then ``top_class``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
+        ``ood_flag`` (fitted once and cached in the workspace), then ``top_class``. The notes
+        ``zoo predict`` would print (say, why ``ood_mahalanobis`` is missing) are in
+        ``frame.attrs["notes"]``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
         target's settings, as on the command line. One picture as a path, an array and a PIL
         image gives the same numbers, except that for a member without border cropping a JPEG
         file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
@@ -169,6 +171,7 @@ class Model:
             )
         classes = [str(c) for c in self.target.classes]
         frame[TOP_CLASS] = frame[classes].idxmax(axis=1)
+        frame.attrs["notes"] = list(priors.notes)  # what the command line would have printed
         return frame
 
 
