@@ -52,17 +52,13 @@ def fitted_member(member, *, workspace: Path) -> FittedMember:
             return FittedMember(
                 member, FeatureDensity.from_arrays(arrays), arrays["val_ids"], arrays["val_scores"]
             )
-    from zoo.data import load_dataset
+    from zoo.data import load_training_data
     from zoo.embedding import member_features
 
     source = member.info["data"].get("source")
-    try:
-        dataset = load_dataset(source, workspace=workspace)
-    except ZooError as exc:
-        raise ZooError(
-            f"the {SCORE} OOD score of {member.name} is fitted on its training images, and its "
-            f"data {source!r} cannot be read ({exc})"
-        ) from None
+    dataset = load_training_data(
+        source, workspace=workspace, owner=member.name, needed_for=f"the {SCORE} OOD score"
+    )
     known = dataset.records.index
     train = [i for i in member.split_ids("train") if i in known]
     val = [i for i in member.split_ids("val") if i in known]

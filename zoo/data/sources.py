@@ -343,3 +343,17 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
         "demo": lambda: read_demo(workspace),
     }
     return readers[kind]()
+
+
+def load_training_data(
+    source: str | None, *, workspace: Path, owner: str, needed_for: str, hint: str = ""
+):
+    """The data set ``owner`` (a member or ensemble) was trained on, from its recorded
+    ``source`` spec, or a one-line ZooError saying what needed it and ``hint``."""
+    try:
+        return load_dataset(source, workspace=workspace)
+    except ZooError as exc:
+        raise ZooError(
+            f"{needed_for} needs the training images of {owner}, and its data {source!r} cannot "
+            f"be read ({exc}){'; ' + hint if hint else ''}."
+        ) from None

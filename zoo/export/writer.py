@@ -246,18 +246,18 @@ class Calibration:
 def calibration_images(target, parts: list[MemberPart], *, spec: str | None, workspace: Path):
     """Up to :data:`CALIBRATION_IMAGES` images of the target's training split (never val or
     test), decoded as zoo decodes them for the largest member."""
-    from zoo.data import load_dataset
+    from zoo.data import load_training_data
     from zoo.data.images import decode_many
     from zoo.inference import image_settings
 
     source = spec or target.data_info.get("source")
-    try:
-        dataset = load_dataset(source, workspace=workspace)
-    except ZooError as exc:
-        raise ZooError(
-            f"--quantize int8 needs the training images of {target.name} to calibrate on, and "
-            f"its data {source!r} cannot be read ({exc}); pass --data SPEC where they are now."
-        ) from None
+    dataset = load_training_data(
+        source,
+        workspace=workspace,
+        owner=target.name,
+        needed_for="--quantize int8",
+        hint="it calibrates on them; pass --data SPEC where they are now",
+    )
     ids = [i for i in target.split_ids("train") if i in dataset.records.index]
     if not ids:
         raise ZooError(
