@@ -212,6 +212,51 @@ def test_member_export_agrees_with_predict(trained_workspace, tmp_path, capsys, 
     assert (out / "card.md").read_text().startswith(f"# {MEMBER}")
 
 
+def framed_photos(folder: Path) -> list[Path]:
+    """PNG files of other sizes than the member's, some with a dermoscope's black frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    files = []
+    for k, (height, width, frame) in enumerate(
+        [(150, 200, 0), (150, 200, 14), (61, 47, 6), (300, 260, 40)]
+    ):
+        pixels = rng.integers(60, 230, (height, width, 3)).astype(np.uint8)
+        pixels = np.asarray(Image.fromarray(pixels).resize((width // 4, height // 4)))
+        pixels = np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
+        if frame:
+            pixels = pixels.copy()
+            pixels[:frame], pixels[:, :frame], pixels[:, width - frame // 2 :] = 0, 0, 0
+        files.append(folder / f"photo{k}.png")
+        Image.fromarray(pixels).save(files[-1])
+    return files
+
+
+@pytest.mark.parametrize(
+    "fmt", ["keras", *(pytest.param(f, marks=pytest.mark.slow) for f in ("litert", "onnx"))]
+)
+def test_export_crops_and_resizes_any_image_as_predict_does(
+    trained_workspace, tmp_path, capsys, fmt
+):
+    """Images of other sizes, with and without a black frame, go into the artifact as they are
+    (uint8, undecoded by zoo): the crop and resize inside give zoo predict's probabilities (to
+    1e-3: the graph's float32 resize is a grey level off on a few pixels, which moves this
+    32-pixel network's outputs by up to a few 1e-4)."""
+    from PIL import Image
+
+    files = framed_photos(tmp_path)
+    expected = _predicted(MEMBER, trained_workspace, files, tmp_path, capsys)
+    out = tmp_path / "export"
+    argv = ["export", MEMBER, "--format", fmt, "--workspace", trained_workspace, "--out", out]
+    assert run([*argv, "--quiet"], capsys)[0] == 0
+    for file in files:
+        pixels = np.asarray(Image.open(file).convert("RGB"))[None]
+        got = _artifact_output(out, fmt, pixels)
+        np.testing.assert_allclose(got[0], expected.loc[file.stem].to_numpy(), atol=1e-3)
+    signature = json.loads((out / "signature.json").read_text())
+    assert signature["input"]["crop_borders"]["in_graph"] is True
+
+
 @pytest.fixture(scope="module")
 def ensemble_workspace(trained_workspace, tmp_path_factory) -> Path:
     """Two demo members and a weighted ensemble with steppan TTA, prior correction and a
@@ -260,8 +305,9 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
 
 @pytest.mark.slow  # builds an ensemble, calibrates and converts a graph twice
 def test_int8_ensemble_keeps_its_tail_in_float_and_the_argmax(ensemble_workspace, tmp_path):
-    """int8 networks; softmax, TTA mean, prior correction and the weighted mean in float32
-    (an int8 division there stops the interpreter); argmax as the float32 artifact's."""
+    """int8 networks; what comes before them and softmax, TTA mean, prior correction and the
+    weighted mean after them in float32 (an int8 division there stops the interpreter); argmax
+    as the float32 artifact's."""
     import tensorflow as tf
 
     from zoo.members import Member
@@ -288,21 +334,24 @@ def test_int8_ensemble_keeps_its_tail_in_float_and_the_argmax(ensemble_workspace
     assert "prior correction" in signature["quantization"]["float32"]
 
 
-def test_float_tail_is_the_classifier_and_everything_after_it():
-    from zoo.export.quantize import float_tail
+def test_float_ends_are_before_the_convolutions_and_from_the_classifier_on():
+    from zoo.export.quantize import float_front, float_tail
 
     ops = [
-        {"op_name": "CONV_2D", "inputs": [0], "outputs": [1]},
+        {"op_name": "BATCH_MATMUL", "inputs": [0, 11], "outputs": [12]},  # resize
+        {"op_name": "MUL", "inputs": [12], "outputs": [13]},  # preprocessing
+        {"op_name": "CONV_2D", "inputs": [13], "outputs": [1]},
         {"op_name": "MEAN", "inputs": [1], "outputs": [2]},
         {"op_name": "FULLY_CONNECTED", "inputs": [2, 9], "outputs": [3]},
         {"op_name": "SOFTMAX", "inputs": [3], "outputs": [4]},
         {"op_name": "MUL", "inputs": [4, 10], "outputs": [5]},
         {"op_name": "SUM", "inputs": [5], "outputs": [6]},
         {"op_name": "DIV", "inputs": [5, 6], "outputs": [7]},
-        {"op_name": "CONV_2D", "inputs": [0], "outputs": [8]},  # another branch, not downstream
+        {"op_name": "CONV_2D", "inputs": [13], "outputs": [8]},  # another branch, not downstream
     ]
-    names = {i: f"t{i}" for i in range(11)}
+    names = {i: f"t{i}" for i in range(14)}
     assert float_tail(ops, names) == ["t3", "t4", "t5", "t6", "t7"]
+    assert float_front(ops, names) == ["t12", "t13"]
 
 
 @pytest.mark.slow  # trains a member or builds an ensemble, converts a graph

@@ -1,11 +1,12 @@
 """The exported inference graph: raw RGB uint8 images in, the target's probabilities out.
 
 Built from stock Keras layers and ``keras.ops`` nodes only (no zoo class), so the ``.keras``
-artifact loads with Keras alone and converts to a SavedModel or LiteRT as it is. Per member:
-cast → ``Resizing`` to the member's size (bilinear, antialiased except in LiteRT; the
-identity on images already at that size) → the TTA views of :mod:`zoo.tta` (same transforms, as constants) → the
-member's network on all views at once → the weighted mean over views → prior correction to
-uniform priors. An ensemble then takes the weighted mean of its members (mean, weighted and
+artifact loads with Keras alone and converts to a SavedModel, LiteRT or ONNX as it is. Per
+member: zoo's black-border crop where the member was trained with it, and PIL's resize to the
+member's size, both as matrix products (:mod:`zoo.export.resample`, so any image size gives
+what ``zoo predict`` gives) → the TTA views of :mod:`zoo.tta` (same transforms, as
+constants) → the member's network on all views at once → the weighted mean over views → prior
+correction to uniform priors. An ensemble then takes the weighted mean of its members (mean, weighted and
 greedy rules; rank cannot be exported: it ranks across a batch).
 """
 
@@ -20,18 +21,11 @@ from keras import ops
 
 from zoo import geometry
 from zoo.errors import ZooError
+from zoo.export import resample
 from zoo.members import Member
 from zoo.models.stock import rewrapped, with_stock_layers
 from zoo.tta import STEPPAN_ZOOM, TTAScheme
 
-# member.json interpolation → keras.layers.Resizing interpolation
-RESIZE_INTERPOLATION = {
-    "bilinear": "bilinear",
-    "bicubic": "bicubic",
-    "nearest": "nearest",
-    "area": "area",
-    "lanczos": "lanczos3",
-}
 EXPORTABLE_RULES = ("mean", "weighted", "greedy")
 
 
@@ -130,18 +124,18 @@ def _dihedral(images, k: int, mirrored: bool):
     return ops.flip(out, axis=2) if mirrored else out
 
 
-def member_output(pixels, part: MemberPart, scheme: TTAScheme, *, index: int, antialias: bool):
-    """Probabilities of one member for float32 pixels ``(B, H, W, 3)`` in [0, 255]."""
+def member_output(pixels, part: MemberPart, scheme: TTAScheme, *, index: int, box):
+    """Probabilities of one member for float32 pixels ``(B, H, W, 3)`` in [0, 255];
+    ``box``: the images' black-border crop boxes (:func:`resample.border_box`), or ``None`` for
+    a plain bilinear resize without a crop."""
     member = part.member
     size = member.image_size
     interpolation = str(member.input.get("interpolation", "bilinear"))
-    x = keras.layers.Resizing(
-        size,
-        size,
-        interpolation=RESIZE_INTERPOLATION.get(interpolation, "bilinear"),
-        antialias=antialias,
-        name=f"resize_{index}",
-    )(pixels)
+    if box is None:  # int8: a plain resize (the exact one does not survive quantisation)
+        x = keras.layers.Resizing(size, size, antialias=False, name=f"resize_{index}")(pixels)
+    else:
+        crop = box if member.input.get("crop_borders", False) else None
+        x = resample.crop_and_resize(pixels, crop, size, interpolation)
     network = _network(member, index=index)
     steps = view_transforms(scheme, size)
     views = _views(x, steps, size)
@@ -169,21 +163,21 @@ def _network(member: Member, *, index: int) -> keras.Model:
 
 
 def build_graph(
-    parts: list[MemberPart], scheme: TTAScheme, *, name: str, antialias: bool = True
+    parts: list[MemberPart], scheme: TTAScheme, *, name: str, exact_resize: bool = True
 ) -> keras.Model:
     """``image`` (uint8, ``(None, None, None, 3)``) → ``probabilities`` ``(None, K)``.
 
-    ``antialias=False`` (for LiteRT, which has no antialiased resize) resizes by plain bilinear
-    interpolation; both are the identity on images already at a member's size."""
+    ``exact_resize=False`` (for int8, whose quantiser rounds the crop boxes and filter weights
+    of the exact resize to 256 steps even where they are denylisted) resizes by plain bilinear
+    interpolation and leaves the black-border crop to the caller."""
     images = keras.Input((None, None, 3), dtype="uint8", name="image")
     pixels = ops.cast(images, "float32")
-    outputs = []
-    for index, part in enumerate(parts):
-        if part.weight == 0:
-            continue
-        outputs.append(
-            (part.weight, member_output(pixels, part, scheme, index=index, antialias=antialias))
-        )
+    used = [(index, part) for index, part in enumerate(parts) if part.weight != 0]
+    box = resample.border_box(pixels) if exact_resize else None
+    outputs = [
+        (part.weight, member_output(pixels, part, scheme, index=index, box=box))
+        for index, part in used
+    ]
     if len(outputs) == 1 and outputs[0][0] == 1.0:
         probs = outputs[0][1]
     else:

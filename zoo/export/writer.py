@@ -17,7 +17,7 @@ import numpy as np
 from zoo import console
 from zoo.errors import ZooError, close_matches
 from zoo.export.graph import MemberPart, build_graph, member_parts
-from zoo.export.quantize import int8_with_float_tail
+from zoo.export.quantize import int8_with_float_ends
 from zoo.tta import TTAScheme, parse_tta
 from zoo.workspace import atomic_directory, atomic_write_json, atomic_write_text
 
@@ -27,8 +27,6 @@ FORMATS = {
     "litert": "model.tflite",
     "onnx": "model.onnx",
 }
-# formats whose runtimes have no antialiased resize: images resized there by plain bilinear
-PLAIN_RESIZE = ("litert", "onnx")
 ONNX_OPSET = 17
 QUANTIZE = ("float16", "int8")
 CALIBRATION_IMAGES = 200  # training images that calibrate int8 quantisation
@@ -81,7 +79,7 @@ def export_target(
     calibration = None
     if quantize == "int8":
         calibration = calibration_images(target, parts, spec=calibration_data, workspace=workspace)
-    model = build_graph(parts, scheme, name=target.name, antialias=fmt not in PLAIN_RESIZE)
+    model = build_graph(parts, scheme, name=target.name, exact_resize=quantize != "int8")
     with console.progress() as bar:
         task = bar.add_task(f"exporting {target.name} ({fmt})", total=1, status="")
         with atomic_directory(out) as tmp:
@@ -90,7 +88,6 @@ def export_target(
                 model,
                 artifact,
                 fmt,
-                size=input_size(parts),
                 quantize=quantize,
                 calibration=calibration,
             )
@@ -116,11 +113,6 @@ def export_target(
     return out
 
 
-def input_size(parts: list[MemberPart]) -> int:
-    """The largest member size: the LiteRT artifact's fixed input height and width."""
-    return max(p.member.image_size for p in parts)
-
-
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -130,9 +122,7 @@ def _size(path: Path) -> int:
 # --- artifacts ------------------------------------------------------------------------------
 
 
-def write_artifact(
-    model, path: Path, fmt: str, *, size: int, quantize=None, calibration=None
-) -> dict:
+def write_artifact(model, path: Path, fmt: str, *, quantize=None, calibration=None) -> dict:
     """``model.keras``, a TensorFlow SavedModel (endpoint ``serve``), or a LiteRT flatbuffer;
     returns what ``signature.json`` records about the runtime it needs."""
     if fmt == "keras":
@@ -148,7 +138,7 @@ def write_artifact(
             "opset": ONNX_OPSET,
         }
     flatbuffer, select_ops = litert_bytes(
-        model, size=size, quantize=quantize, calibration=calibration, work=path.parent
+        model, quantize=quantize, calibration=calibration, work=path.parent
     )
     path.write_bytes(flatbuffer)
     return {
@@ -164,17 +154,19 @@ def write_artifact(
     }
 
 
-def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tuple[bytes, bool]:
+def litert_bytes(model, *, quantize, calibration, work: Path) -> tuple[bytes, bool]:
     """The model as a LiteRT (TensorFlow Lite) flatbuffer via ``tf.lite.TFLiteConverter``,
     float32, float16 weights, or int8 calibrated on ``calibration`` images (networks in int8,
     classifiers and what follows them in float32: :mod:`zoo.export.quantize`); and whether it
     needs TensorFlow ops (the Flex delegate): the affine transforms of ``rotations:N`` have no
-    LiteRT builtin (resize runs without antialiasing there; Steppan's and the dihedral views
-    are builtin matrix products, flips and transposes)."""
+    LiteRT builtin (the border crop, the resize, Steppan's and the dihedral views are builtin
+    matrix products, flips and transposes)."""
     import tensorflow as tf
 
     saved = work / ".litert-saved-model"
-    spec = tf.TensorSpec((None, size, size, 3), tf.uint8, name=INPUT_NAME)
+    # int8 takes images at the calibration images' size (see build_graph's exact_resize)
+    side = calibration.pixels.shape[1] if quantize == "int8" else None
+    spec = tf.TensorSpec((None, side, side, 3), tf.uint8, name=INPUT_NAME)
     model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=[spec])
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     if quantize == "float16":
@@ -188,7 +180,7 @@ def litert_bytes(model, *, size: int, quantize, calibration, work: Path) -> tupl
                 for row in pixels:
                     yield [row[None]]
 
-            flatbuffer, _ = int8_with_float_tail(converter, representative)
+            flatbuffer, _ = int8_with_float_ends(converter, representative)
             return flatbuffer, False
         try:
             return converter.convert(), False
@@ -313,6 +305,7 @@ def signature_record(
             }
         )
     crop = any(m["input"]["crop_borders"] for m in members)
+    exact = quantize != "int8"  # int8 resizes plainly, from the calibration size
     sizes = sorted({m["input"]["size"] for m in members})
     return {
         "format": fmt,
@@ -321,24 +314,31 @@ def signature_record(
         "input": {
             "name": INPUT_NAME,
             "dtype": "uint8",
-            "shape": [None, None, None, 3],
+            # int8 LiteRT takes images at the size it was calibrated at, the largest member's
+            "shape": [None, *([None, None] if exact else [sizes[-1]] * 2), 3],
             "layout": "NHWC",
             "range": [0, 255],
             "color": "RGB",
             "resize": (
-                f"in the graph, to each member's size ({', '.join(map(str, sizes))} px) by "
-                f"{'plain' if fmt in PLAIN_RESIZE else 'antialiased'} bilinear resampling (zoo "
-                "resizes with PIL); for results identical to zoo predict pass "
-                f"images already decoded and resized as zoo does ({sizes[-1]} px)"
+                f"in the graph, to each member's size ({', '.join(map(str, sizes))} px) as zoo "
+                "does it (PIL's filter, two passes rounded to 8 bits, as matrix products): any "
+                "image size gives zoo predict's pixels, but for float32 rounding that moves a "
+                "few in 10,000 by one grey level"
+                if exact
+                else f"in the graph, from {sizes[-1]} px to each member's size by plain "
+                "bilinear interpolation; pass images decoded, border-cropped and resized as "
+                f"zoo does ({sizes[-1]} px)"
             ),
             "crop_borders": {
                 "required": crop,
-                "in_graph": False,
+                "in_graph": crop and exact,
                 "note": (
-                    "crop the black border of the dermoscope's field of view before (as "
+                    "not used by this target"
+                    if not crop
+                    else "cropped in the graph as zoo.data.images.crop_black_border does, per image"
+                    if exact
+                    else "crop the black border of the dermoscope's field of view before (as "
                     "zoo.data.images.crop_black_border does)"
-                    if crop
-                    else "not used by this target"
                 ),
             },
         },
