@@ -450,8 +450,13 @@ def test_changed_training_data_needs_explicit_data(workspace, tmp_path, capsys):
 # --- calibration, operating points, out-of-distribution --------------------------------------
 
 
+def point_threshold(metrics: dict, k: int) -> float:
+    return metrics["operating_points"][k]["threshold"]
+
+
 def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write_images):
-    """Defaults: temperature fitted on val and applied, melanoma points at 90/95 % sensitivity."""
+    """Defaults: temperature fitted on val and applied, melanoma points at 90/95 % sensitivity
+    and at least 90 % (a threshold no higher than the 90 % point's)."""
     write_images(tmp_path / "ood" / "photo", [f"p{i}" for i in range(6)], size=40)
     out = tmp_path / "eval"
     code, stdout, _ = run(
@@ -469,7 +474,14 @@ def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write
             assert cal[when][key] >= 0 and len(cal[when]["ci95"][key]) == 2
     assert (out / "reliability.png").read_bytes()[:8] == PNG_MAGIC
     specs = [p["spec"] for p in metrics["operating_points"]]
-    assert specs == ["nv:specificity=0.8", "mel:sensitivity=0.9", "mel:sensitivity=0.95"]
+    assert specs == [
+        "nv:specificity=0.8",
+        "mel:sensitivity=0.9",
+        "mel:sensitivity=0.95",
+        "mel:sensitivity>=0.9",
+    ]
+    guaranteed = metrics["operating_points"][3]
+    assert guaranteed["at_least"] and guaranteed["threshold"] <= point_threshold(metrics, 1)
     point = metrics["operating_points"][1]
     assert point["chosen_on"] == "val" and point["val"]["sensitivity"] >= 0.9
     assert point["n_positive"] == metrics["class_counts"]["mel"]

@@ -422,7 +422,7 @@ def evaluate_target(
     if calibrate:
         scaler = TemperatureScaling().fit(as_logits(val[1].to_numpy()), val[0].to_numpy())
         probs = scaler.transform(probs)
-        val = (val[0], scaler.transform(val[1]))
+        val = val._replace(probs=scaler.transform(val.probs))
     ood = None
     if ood_data is not None:
         ood = ood_outputs(

@@ -119,6 +119,11 @@ RANKING = (
         "mel_spec_at_sens_95",
         ("mel_spec_at_sens_95_low", "mel_spec_at_sens_95_high"),
     ),
+    Column(
+        "mel sens. at ≥ 90 % point",
+        "mel_sens_at_least_90",
+        ("mel_sens_at_least_90_low", "mel_sens_at_least_90_high"),
+    ),
     Column("ECE (95 % CI)", "ece", ("ece_low", "ece_high")),
     Column("T", "temperature", digits=2),
     Column("OOD AUROC", "ood_auroc_mahalanobis"),

@@ -4,6 +4,13 @@ A clinician asks "how specific is it at 90 % sensitivity for melanoma?". The thr
 reaches the sensitivity (or specificity) must be chosen on validation data and then applied
 unchanged to the evaluated data; choosing it on the test data would flatter the model.
 An image is called positive for the class when its probability is ``>= threshold_``.
+
+``CLASS:sensitivity=0.90`` takes the threshold at which validation reaches 0.90 exactly, so on
+new images the sensitivity falls below 0.90 about half the time, and further where the
+validation images were easier. ``CLASS:sensitivity>=0.90`` asks for at least 0.90: the
+highest threshold that reaches 0.90 in 95 % of bootstrap resamples of the validation images,
+resampled by lesion (:func:`guaranteed_threshold`), as one chooses a screening threshold whose
+lower confidence bound meets the minimum sensitivity.
 """
 
 from __future__ import annotations
@@ -19,20 +26,24 @@ from zoo.errors import ZooError
 from zoo.metrics import bootstrap_statistics
 
 METRICS = ("sensitivity", "specificity")
-DEFAULT_POINTS = ("mel:sensitivity=0.90", "mel:sensitivity=0.95")
+DEFAULT_POINTS = ("mel:sensitivity=0.90", "mel:sensitivity=0.95", "mel:sensitivity>=0.90")
+CONFIDENCE = 0.95  # of the ">=" points: the share of validation resamples that reach the value
+N_RESAMPLES = 1000  # validation resamples behind a ">=" point
+SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class OperatingPointSpec:
-    """One ``CLASS:METRIC=VALUE`` request."""
+    """One ``CLASS:METRIC=VALUE`` (or ``CLASS:METRIC>=VALUE``, at least) request."""
 
     cls: str
     metric: str
     value: float
+    at_least: bool = False
 
     @property
     def text(self) -> str:
-        return f"{self.cls}:{self.metric}={self.value:g}"
+        return f"{self.cls}:{self.metric}{'>=' if self.at_least else '='}{self.value:g}"
 
 
 def parse_operating_point(text: str, classes=None) -> OperatingPointSpec:
@@ -42,9 +53,11 @@ def parse_operating_point(text: str, classes=None) -> OperatingPointSpec:
     metric, eq, value = rest.partition("=")
     if not (sep and eq and cls.strip()):
         raise ZooError(
-            f"{where}: expected CLASS:sensitivity=V or CLASS:specificity=V, e.g. mel:sensitivity=0.90."
+            f"{where}: expected CLASS:sensitivity=V or CLASS:specificity=V (>= for at least V), "
+            "e.g. mel:sensitivity=0.90."
         )
-    metric = metric.strip().lower()
+    at_least = metric.rstrip().endswith(">")
+    metric = metric.strip().removesuffix(">").strip().lower()
     if metric not in METRICS:
         raise ZooError(f"{where}: unknown metric {metric!r}; choose sensitivity or specificity.")
     try:
@@ -58,7 +71,7 @@ def parse_operating_point(text: str, classes=None) -> OperatingPointSpec:
         raise ZooError(
             f"{where}: {cls!r} is not a class of the target; choose one of {', '.join(map(str, classes))}."
         )
-    return OperatingPointSpec(cls=cls, metric=metric, value=number)
+    return OperatingPointSpec(cls=cls, metric=metric, value=number, at_least=at_least)
 
 
 class ThresholdSelector(BaseEstimator):
@@ -98,6 +111,60 @@ class ThresholdSelector(BaseEstimator):
 
     def predict(self, score) -> np.ndarray:
         return np.asarray(score, dtype=float) >= self.threshold_
+
+
+def guaranteed_threshold(
+    y,
+    score,
+    *,
+    metric: str,
+    value: float,
+    groups: pd.Series | None = None,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> float:
+    """The highest threshold (for ``specificity``: the lowest) at which ``metric`` reaches
+    ``value`` in ``confidence`` of bootstrap resamples of ``(y, score)``, resampling the
+    ``groups`` (lesions; each image alone where ``None``) with replacement.
+
+    Sensitivity falls as the threshold rises, so it reaches ``value`` in a resample exactly
+    where the threshold is at most that resample's own :class:`ThresholdSelector` threshold:
+    the answer is the lower ``1 - confidence`` quantile of those thresholds (the upper
+    ``confidence`` quantile for specificity, which rises with the threshold)."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=float)
+    labels = np.arange(len(y)) if groups is None else pd.factorize(np.asarray(groups))[0]
+    members = pd.Series(np.arange(len(y))).groupby(labels).indices
+    blocks = list(members.values())
+    rng = np.random.default_rng(seed)
+    thresholds = []
+    for _ in range(n_resamples):
+        rows = np.concatenate([blocks[k] for k in rng.integers(len(blocks), size=len(blocks))])
+        if y[rows].all() or not y[rows].any():
+            continue
+        selector = ThresholdSelector(metric=metric, value=value).fit(y[rows], s[rows])
+        thresholds.append(selector.threshold_)
+    if not thresholds:
+        raise ZooError("the validation data needs positive and negative images of the class.")
+    if metric == "sensitivity":
+        return float(np.quantile(thresholds, 1 - confidence, method="lower"))
+    return float(np.quantile(thresholds, confidence, method="higher"))
+
+
+def fitted_selector(spec: OperatingPointSpec, y, score, *, groups=None) -> ThresholdSelector:
+    """A :class:`ThresholdSelector` for ``spec`` fitted on validation ``(y, score)``; for an
+    at-least spec its threshold is :func:`guaranteed_threshold` and its sensitivity and
+    specificity are what that threshold reaches on the whole validation data."""
+    selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(y, score)
+    if spec.at_least:
+        y, s = np.asarray(y).astype(bool), np.asarray(score, dtype=float)
+        threshold = guaranteed_threshold(y, s, metric=spec.metric, value=spec.value, groups=groups)
+        called = s >= threshold
+        selector.threshold_ = threshold
+        selector.sensitivity_ = float((called & y).sum() / y.sum())
+        selector.specificity_ = float((~called & ~y).sum() / (~y).sum())
+    return selector
 
 
 def achieved(
@@ -148,10 +215,15 @@ def operating_point_block(
     groups: pd.Series | None,
     n_resamples: int,
     seed: int,
+    val_groups: pd.Series | None = None,
 ) -> dict:
-    """The threshold chosen on validation and what it achieves on the evaluated data."""
-    selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(
-        val_truth[spec.cls].to_numpy() > 0.5, val_probs[spec.cls].to_numpy()
+    """The threshold chosen on validation (resampled by ``val_groups`` for an at-least spec)
+    and what it achieves on the evaluated data."""
+    selector = fitted_selector(
+        spec,
+        val_truth[spec.cls].to_numpy() > 0.5,
+        val_probs[spec.cls].to_numpy(),
+        groups=val_groups,
     )
     result = achieved(
         truth[spec.cls].to_numpy() > 0.5,
@@ -167,6 +239,7 @@ def operating_point_block(
         "class": spec.cls,
         "metric": spec.metric,
         "target": spec.value,
+        "at_least": spec.at_least,
         "threshold": selector.threshold_,
         "chosen_on": "val",
         "val": {"sensitivity": selector.sensitivity_, "specificity": selector.specificity_},
@@ -223,6 +296,11 @@ def choose_operating_point(
     """The threshold for ``CLASS:sensitivity=X`` (or ``specificity``) on validation
     ``labels`` (class indices) and ``probabilities`` (images × classes)."""
     spec = parse_operating_point(text, classes)
+    if spec.at_least:
+        raise ZooError(
+            f"--operating-point {text!r}: an ensemble stores a point reached on validation "
+            f"(CLASS:{spec.metric}={spec.value:g}); the at-least form is for zoo evaluate."
+        )
     k = [str(c) for c in classes].index(spec.cls)
     selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(
         np.asarray(labels) == k, np.asarray(probabilities)[:, k]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,14 @@ from zoo.operating_points import (
 )
 from zoo.workspace import atomic_write_csv
 
-Outputs = tuple[pd.DataFrame, pd.DataFrame]  # (one-hot truth, probabilities), same rows
+
+class Outputs(NamedTuple):
+    """A target's validation outputs: one-hot truth and probabilities (same rows), and the
+    lesion of each image (``None`` where every image is its own lesion)."""
+
+    truth: pd.DataFrame
+    probs: pd.DataFrame
+    groups: pd.Series | None = None
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -70,7 +78,10 @@ def validation_outputs(
     )
     probs = priors.apply(probs)
     truth = part.truth().sort_index()
-    return (truth, probs.loc[truth.index, list(truth.columns)]), None
+    groups = dataset.records.loc[truth.index, "group"].astype(str)
+    if (groups.to_numpy() == truth.index.to_numpy().astype(str)).all():
+        groups = None
+    return Outputs(truth, probs.loc[truth.index, list(truth.columns)], groups), None
 
 
 def resolve_calibrate(calibrate: bool | None, *, correct: bool, val, note: str | None) -> bool:
@@ -156,8 +167,9 @@ def operating_points_block(
     n_resamples: int,
     seed: int,
 ) -> list[dict]:
-    """Each requested point plus melanoma at 90 % / 95 % sensitivity (where there is ``mel``
-    with positives and negatives in validation); empty without validation or with a task."""
+    """Each requested point plus melanoma at 90 % / 95 % sensitivity and at least 90 % (where
+    there is ``mel`` with positives and negatives in validation); empty without validation or
+    with a task."""
     if val is None or task:
         if points:
             raise ZooError(
@@ -177,13 +189,14 @@ def operating_points_block(
         blocks.append(
             operating_point_block(
                 spec,
-                val_truth=val[0],
-                val_probs=val[1],
+                val_truth=val.truth,
+                val_probs=val.probs,
                 truth=truth,
                 probs=probs,
                 groups=groups,
                 n_resamples=n_resamples,
                 seed=seed,
+                val_groups=val.groups,
             )
         )
     return blocks
