@@ -27,7 +27,7 @@ table{border-collapse:collapse;font-size:12px;max-width:100%}
 td,th{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;white-space:normal;vertical-align:bottom}
 td.text,th.text{text-align:left;white-space:normal;overflow-wrap:break-word}
-#ranking td.text{min-width:7em}
+#ranking{font-size:11px}#ranking td.text{min-width:7em}
 table.sortable th{cursor:pointer;user-select:none}
 tr[hidden]{display:none !important}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"}
