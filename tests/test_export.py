@@ -257,6 +257,22 @@ def test_export_crops_and_resizes_any_image_as_predict_does(
     assert signature["input"]["crop_borders"]["in_graph"] is True
 
 
+@pytest.mark.slow  # converts a graph
+def test_float16_export_of_any_image_keeps_predict_s_answer(trained_workspace, tmp_path, capsys):
+    """float16 LiteRT stores the graph's constants in float16 (largest number 65504): the crop
+    and resize must survive that."""
+    from PIL import Image
+
+    files = framed_photos(tmp_path)
+    expected = _predicted(MEMBER, trained_workspace, files, tmp_path, capsys)
+    out = tmp_path / "export"
+    argv = ["export", MEMBER, "--format", "litert", "--quantize", "float16", "--out", out]
+    assert run([*argv, "--workspace", trained_workspace, "--quiet"], capsys)[0] == 0
+    for file in files:
+        got = _artifact_output(out, "litert", np.asarray(Image.open(file).convert("RGB"))[None])
+        np.testing.assert_allclose(got[0], expected.loc[file.stem].to_numpy(), atol=2e-2)
+
+
 @pytest.fixture(scope="module")
 def ensemble_workspace(trained_workspace, tmp_path_factory) -> Path:
     """Two demo members and a weighted ensemble with steppan TTA, prior correction and a

@@ -48,8 +48,9 @@ def _kernel(x, interpolation: str):
 
 
 def _sinc(x):
+    pi = 4.0 * ops.arctan(ops.ones_like(x))  # not a constant: float16 exports would round it
     safe = ops.where(x == 0.0, ops.ones_like(x), x)
-    return ops.where(x == 0.0, ops.ones_like(x), ops.sin(np.pi * safe) / (np.pi * safe))
+    return ops.where(x == 0.0, ops.ones_like(x), ops.sin(pi * safe) / (pi * safe))
 
 
 def _column(values, ndim: int = 2):
@@ -115,8 +116,12 @@ def resample_weights(start, stop, line, size: int, interpolation: str):
     offset = numerator / (2.0 * ops.maximum(length, float(size)))
     weights = ops.where(inside, _kernel(offset, interpolation), 0.0)
     weights = weights / ops.sum(weights, axis=2, keepdims=True)
-    unit = float(1 << PRECISION_BITS)  # PIL rounds each weight to fixed point, half away from 0
-    return ops.sign(weights) * ops.floor(ops.abs(weights) * unit + 0.5) / unit
+    # PIL rounds each weight to fixed point, half away from 0. The scale 2²² is applied as two
+    # factors of 2¹¹: LiteRT's float16 export stores constants in float16, whose largest
+    # number is 65504
+    half = float(1 << (PRECISION_BITS // 2))
+    fixed = ops.floor(ops.abs(weights) * half * half + 0.5)
+    return ops.sign(weights) * fixed * (1.0 / half) * (1.0 / half)
 
 
 def _to_8_bits(x):
