@@ -1,10 +1,10 @@
 """Int8 LiteRT with a float32 front and tail: the networks run in int8; what comes before their
-first convolution (the border crop, the resize, the TTA views) and their classifiers and
+first convolution (the resize, the TTA views, the preprocessing) and their classifiers and
 everything after them (softmax, TTA mean, prior correction, the ensemble's weighted mean) in
 float32.
 
-The front computes filter weights and crop boxes from pixel positions, which int8's 256 steps
-cannot hold, and costs little next to the networks.
+The front costs little next to the networks, and int8 there would only add rounding before the
+first convolution quantises its input anyway.
 
 Quantising the tail to int8 loses what the target is for. A softmax output in int8 has steps
 of 1/256, so rare classes round to zero before prior correction multiplies them by up to the

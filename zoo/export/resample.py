@@ -24,8 +24,6 @@ from keras import ops
 BORDER_THRESHOLD = 25  # crop_black_border's defaults: a pixel is bright above this
 BORDER_KEEP = 0.5  # ... and a crop keeping less than this of a side is not made
 PRECISION_BITS = 22  # PIL's fixed-point filter weights (32 - 8 - 2 bits)
-# PIL's filters: support (input pixels on each side at scale 1)
-SUPPORT = {"area": 0.5, "bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
 BICUBIC_A = -0.5
 
 
