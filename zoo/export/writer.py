@@ -323,7 +323,7 @@ def signature_record(
                 f"in the graph, to each member's size ({', '.join(map(str, sizes))} px) as zoo "
                 "does it (PIL's filter, two passes rounded to 8 bits, as matrix products): any "
                 "image size gives zoo predict's pixels, but for float32 rounding that moves a "
-                "few in 10,000 by one grey level"
+                "few in 10,000 (at most about 1 in 1,000) by one grey level"
                 if exact
                 else f"in the graph, from {sizes[-1]} px to each member's size by plain "
                 "bilinear interpolation; pass images decoded, border-cropped and resized as "
