@@ -269,12 +269,6 @@ def _write_scored(out: Path, truth, predictions, weights):
     return truth_back, read("predictions.csv"), w
 
 
-def _groups(dataset: Dataset, ids: pd.Index) -> pd.Series | None:
-    """Lesion of each image, or ``None`` when every image is its own lesion."""
-    groups = dataset.records.loc[ids, "group"].astype(str)
-    return None if (groups.to_numpy() == ids.to_numpy().astype(str)).all() else groups
-
-
 def _class_files(out: Path, truth, predictions, *, title: str) -> None:
     from zoo.plots import plot_confusion, plot_roc, plot_sens_spec
 
@@ -448,13 +442,13 @@ def evaluate_target(
             truth,
             probs,
             weights,
-            groups=_groups(evaluated, truth.index),
+            groups=evaluated.lesion_groups(truth.index),
             task=task,
             bootstrap=bootstrap,
             out=tmp,
             title=title,
         )
-        groups = _groups(evaluated, truth.index)
+        groups = evaluated.lesion_groups(truth.index)
         extra = dict(groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
         metrics["calibration"] = calibration_block(
             truth, uncalibrated, probs, scaler=scaler, val=val, out=tmp, title=title, **extra

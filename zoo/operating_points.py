@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_curve
 
 from zoo.errors import ZooError
-from zoo.metrics import bootstrap_statistics
+from zoo.metrics import bootstrap_statistics, group_codes, resample_counts
 
 METRICS = ("sensitivity", "specificity")
 DEFAULT_POINTS = ("mel:sensitivity=0.90", "mel:sensitivity=0.95", "mel:sensitivity>=0.90")
@@ -74,43 +74,19 @@ def parse_operating_point(text: str, classes=None) -> OperatingPointSpec:
     return OperatingPointSpec(cls=cls, metric=metric, value=number, at_least=at_least)
 
 
-class ThresholdSelector(BaseEstimator):
-    """Pick the threshold that reaches ``value`` of ``metric`` on the data given to ``fit``.
-
-    For ``sensitivity`` the highest threshold whose sensitivity is ``>= value`` (the most
-    specific such point); for ``specificity`` the lowest threshold whose specificity is
-    ``>= value``. ``fit(y, score)`` learns ``threshold_`` and the achieved
-    ``sensitivity_``/``specificity_`` on that data.
-    """
-
-    def __init__(self, *, metric: str = "sensitivity", value: float = 0.9):
-        self.metric = metric
-        self.value = value
-
-    def fit(self, y, score) -> ThresholdSelector:
-        y = np.asarray(y).astype(bool)
-        s = np.asarray(score, dtype=float)
-        if self.metric not in METRICS:
-            raise ZooError(f"metric must be sensitivity or specificity; received {self.metric!r}.")
-        if y.all() or not y.any():
-            raise ZooError(
-                "the validation data needs positive and negative images of the class to choose "
-                "an operating point."
-            )
-        fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
-        if self.metric == "sensitivity":
-            i = int(np.flatnonzero(tpr >= self.value - 1e-12)[0])
-        else:
-            i = int(np.flatnonzero(1 - fpr >= self.value - 1e-12)[-1])
-        threshold = thresholds[i]
-        if not np.isfinite(threshold):  # nothing called positive: just above every score
-            threshold = np.nextafter(s.max(), np.inf)
-        self.threshold_ = float(threshold)
-        self.sensitivity_, self.specificity_ = float(tpr[i]), float(1 - fpr[i])
-        return self
-
-    def predict(self, score) -> np.ndarray:
-        return np.asarray(score, dtype=float) >= self.threshold_
+def _reaching(y, score, *, metric: str, value: float, weights=None) -> float:
+    """For ``sensitivity`` the highest threshold whose sensitivity is ``>= value``; for
+    ``specificity`` the lowest whose specificity is; images weighted by ``weights`` (the
+    draw counts of a bootstrap resample) where given."""
+    fpr, tpr, thresholds = roc_curve(y, score, sample_weight=weights, drop_intermediate=False)
+    if metric == "sensitivity":
+        i = int(np.flatnonzero(tpr >= value - 1e-12)[0])
+    else:
+        i = int(np.flatnonzero(1 - fpr >= value - 1e-12)[-1])
+    threshold = thresholds[i]
+    if not np.isfinite(threshold):  # nothing called positive: just above every score
+        threshold = np.nextafter(np.max(score), np.inf)
+    return float(threshold)
 
 
 def guaranteed_threshold(
@@ -125,26 +101,25 @@ def guaranteed_threshold(
     seed: int = SEED,
 ) -> float:
     """The highest threshold (for ``specificity``: the lowest) at which ``metric`` reaches
-    ``value`` in ``confidence`` of bootstrap resamples of ``(y, score)``, resampling the
-    ``groups`` (lesions; each image alone where ``None``) with replacement.
+    ``value`` in ``confidence`` of the lesion bootstrap resamples of ``(y, score)``
+    (:func:`zoo.metrics.resample_counts`; ``groups``: the lesion of each image, in the same
+    order, or ``None`` to resample images).
 
     Sensitivity falls as the threshold rises, so it reaches ``value`` in a resample exactly
-    where the threshold is at most that resample's own :class:`ThresholdSelector` threshold:
-    the answer is the lower ``1 - confidence`` quantile of those thresholds (the upper
-    ``confidence`` quantile for specificity, which rises with the threshold)."""
+    where the threshold is at most that resample's own threshold: the answer is the lower
+    ``1 - confidence`` quantile of those thresholds (the upper ``confidence`` quantile for
+    specificity, which rises with the threshold)."""
     y = np.asarray(y).astype(bool)
     s = np.asarray(score, dtype=float)
-    labels = np.arange(len(y)) if groups is None else pd.factorize(np.asarray(groups))[0]
-    members = pd.Series(np.arange(len(y))).groupby(labels).indices
-    blocks = list(members.values())
+    index = pd.RangeIndex(len(y)) if groups is None else groups.index
+    group_of = group_codes(index, groups)
     rng = np.random.default_rng(seed)
-    thresholds = []
-    for _ in range(n_resamples):
-        rows = np.concatenate([blocks[k] for k in rng.integers(len(blocks), size=len(blocks))])
-        if y[rows].all() or not y[rows].any():
-            continue
-        selector = ThresholdSelector(metric=metric, value=value).fit(y[rows], s[rows])
-        thresholds.append(selector.threshold_)
+    thresholds = [
+        _reaching(y, s, metric=metric, value=value, weights=w)
+        for _, counts in resample_counts(group_of, n_resamples=n_resamples, rng=rng)
+        for w in counts
+        if w @ y > 0 and w @ ~y > 0  # the resample has positives and negatives
+    ]
     if not thresholds:
         raise ZooError("the validation data needs positive and negative images of the class.")
     if metric == "sensitivity":
@@ -152,19 +127,46 @@ def guaranteed_threshold(
     return float(np.quantile(thresholds, confidence, method="higher"))
 
 
-def fitted_selector(spec: OperatingPointSpec, y, score, *, groups=None) -> ThresholdSelector:
-    """A :class:`ThresholdSelector` for ``spec`` fitted on validation ``(y, score)``; for an
-    at-least spec its threshold is :func:`guaranteed_threshold` and its sensitivity and
-    specificity are what that threshold reaches on the whole validation data."""
-    selector = ThresholdSelector(metric=spec.metric, value=spec.value).fit(y, score)
-    if spec.at_least:
-        y, s = np.asarray(y).astype(bool), np.asarray(score, dtype=float)
-        threshold = guaranteed_threshold(y, s, metric=spec.metric, value=spec.value, groups=groups)
-        called = s >= threshold
-        selector.threshold_ = threshold
-        selector.sensitivity_ = float((called & y).sum() / y.sum())
-        selector.specificity_ = float((~called & ~y).sum() / (~y).sum())
-    return selector
+class ThresholdSelector(BaseEstimator):
+    """Pick the threshold that reaches ``value`` of ``metric`` on the data given to ``fit``.
+
+    For ``sensitivity`` the highest threshold whose sensitivity is ``>= value`` (the most
+    specific such point); for ``specificity`` the lowest threshold whose specificity is
+    ``>= value``. With ``confidence`` (an at-least point), the threshold that does so in that
+    share of the lesion bootstrap resamples (:func:`guaranteed_threshold`, resampling the
+    ``groups`` given to ``fit``). ``fit(y, score, groups=None)`` learns ``threshold_`` and the
+    achieved ``sensitivity_``/``specificity_`` on that data.
+    """
+
+    def __init__(self, *, metric: str = "sensitivity", value: float = 0.9, confidence=None):
+        self.metric = metric
+        self.value = value
+        self.confidence = confidence
+
+    def fit(self, y, score, groups: pd.Series | None = None) -> ThresholdSelector:
+        y = np.asarray(y).astype(bool)
+        s = np.asarray(score, dtype=float)
+        if self.metric not in METRICS:
+            raise ZooError(f"metric must be sensitivity or specificity; received {self.metric!r}.")
+        if y.all() or not y.any():
+            raise ZooError(
+                "the validation data needs positive and negative images of the class to choose "
+                "an operating point."
+            )
+        kw = dict(metric=self.metric, value=self.value)
+        if self.confidence is None:
+            self.threshold_ = _reaching(y, s, **kw)
+        else:
+            self.threshold_ = guaranteed_threshold(
+                y, s, groups=groups, confidence=self.confidence, **kw
+            )
+        called = self.predict(s)
+        self.sensitivity_ = float(called[y].mean())
+        self.specificity_ = float((~called[~y]).mean())
+        return self
+
+    def predict(self, score) -> np.ndarray:
+        return np.asarray(score, dtype=float) >= self.threshold_
 
 
 def achieved(
@@ -219,12 +221,9 @@ def operating_point_block(
 ) -> dict:
     """The threshold chosen on validation (resampled by ``val_groups`` for an at-least spec)
     and what it achieves on the evaluated data."""
-    selector = fitted_selector(
-        spec,
-        val_truth[spec.cls].to_numpy() > 0.5,
-        val_probs[spec.cls].to_numpy(),
-        groups=val_groups,
-    )
+    selector = ThresholdSelector(
+        metric=spec.metric, value=spec.value, confidence=CONFIDENCE if spec.at_least else None
+    ).fit(val_truth[spec.cls].to_numpy() > 0.5, val_probs[spec.cls].to_numpy(), groups=val_groups)
     result = achieved(
         truth[spec.cls].to_numpy() > 0.5,
         probs[spec.cls].to_numpy(),

@@ -78,10 +78,8 @@ def validation_outputs(
     )
     probs = priors.apply(probs)
     truth = part.truth().sort_index()
-    groups = dataset.records.loc[truth.index, "group"].astype(str)
-    if (groups.to_numpy() == truth.index.to_numpy().astype(str)).all():
-        groups = None
-    return Outputs(truth, probs.loc[truth.index, list(truth.columns)], groups), None
+    probs = probs.loc[truth.index, list(truth.columns)]
+    return Outputs(truth, probs, dataset.lesion_groups(truth.index)), None
 
 
 def resolve_calibrate(calibrate: bool | None, *, correct: bool, val, note: str | None) -> bool:

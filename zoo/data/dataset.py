@@ -65,6 +65,13 @@ class Dataset:
         weights = None if self.weights is None else self.weights.loc[list(ids)]
         return dataclasses.replace(self, records=records, weights=weights)
 
+    def lesion_groups(self, ids) -> pd.Series | None:
+        """Lesion of each image of ``ids`` (a Series indexed by image id), or ``None`` when every
+        image is its own lesion (then a bootstrap resamples images)."""
+        ids = pd.Index(ids)
+        groups = self.records.loc[ids, "group"].astype(str)
+        return None if (groups.to_numpy() == ids.to_numpy().astype(str)).all() else groups
+
     def with_groups(self, groups) -> Dataset:
         """The same data set with new lesion groups (e.g. duplicates merged)."""
         return dataclasses.replace(self, records=self.records.assign(group=list(groups)))
