@@ -239,9 +239,10 @@ def test_export_crops_and_resizes_any_image_as_predict_does(
     trained_workspace, tmp_path, capsys, fmt
 ):
     """Images of other sizes, with and without a black frame, go into the artifact as they are
-    (uint8, undecoded by zoo): the crop and resize inside give zoo predict's probabilities (to
-    1e-3: the graph's float32 resize is a grey level off on a few pixels, which moves this
-    32-pixel network's outputs by up to a few 1e-4)."""
+    (uint8, undecoded by zoo): the crop and resize inside give zoo predict's top class and
+    probabilities to 5e-3 (the graph's float32 resize is a grey level off on a few pixels, which
+    moved the outputs of this barely trained 32-pixel network by 3e-4 to 1.6e-3 across
+    trainings)."""
     from PIL import Image
 
     files = framed_photos(tmp_path)
@@ -251,8 +252,9 @@ def test_export_crops_and_resizes_any_image_as_predict_does(
     assert run([*argv, "--quiet"], capsys)[0] == 0
     for file in files:
         pixels = np.asarray(Image.open(file).convert("RGB"))[None]
-        got = _artifact_output(out, fmt, pixels)
-        np.testing.assert_allclose(got[0], expected.loc[file.stem].to_numpy(), atol=1e-3)
+        got, want = _artifact_output(out, fmt, pixels)[0], expected.loc[file.stem].to_numpy()
+        assert got.argmax() == want.argmax()
+        np.testing.assert_allclose(got, want, atol=5e-3)
     signature = json.loads((out / "signature.json").read_text())
     assert signature["input"]["crop_borders"]["in_graph"] is True
 

@@ -28,6 +28,9 @@ FORMATS = {
     "onnx": "model.onnx",
 }
 ONNX_OPSET = 17
+# int8 keeps a plain resize from the largest member's size, and no crop: TensorFlow's quantiser
+# rounds the exact crop and resize to int8 even where they are kept out of quantisation
+PLAIN_RESIZE_QUANTIZE = ("int8",)
 QUANTIZE = ("float16", "int8")
 CALIBRATION_IMAGES = 200  # training images that calibrate int8 quantisation
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
@@ -79,7 +82,8 @@ def export_target(
     calibration = None
     if quantize == "int8":
         calibration = calibration_images(target, parts, spec=calibration_data, workspace=workspace)
-    model = build_graph(parts, scheme, name=target.name, exact_resize=quantize != "int8")
+    exact = quantize not in PLAIN_RESIZE_QUANTIZE
+    model = build_graph(parts, scheme, name=target.name, exact_resize=exact)
     with console.progress() as bar:
         task = bar.add_task(f"exporting {target.name} ({fmt})", total=1, status="")
         with atomic_directory(out) as tmp:
@@ -164,8 +168,8 @@ def litert_bytes(model, *, quantize, calibration, work: Path) -> tuple[bytes, bo
     import tensorflow as tf
 
     saved = work / ".litert-saved-model"
-    # int8 takes images at the calibration images' size (see build_graph's exact_resize)
-    side = calibration.pixels.shape[1] if quantize == "int8" else None
+    # a plain resize takes images at the calibration images' size
+    side = calibration.pixels.shape[1] if quantize in PLAIN_RESIZE_QUANTIZE else None
     spec = tf.TensorSpec((None, side, side, 3), tf.uint8, name=INPUT_NAME)
     model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=[spec])
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
@@ -305,7 +309,7 @@ def signature_record(
             }
         )
     crop = any(m["input"]["crop_borders"] for m in members)
-    exact = quantize != "int8"  # int8 resizes plainly, from the calibration size
+    exact = quantize not in PLAIN_RESIZE_QUANTIZE
     sizes = sorted({m["input"]["size"] for m in members})
     return {
         "format": fmt,
@@ -314,7 +318,7 @@ def signature_record(
         "input": {
             "name": INPUT_NAME,
             "dtype": "uint8",
-            # int8 LiteRT takes images at the size it was calibrated at, the largest member's
+            # a plain resize takes images at the largest member's size
             "shape": [None, *([None, None] if exact else [sizes[-1]] * 2), 3],
             "layout": "NHWC",
             "range": [0, 255],
