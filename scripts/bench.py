@@ -84,8 +84,8 @@ def inception_gflops(quiet: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from zoo.models import build_model
-    from zoo.recipes import get_recipe
+    from zoo.models.build import build_model
+    from zoo.recipes.recipe import get_recipe
 
     model, _ = build_model(get_recipe("inception_v3"), num_classes=7, weights="none")
     flops = model_flops(model, 299)
@@ -126,8 +126,8 @@ def probe_threads(intra: int, inter: int, batch: int = 32) -> float:
 
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-    from zoo.models import build_model
-    from zoo.recipes import get_recipe
+    from zoo.models.build import build_model
+    from zoo.recipes.recipe import get_recipe
 
     model, _ = build_model(get_recipe("inception_v3"), num_classes=7, weights="none")
     x = tf.constant(np.random.rand(batch, 299, 299, 3).astype("float32") * 255)
@@ -159,12 +159,12 @@ def pipeline_throughput(data: Path, workspace: Path, quiet: bool, steps: int) ->
     import keras
     import tensorflow as tf
 
-    from zoo.augment import build_augmenter
     from zoo.data import load_dataset
     from zoo.data.images import load_images
     from zoo.data.pipeline import training_dataset
-    from zoo.models import build_model
-    from zoo.recipes import get_recipe
+    from zoo.models.build import build_model
+    from zoo.recipes.recipe import get_recipe
+    from zoo.training.augment import build_augmenter
 
     recipe = get_recipe("small_cnn")
     size, batch = recipe.input.size, recipe.batch_size
@@ -252,8 +252,8 @@ def feature_cache(quiet: bool) -> dict:
     import numpy as np
 
     from zoo.data.pipeline import training_dataset
-    from zoo.models import build_model, split_model
-    from zoo.recipes import get_recipe
+    from zoo.models.build import build_model, split_model
+    from zoo.recipes.recipe import get_recipe
 
     recipe = get_recipe("efficientnet_b0")
     n, size, batch = 1024, 128, 32
@@ -294,7 +294,7 @@ def training_throughput(quiet: bool) -> dict:
     import subprocess
 
     code = (
-        "import sys, time, numpy as np, keras; from zoo.models import build_model; from zoo.recipes import get_recipe;"
+        "import sys, time, numpy as np, keras; from zoo.models.build import build_model; from zoo.recipes.recipe import get_recipe;"
         "name, size, batch, steps, policy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5];"
         "keras.config.set_dtype_policy(policy);"
         "m, _ = build_model(get_recipe(name), num_classes=7, image_size=size, weights='none');"
@@ -322,8 +322,8 @@ def training_throughput(quiet: bool) -> dict:
 
 LITE_CODE = """
 import sys, time, numpy as np, keras
-from zoo.models import build_model, split_model
-from zoo.recipes import get_recipe
+from zoo.models.build import build_model, split_model
+from zoo.recipes.recipe import get_recipe
 from zoo.training.finetune import make_optimizer, prepare_backbone
 setting, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 keras.config.set_dtype_policy("mixed_bfloat16" if setting == "bf16" else "float32")

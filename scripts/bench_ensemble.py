@@ -35,11 +35,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo import hashing  # noqa: E402
 from zoo.data import load_dataset  # noqa: E402
 from zoo.ensembles.build import build_ensemble  # noqa: E402
 from zoo.ensembles.spec import EnsembleSpec  # noqa: E402
 from zoo.store import PredictionCache, prediction_key, predictions_frame  # noqa: E402
+from zoo.store import hashes as hashing  # noqa: E402
 
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 FREQUENCIES = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
@@ -107,14 +107,16 @@ def synthetic_workspace(
             frame = predictions_frame(ids, probs, CLASSES)
             model_sha256 = hashlib.sha256(model).hexdigest()
             cache = PredictionCache(folder, CLASSES)
-            for scheme in dict.fromkeys(("none", tta)):  # the trainer's, then zoo.inference's
+            for scheme in dict.fromkeys(
+                ("none", tta)
+            ):  # the trainer's, then zoo.inference.target's
                 cache.write(
                     prediction_key(part, scheme),
                     frame,
                     tta=scheme,
                     model_sha256=model_sha256,
                     seconds=None,
-                    origin="trainer" if scheme == "none" else "zoo.inference",
+                    origin="trainer" if scheme == "none" else "zoo.inference.target",
                 )
     return root
 
@@ -138,8 +140,8 @@ def bench(*, members: int, images: int, repeat: int, model_mb: float = 96) -> di
         import scipy.stats  # noqa: F401
         import sklearn.metrics  # noqa: F401
 
-        import zoo.priors  # noqa: F401
-        import zoo.workspace  # noqa: F401
+        import zoo.scoring.priors  # noqa: F401
+        import zoo.store.workspace  # noqa: F401
 
         result: dict = {}
         _forget_digests(ws, on_disk=True)

@@ -93,9 +93,9 @@ def main() -> None:
     from zoo import console
     from zoo.data import load_dataset
     from zoo.data.images import decode_many
-    from zoo.export.writer import FORMATS, export_target
-    from zoo.inference import image_settings
-    from zoo.targets import resolve_target
+    from zoo.deploy.export.writer import FORMATS, export_target
+    from zoo.ensembles.targets import resolve_target
+    from zoo.inference.target import image_settings
 
     workspace = Path(args.workspace)
     out = Path(args.out or workspace / "exports" / "bench")

@@ -22,9 +22,9 @@ def make_member(folder: Path, recipe_name: str, size: int) -> Path:
     """A minimal member directory around an untrained model of ``recipe_name``."""
     import numpy as np
 
-    from zoo.models import build_model
-    from zoo.recipes import get_recipe
-    from zoo.workspace import atomic_write_json
+    from zoo.models.build import build_model
+    from zoo.recipes.recipe import get_recipe
+    from zoo.store.workspace import atomic_write_json
 
     recipe = get_recipe(recipe_name)
     model, _ = build_model(recipe, num_classes=7, image_size=size, weights="none")
@@ -54,7 +54,7 @@ def predict_figures(data: Path, workspace: Path, quiet: bool, n_images: int = 25
     from bench import best_time  # scripts/ sibling: one timing rule for every figure
 
     from zoo.data.images import decode_many
-    from zoo.inference import MemberTarget, load_model
+    from zoo.inference.target import MemberTarget, load_model
 
     paths = sorted((data / "images").glob("*.jpg"))[:n_images]
     results = {}

@@ -134,8 +134,8 @@ def ood_photos(workspace: Path):
 
 def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
     from zoo.data import load_dataset
-    from zoo.evaluate import evaluate_target
-    from zoo.inference import MemberTarget
+    from zoo.evaluation.evaluate import evaluate_target
+    from zoo.inference.target import MemberTarget
 
     photos = ood_photos(workspace)
     for name in names:
@@ -163,8 +163,8 @@ def build_ensembles(workspace: Path, tta: str) -> None:
     from zoo.data import load_dataset
     from zoo.ensembles.build import build_ensemble
     from zoo.ensembles.spec import load_spec
-    from zoo.evaluate import evaluate_target
-    from zoo.targets import resolve_target
+    from zoo.ensembles.targets import resolve_target
+    from zoo.evaluation.evaluate import evaluate_target
 
     photos = ood_photos(workspace)
     for name in ENSEMBLES:
@@ -189,7 +189,7 @@ def build_ensembles(workspace: Path, tta: str) -> None:
 
 
 def publish(workspace: Path, out: Path) -> None:
-    from zoo.leaderboard import publish_leaderboard
+    from zoo.publish.leaderboard import publish_leaderboard
 
     log(f"publishing the leaderboard to {out}")
     publish_leaderboard(workspace, out=out)

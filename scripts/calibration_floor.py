@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 def split_outputs(target, dataset, part: str, *, tta: str, workspace: Path):
     """Class indices and prior-corrected probabilities of the target's ``part`` split."""
-    from zoo.evaluate import prior_settings
+    from zoo.evaluation.evaluate import prior_settings
 
     priors = prior_settings(target, prior_correction=None, target_priors=None)
     subset = dataset.subset([str(i) for i in target.split_ids(part)])
@@ -36,9 +36,9 @@ def split_outputs(target, dataset, part: str, *, tta: str, workspace: Path):
 
 
 def report(name: str, *, workspace: Path, tta: str) -> None:
-    from zoo.calibration import TemperatureScaling, as_logits, calibration_metrics
     from zoo.data import load_dataset
-    from zoo.targets import resolve_target
+    from zoo.ensembles.targets import resolve_target
+    from zoo.scoring.calibration import TemperatureScaling, as_logits, calibration_metrics
 
     target = resolve_target(name, workspace)
     dataset = load_dataset(target.data_info["source"], workspace=workspace)

@@ -47,7 +47,7 @@ def random_copy(source: str, target: Path, rng: np.random.Generator) -> Path:
 
 def data_check(dataset, folder: Path, copies: int, seed: int, workspace: Path) -> int:
     """``zoo data check`` on HAM10000 plus ``copies`` altered copies of its images."""
-    from zoo.cli import main as zoo
+    from zoo.cli.main import main as zoo
 
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(dataset), size=copies, replace=False)

@@ -3,7 +3,7 @@
     python scripts/evaluate_steps.py MEMBER [--workspace DIR] [--tta none,steppan,dihedral,rotations:8]
 
 Evaluates MEMBER (a name in the workspace, or its folder) with every TTA scheme, each with
-and without prior correction, through ``zoo.evaluate.evaluate_target`` (so the evaluations
+and without prior correction, through ``zoo.evaluation.evaluate.evaluate_target`` (so the evaluations
 land in the workspace like ``zoo evaluate`` runs). Prints a table and one JSON line with
 balanced accuracy and macro AUC of every step, and each scheme's wall time relative to
 ``none``: the member's model runs every scheme over the same test images, decoded and in
@@ -28,8 +28,8 @@ DEFAULT_SCHEMES = "none,steppan,dihedral,rotations:8"
 
 def measure(member: str, workspace: Path, schemes: list[str]) -> dict:
     from zoo.data import load_dataset
-    from zoo.evaluate import evaluate_target
-    from zoo.targets import resolve_target
+    from zoo.ensembles.targets import resolve_target
+    from zoo.evaluation.evaluate import evaluate_target
 
     target = resolve_target(member, workspace)
     dataset = load_dataset(target.data_info["source"], workspace=workspace)
@@ -63,8 +63,8 @@ def measure(member: str, workspace: Path, schemes: list[str]) -> dict:
 def time_schemes(target, dataset, schemes: list[str], workspace: Path) -> dict[str, float]:
     """Wall seconds of each scheme over the member's test images (pixels already decoded)."""
     from zoo.data.images import load_images
-    from zoo.inference import image_settings, load_model, run_model
-    from zoo.tta import parse_tta
+    from zoo.inference.target import image_settings, load_model, run_model
+    from zoo.inference.tta import parse_tta
 
     member = target.member
     ids = list(member.split_ids("test"))

@@ -16,7 +16,7 @@ from PIL import Image
 
 import zoo
 from zoo import console
-from zoo.cli import main
+from zoo.cli.main import main
 from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,10 +52,11 @@ def test_a_fresh_process_prints_nothing(trained_workspace, tmp_path):
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-def test_evaluate_is_the_module_and_the_function():
-    import zoo.evaluate as module
+def test_evaluate_is_the_api_function_and_the_module_stays():
+    import zoo.api
+    import zoo.evaluation.evaluate as module
 
-    assert zoo.evaluate is module and callable(zoo.evaluate)
+    assert zoo.evaluate is zoo.api.evaluate and callable(zoo.evaluate)
     assert module.evaluate_target is not None  # the library call is still there
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
+from zoo.cli.main import main
 
 pytestmark = pytest.mark.slow
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")

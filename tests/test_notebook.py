@@ -17,7 +17,7 @@ MEMBER = "small_cnn.demo.s0"
 
 
 def test_api_in_a_notebook_shows_only_the_results(trained_workspace, tmp_path, capsys):
-    from zoo.cli import main
+    from zoo.cli.main import main
 
     images = sorted((trained_workspace / "data").glob("*/images/*.png"))[:4]
     out = tmp_path / "notebook.csv"

@@ -12,12 +12,8 @@ __all__ = ["evaluate", "load", "train", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("load", "train"):
+    if name in ("load", "train", "evaluate"):
         from zoo import api
 
         return getattr(api, name)
-    if name == "evaluate":  # the module zoo.evaluate, callable as zoo.api.evaluate
-        import importlib
-
-        return importlib.import_module("zoo.evaluate")
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Rich consoles for the whole package: results on stdout, warnings and progress on stderr.
 
-``--quiet`` silences both (errors are printed by ``zoo.cli`` itself); the Python API is quiet
+``--quiet`` silences both (errors are printed by ``zoo.cli.main`` itself); the Python API is quiet
 unless asked (:func:`quiet_unless`). When a stream is not a
 terminal (a pipe, a log file) its console is very wide, so that tables never truncate names,
 and progress bars are off, so that a log holds whole lines only (one per training epoch).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 
 from rich.console import Console, ConsoleDimensions
@@ -107,3 +108,22 @@ def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
         disable=_quiet or not (err_console.is_terminal or err_console.is_jupyter),
         transient=False,
     )
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 silenced: its C++ start-up lines (oneDNN,
+    absl) ignore TF_CPP_MIN_LOG_LEVEL. A failed import still raises as usual."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 to silence
+        return
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

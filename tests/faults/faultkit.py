@@ -26,7 +26,7 @@ class Result:
 
 def run_cli(argv, capsys) -> Result:
     """``zoo ARGV`` in this process; argparse's exit becomes a status like any other."""
-    from zoo.cli import main
+    from zoo.cli.main import main
 
     try:
         code = main([str(a) for a in argv])

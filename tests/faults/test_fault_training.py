@@ -12,8 +12,9 @@ import sys
 import pytest
 from faultkit import assert_refused, half_written, run_cli, tiny_folder
 
-from zoo import console, locks
+from zoo import console
 from zoo.errors import ZooError
+from zoo.store import locks
 from zoo.training import trainer
 
 NAME = "faulty"

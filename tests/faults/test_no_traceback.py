@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from faultkit import MEMBER, run_cli
 
-from zoo import commands, console, plots
+from zoo import console
+from zoo.cli import commands
+from zoo.scoring import plots
 from zoo.training import trainer
 
 HOSTILE = [

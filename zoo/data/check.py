@@ -16,7 +16,7 @@ from zoo import console
 from zoo.data.combined import join_specs
 from zoo.data.dataset import Dataset
 from zoo.data.duplicates import duplicate_report, image_hashes, merge_duplicates, public
-from zoo.data.sources import load_dataset
+from zoo.data.loading import load_dataset
 
 SHOWN_PAIRS = 10
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from zoo.data.dataset import Dataset, safe_name
 from zoo.data.label_maps import apply_label_map, checked_mapping, read_label_map
+from zoo.data.sources import KINDS, load_source
 from zoo.errors import ZooError
 
 SEPARATOR = " + "  # joins the specs of repeated --data into one recorded spec
@@ -116,8 +117,6 @@ def _relative(text: str, file: Path) -> Path:
 
 def _relative_spec(spec: str, file: Path) -> str:
     """A source spec with its path made relative to the TOML's folder."""
-    from zoo.data.sources import KINDS
-
     kind, sep, rest = spec.partition(":")
     if spec in ("demo", "demo:"):
         return "demo"
@@ -136,8 +135,6 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 def load_combined(spec: str, *, workspace: Path, images: Path | None = None) -> Dataset:
     """The data set of a data TOML or of specs joined by :data:`SEPARATOR`."""
-    from zoo.data.sources import load_dataset
-
     if SEPARATOR in spec:
         classes = None
         sources = [SourceSpec(data=s.strip()) for s in spec.split(SEPARATOR)]
@@ -152,7 +149,7 @@ def load_combined(spec: str, *, workspace: Path, images: Path | None = None) -> 
                 f"--data {spec}: source {source.data} is itself combined; list its sources instead."
             )
         folder = Path(source.images) if source.images else images
-        read.append((source, load_dataset(source.data, workspace=workspace, images=folder)))
+        read.append((source, load_source(source.data, workspace=workspace, images=folder)))
     return combine(read, spec=spec, classes=classes, name=name)
 
 

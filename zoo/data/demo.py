@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from zoo.workspace import atomic_write_csv
+from zoo.store.workspace import atomic_write_csv
 
 VERSION = 1
 WIDTH, HEIGHT = 120, 90

@@ -21,7 +21,7 @@ from PIL import Image
 
 from zoo.data.dataset import Dataset
 from zoo.data.images import file_stats, for_each_file, open_rgb
-from zoo.workspace import atomic_write_json
+from zoo.store.workspace import atomic_write_json
 
 HASH_VERSION = 1
 HASH_KIND = "phash256"
@@ -188,7 +188,7 @@ def altered_copy(
 
 def save_hashes(file: Path, hashes: np.ndarray) -> None:
     """Hashes as a compact binary file (big-endian words, 32 bytes an image)."""
-    from zoo.workspace import atomic_path
+    from zoo.store.workspace import atomic_path
 
     with atomic_path(Path(file), suffix=".npy") as tmp:
         np.save(tmp, np.asarray(hashes, dtype=">u8").reshape(-1, WORDS))

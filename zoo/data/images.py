@@ -28,7 +28,7 @@ from zoo import console
 from zoo.console import progress
 from zoo.data.dataset import Dataset
 from zoo.errors import DataProblems, ZooError
-from zoo.workspace import atomic_path, atomic_write_json
+from zoo.store.workspace import atomic_path, atomic_write_json
 
 CACHE_VERSION = 2  # 2: the index records each file's size and time
 RESAMPLING = {

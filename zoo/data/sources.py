@@ -9,12 +9,12 @@ every problem is reported at once before training.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from zoo.data import demo
+import zoo.data.demo as demo
 from zoo.data.dataset import Dataset, safe_name
 from zoo.errors import ZooError, close_matches
 
@@ -302,16 +302,12 @@ def detect_kind(path: Path) -> str:
     )
 
 
-def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = None) -> Dataset:
-    """Read the data set named by a ``--data`` spec (``None`` means the demo set)."""
+def load_source(spec: str | None, *, workspace: Path, images: Path | None = None) -> Dataset:
+    """Read the one data set named by a ``--data`` spec (``None`` means the demo set)."""
     if spec in (None, "", "demo", "demo:"):
         return read_demo(workspace)
     if spec == "demo:fine":
         return read_demo_fine(workspace)
-    from zoo.data.combined import is_combined, load_combined
-
-    if is_combined(spec):
-        return load_combined(spec, workspace=workspace, images=images)
     kind, sep, rest = spec.partition(":")
     if sep and kind in KINDS:
         path = Path(rest).expanduser()
@@ -345,15 +341,29 @@ def load_dataset(spec: str | None, *, workspace: Path, images: Path | None = Non
     return readers[kind]()
 
 
-def load_training_data(
-    source: str | None, *, workspace: Path, owner: str, needed_for: str, hint: str = ""
-):
-    """The data set ``owner`` (a member or ensemble) was trained on, from its recorded
-    ``source`` spec, or a one-line ZooError saying what needed it and ``hint``."""
-    try:
-        return load_dataset(source, workspace=workspace)
-    except ZooError as exc:
+def collect_images(paths: Sequence[str]) -> list[Path]:
+    """Image files named directly, and the images (jpg, png, …) under folders, recursively."""
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files += sorted(
+                f
+                for f in path.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTENSIONS
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ZooError(
+                f"{text}: no such file or folder; pass image files or folders of images."
+            )
+    unique = list(dict.fromkeys(f.resolve() for f in files))
+    if not unique:
         raise ZooError(
-            f"{needed_for} needs the training images of {owner}, and its data {source!r} cannot "
-            f"be read ({exc}){'; ' + hint if hint else ''}."
-        ) from None
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}; "
+            "pass image files or folders that hold some."
+        )
+    return unique

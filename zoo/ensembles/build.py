@@ -1,7 +1,7 @@
 """``zoo ensemble build FILE.toml``: combine saved members into a built ensemble.
 
 The builder works on the members' cached predictions (``predictions/<split>[.<tta>].csv``);
-only a missing TTA variant is computed, through :func:`zoo.inference.member_probabilities`.
+only a missing TTA variant is computed, through :func:`zoo.inference.target.member_probabilities`.
 With every prediction cached, nothing imports TensorFlow or Keras.
 
 Steps: resolve the member names and patterns against ``<workspace>/members``; check that
@@ -33,9 +33,9 @@ import pandas as pd
 from zoo.ensembles.combine import PredictionSet
 from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 from zoo.errors import ZooError
-from zoo.headline import headline_metrics
-from zoo.members import Member, list_members
-from zoo.priors import PriorCorrection
+from zoo.inference.members import Member, list_members
+from zoo.scoring.headline import headline_metrics
+from zoo.scoring.priors import PriorCorrection
 from zoo.store import (
     ENSEMBLE_FILE,
     MODEL_FILE,
@@ -156,7 +156,7 @@ class _DatasetLoader:
                 return labels
         records = self().records
         labels = pd.Series(records["label"].astype(str).to_numpy(), index=records.index)
-        from zoo.workspace import atomic_write_csv
+        from zoo.store.workspace import atomic_write_csv
 
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(
@@ -172,7 +172,7 @@ def member_split_probabilities(
 
     Read from the member's prediction cache (:class:`zoo.store.PredictionCache`) when the
     entry is current; otherwise computed and cached by
-    :func:`zoo.inference.member_probabilities`, which needs the model and ``dataset()``
+    :func:`zoo.inference.target.member_probabilities`, which needs the model and ``dataset()``
     (a callable returning the members' data set).
     """
     ids = member.split_ids(part)
@@ -180,7 +180,7 @@ def member_split_probabilities(
     frame = member.cache.read(key, ids, tta=tta, model_sha256=model_sha256)
     what = str(member.predictions_file(key))
     if frame is None:
-        from zoo.inference import member_probabilities
+        from zoo.inference.target import member_probabilities
 
         frame = member_probabilities(member, dataset(), ids, tta=tta, workspace=workspace)
         what = f"member {member.path.name}'s {key} predictions"
@@ -276,7 +276,7 @@ def build_ensemble(
         spec = load_spec(spec) if isinstance(spec, Path) else find_spec(spec, workspace=workspace)
     tta_name(spec.tta)  # an unknown scheme is refused before any work
     if operating_point is not None:
-        from zoo.operating_points import parse_operating_point
+        from zoo.scoring.operating_points import parse_operating_point
 
         parse_operating_point(operating_point)  # a malformed option fails before any work
     saved = list_members(workspace)
@@ -312,7 +312,7 @@ def build_ensemble(
 
 def _choose_operating_point(option: str, spec: EnsembleSpec, val_set, val_scored) -> dict:
     """The threshold of ``option`` chosen on the ensemble's validation output."""
-    from zoo.operating_points import choose_operating_point
+    from zoo.scoring.operating_points import choose_operating_point
 
     if val_set is None:
         raise ZooError(
@@ -456,7 +456,7 @@ def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleReco
 
 def _save(record: EnsembleRecord, outputs: dict, final: Path, *, started: float) -> Path:
     """Write the ensemble folder whole (predictions, card, ensemble.json), then swap it in."""
-    from zoo.workspace import atomic_directory, atomic_write_text
+    from zoo.store.workspace import atomic_directory, atomic_write_text
 
     with atomic_directory(final) as tmp:
         for part, (ids, values) in outputs.items():
@@ -560,7 +560,7 @@ def print_summary(info: dict, path: Path) -> None:
 
 def build_command(spec: str | Path, workspace: Path, *, operating_point: str | None = None) -> int:
     """``zoo ensemble build NAME|FILE.toml``: build under the ensemble's lock, print the table."""
-    from zoo.locks import hold
+    from zoo.store.locks import hold
 
     spec = find_spec(str(spec), workspace=workspace)
     folder = Layout(workspace).ensemble(spec.name)

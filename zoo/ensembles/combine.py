@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.errors import ZooError, close_matches
-from zoo.headline import balanced_accuracy
+from zoo.scoring.headline import balanced_accuracy
 from zoo.store import positions
 
 if TYPE_CHECKING:

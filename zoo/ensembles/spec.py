@@ -35,7 +35,7 @@ from typing import Any
 
 from zoo.ensembles.combine import COMBINE_RULES, Combiner, make_combiner
 from zoo.errors import ZooError, close_matches
-from zoo.names import NAME_RULE, is_valid_name
+from zoo.store.names import NAME_RULE, is_valid_name
 
 __all__ = [
     "ALLOWED_KEYS",
@@ -237,7 +237,7 @@ def _selection(table: dict, path: Path) -> tuple[list, Selection]:
 
 def ensemble_dirs(workspace: Path | None = None) -> list[Path]:
     """Folders searched for ensemble definitions, built-in first."""
-    from zoo.recipes import builtin_folder, search_dirs
+    from zoo.recipes.recipe import builtin_folder, search_dirs
 
     return search_dirs(
         builtin_folder("ensembles"), workspace, "ensemble-specs", "ZOO_ENSEMBLE_PATH"
@@ -246,7 +246,7 @@ def ensemble_dirs(workspace: Path | None = None) -> list[Path]:
 
 def find_spec(name: str, *, workspace: Path | None = None) -> EnsembleSpec:
     """The definition called ``name`` in :func:`ensemble_dirs`, or read from ``name`` as a path."""
-    from zoo.recipes import is_path, load_registry
+    from zoo.recipes.recipe import is_path, load_registry
 
     if is_path(name):
         return load_spec(name)

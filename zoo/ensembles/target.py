@@ -1,11 +1,11 @@
-"""A built ensemble as a TARGET (:class:`zoo.targets.Target`): ``evaluate`` and ``predict`` on it.
+"""A built ensemble as a TARGET (:class:`zoo.ensembles.targets.Target`): ``evaluate`` and ``predict`` on it.
 
 An ensemble runs only on the exact members it was built from: opening one checks that
 every member is present and that the sha256 of its ``model.keras`` and ``member.json``
 match the recorded ones, and refuses otherwise (rebuild the ensemble).
 
 Probabilities: each member's raw probabilities with the chosen TTA
-(:func:`zoo.inference.member_probabilities`, cached per member), prior-corrected per member
+(:func:`zoo.inference.target.member_probabilities`, cached per member), prior-corrected per member
 if asked, then combined by the stored, fitted combiner. The build's own validation and test
 predictions are reused when the data, images, TTA and prior correction are the build's.
 """
@@ -23,7 +23,7 @@ import pandas as pd
 from zoo.ensembles.build import correct_priors
 from zoo.ensembles.combine import Combiner, PredictionSet, combiner_from_dict
 from zoo.errors import ZooError
-from zoo.members import Member
+from zoo.inference.members import Member
 from zoo.store import (
     ENSEMBLE_FILE,
     MEMBER_FILE,
@@ -135,8 +135,8 @@ class EnsembleTarget:
 
     @property
     def operating_point(self):
-        """The :class:`~zoo.operating_points.StoredOperatingPoint` chosen at build time, or None."""
-        from zoo.operating_points import StoredOperatingPoint
+        """The :class:`~zoo.scoring.operating_points.StoredOperatingPoint` chosen at build time, or None."""
+        from zoo.scoring.operating_points import StoredOperatingPoint
 
         return StoredOperatingPoint.from_dict(self.info.get("operating_point"))
 
@@ -162,7 +162,7 @@ class EnsembleTarget:
         stored = self._stored(dataset, ids, tta=tta, prior_correction=prior_correction)
         if stored is not None:
             return stored
-        from zoo.inference import member_probabilities
+        from zoo.inference.target import member_probabilities
 
         runs: list[dict] = []
 
@@ -185,7 +185,7 @@ class EnsembleTarget:
         self, paths: Sequence[Path], *, tta: str, prior_correction: bool
     ) -> pd.DataFrame:
         """Ensemble probabilities for image files (index = file stem, as the members give it)."""
-        from zoo.inference import MemberTarget
+        from zoo.inference.target import MemberTarget
 
         index: list[pd.Index] = []
 

@@ -16,18 +16,21 @@ import importlib
 import os
 import re
 import socket
-import tempfile
 import urllib.error
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 
-from zoo.backbones import BACKBONES, Backbone, get_backbone
+import zoo.models.pretrained as pretrained
+import zoo.models.stock as stock
 from zoo.console import warn
 from zoo.errors import ZooError
-from zoo.hashing import sha256_of
-from zoo.models import pretrained, stock
-from zoo.recipes import Recipe
+from zoo.models.backbones import BACKBONES, Backbone, get_backbone
+from zoo.store.hashes import sha256_of
+
+if TYPE_CHECKING:
+    from zoo.recipes.recipe import Recipe
 
 
 def _builder(backbone: Backbone):
@@ -60,19 +63,6 @@ def _backbone_options_checked(recipe: Recipe):
             f"recipe {recipe.name}: [backbone_options] {recipe.model.backbone_options} do not fit "
             f"backbone {recipe.model.backbone} ({str(exc).splitlines()[0]}); fix or remove them."
         ) from None
-
-
-def keras_weights_cache() -> Path:
-    """The folder where ``keras.utils.get_file`` keeps keras.applications weights."""
-    try:
-        from keras.src.backend.config import keras_home
-
-        home = os.path.expanduser(keras_home())
-    except ImportError:  # a Keras without that private accessor
-        home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
-    if not os.access(home, os.W_OK):  # get_file then falls back to /tmp/.keras
-        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
-    return Path(home) / "models"
 
 
 _DOWNLOAD_ERRORS = (
@@ -120,7 +110,7 @@ def _imagenet_backbone(recipe: Recipe, shape, *, required: bool):
     (the caller then initialises at random). A cached file that is there but cannot be loaded
     is always an error, never a silent fallback. Any other failure propagates unchanged.
     """
-    cache = keras_weights_cache()
+    cache = pretrained.keras_weights_cache()
     cached_before = set(cache.glob("*.h5")) if cache.is_dir() else set()
     try:
         return _application_backbone(recipe, shape, "imagenet")
@@ -214,7 +204,7 @@ def weights_provenance(recipe: Recipe, weights: str) -> dict:
     if weights == "imagenet" and recipe.model.backbone in pretrained.PACKAGED:
         return pretrained.converted_weights(recipe.model.backbone)[1]
     if weights == "imagenet":
-        return {"source": "keras", "cache": str(keras_weights_cache())}
+        return {"source": "keras", "cache": str(pretrained.keras_weights_cache())}
     if weights == "none":
         return {"source": "none"}
     return {"source": "file", "path": weights, "sha256": sha256_of(weights)}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,10 @@ import keras
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.hashing import sha256_of
 from zoo.models.efficientnet_lite import efficientnet_lite
 from zoo.models.torch_legacy import LegacyFormatError, read_state_dict
-from zoo.workspace import atomic_path
+from zoo.store.hashes import sha256_of
+from zoo.store.workspace import atomic_path
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,22 @@ def fill_from_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> se
     return used
 
 
+def keras_weights_cache() -> Path:
+    """The folder where ``keras.utils.get_file`` keeps keras.applications weights."""
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = os.path.expanduser(keras_home())
+    except ImportError:  # a Keras without that private accessor
+        home = os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))
+    if not os.access(home, os.W_OK):  # get_file then falls back to /tmp/.keras
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return Path(home) / "models"
+
+
 def converted_weights(backbone: str) -> tuple[Path, dict]:
     """The Keras ``.weights.h5`` file of ``backbone``'s packaged ImageNet weights (converted on
     first use) and their provenance for ``member.json``."""
-    from zoo.models.build import keras_weights_cache
-
     source = PACKAGED[backbone]
     pth = source.locate()
     digest = sha256_of(pth)

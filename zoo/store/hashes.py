@@ -1,17 +1,85 @@
-"""Content hashes recorded in zoo's files: image-id lists and member files.
+"""Content hashes recorded in zoo's files: file digests, image-id lists and member files.
 
-File digests come from :mod:`zoo.hashing` (remembered by stat data, as git's index does).
+sha256 of member files is remembered by their stat data the way git's index remembers it.
+Ensembles record the sha256 of each member's ``model.keras`` and check it whenever they run;
+prediction caches are keyed by it. Hashing a few hundred megabytes of weights on every
+``zoo ensemble build`` would cost seconds, so a digest is kept — in this process and in a
+``.sha256-cache.json`` beside the file — together with the file's size, modification and
+change times and inode. Any write to the file changes those, and the digest is computed
+again. As in git ("racy clean" entries), a digest is only remembered once the file is older
+than the timestamp granularity, so a rewrite within the same clock tick cannot hide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.hashing import file_sha256, sha256_of
 from zoo.store.layout import MEMBER_FILE, MODEL_FILE
+
+CACHE_NAME = ".sha256-cache.json"
+RACY_NS = 2_000_000_000  # files changed within the last 2 s are always hashed again
+
+_MEMORY: dict[str, tuple[list[int], str]] = {}
+
+
+def _signature(stat: os.stat_result) -> list[int]:
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes, read now (no cache: for files outside zoo's folders)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _read_cache(file: Path) -> dict:
+    try:
+        cache = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _write_cache(file: Path, cache: dict) -> None:
+    """Best effort: a read-only member folder simply goes without a cache."""
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, file)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of ``path``'s bytes, computed again only when its stat data changed."""
+    path = Path(path).resolve()
+    signature = _signature(path.stat())
+    remembered = _MEMORY.get(str(path))
+    if remembered and remembered[0] == signature:
+        return remembered[1]
+    cache_file = path.parent / CACHE_NAME
+    cache = _read_cache(cache_file)
+    entry = cache.get(path.name)
+    if isinstance(entry, dict) and entry.get("stat") == signature:
+        digest = entry["sha256"]
+    else:
+        digest = sha256_of(path)
+    settled = time.time_ns() - max(signature[1], signature[2]) > RACY_NS
+    if settled:
+        _MEMORY[str(path)] = (signature, digest)
+        if entry != {"stat": signature, "sha256": digest}:
+            cache[path.name] = {"stat": signature, "sha256": digest}
+            _write_cache(cache_file, cache)
+    return digest
+
 
 HASHED_FILES = (MODEL_FILE, MEMBER_FILE)
 

@@ -1,9 +1,11 @@
-"""Names inside zoo's files that readers must agree on: TTA scheme names and cache keys.
+"""Names that become paths or that zoo's files record, checked in one place.
 
-``tta_scheme("Rotations:08")`` → ``("rotations", 8)``; :func:`tta_name` gives the canonical,
-file-name-safe form (``none``, ``steppan``, ``dihedral``, ``rotations-8``) that cache keys,
-sidecars and ``ensemble.json`` record. :mod:`zoo.tta` builds its Keras schemes from the same
-parse, so both sides always agree without importing Keras here.
+The one rule for names that become file or directory names (members, recipes, ensembles):
+:func:`check_name`. And the names readers of zoo's files must agree on: TTA scheme names and
+cache keys. ``tta_scheme("Rotations:08")`` → ``("rotations", 8)``; :func:`tta_name` gives the
+canonical, file-name-safe form (``none``, ``steppan``, ``dihedral``, ``rotations-8``) that
+cache keys, sidecars and ``ensemble.json`` record. :mod:`zoo.inference.tta` builds its Keras
+schemes from the same parse, so both sides always agree without importing Keras here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,25 @@ from __future__ import annotations
 import re
 
 from zoo.errors import ZooError
+
+NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def is_valid_name(name: object) -> bool:
+    """True when ``name`` can be used as one directory name inside the workspace."""
+    return isinstance(name, str) and len(name) <= 200 and bool(_NAME.fullmatch(name))
+
+
+def check_name(name: object, *, what: str) -> str:
+    """``name`` unchanged when valid; else a :class:`ZooError` naming ``what`` and the value."""
+    if not is_valid_name(name):
+        raise ZooError(
+            f"{what} must be {NAME_RULE} (at most 200 characters; it becomes a directory "
+            f"name); got {name!r}."
+        )
+    return name
+
 
 MAX_ROTATIONS = 64
 TTA_ALLOWED = "none, steppan, dihedral, rotations:N (N = 1..64)"

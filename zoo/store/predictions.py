@@ -32,7 +32,7 @@ def predictions_frame(ids: Sequence, probabilities, classes: Sequence) -> pd.Dat
 
 def write_predictions(path: str | Path, frame: pd.DataFrame) -> Path:
     """Write ``frame`` (index: image ids, columns: classes) atomically as ISIC CSV."""
-    from zoo.workspace import atomic_write_csv, atomic_write_text
+    from zoo.store.workspace import atomic_write_csv, atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

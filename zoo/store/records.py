@@ -93,7 +93,7 @@ class Record:
 
     def write(self, file: str | Path) -> Path:
         """Write atomically (temporary name, then rename)."""
-        from zoo.workspace import atomic_write_json
+        from zoo.store.workspace import atomic_write_json
 
         return atomic_write_json(Path(file), self.to_dict())
 

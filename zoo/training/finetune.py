@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from zoo.specs import OPTIMIZERS as OPTIMIZER_CLASSES
-from zoo.specs import OptimizerSpec, StageSpec
+from zoo.recipes.specs import OPTIMIZERS as OPTIMIZER_CLASSES
+from zoo.recipes.specs import OptimizerSpec, StageSpec
 
 
 def _discriminative(base: type) -> type:

@@ -10,7 +10,7 @@ import numpy as np
 
 from zoo import console
 from zoo.errors import ZooError
-from zoo.headline import balanced_accuracy
+from zoo.scoring.headline import balanced_accuracy
 
 
 class Diverged(ZooError):

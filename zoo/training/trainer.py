@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from zoo import console
-from zoo.backbones import get_backbone
 from zoo.data import Dataset, load_dataset
 from zoo.data.combined import source_weights, split_counts
 from zoo.data.duplicates import (
@@ -37,17 +36,14 @@ from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.data.splits import Split, check_split_options, keep_together, make_split
 from zoo.errors import DataProblems, ZooError
-from zoo.headline import headline_metrics
-from zoo.locks import hold
-from zoo.members import library_versions, model_card
-from zoo.models import build_model, split_model
-from zoo.models.build import check_weights, weights_provenance
+from zoo.models.backbones import get_backbone
+from zoo.models.build import build_model, check_weights, split_model, weights_provenance
 from zoo.models.stock import without_optimizer
-from zoo.names import check_name
-from zoo.partition import Plan, plan_partition, relabel, summed_model, summed_priors
-from zoo.priors import effective_priors
-from zoo.recipes import Recipe, get_recipe
-from zoo.specs import StageSpec
+from zoo.recipes.recipe import Recipe, get_recipe
+from zoo.recipes.schedules import learning_rate
+from zoo.recipes.specs import StageSpec
+from zoo.scoring.headline import headline_metrics
+from zoo.scoring.priors import effective_priors
 from zoo.store import (
     MEMBER_FILE,
     MODEL_FILE,
@@ -58,14 +54,17 @@ from zoo.store import (
     predictions_frame,
     sha256_of,
 )
+from zoo.store.locks import hold
+from zoo.store.names import check_name
+from zoo.store.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from zoo.training.batchnorm import recompute_statistics
+from zoo.training.card import library_versions, model_card
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
 from zoo.training.finetune import make_optimizer, prepare_backbone
 from zoo.training.monitor import Diverged, LearningRateSchedule, TrainingMonitor
+from zoo.training.partition import Plan, plan_partition, relabel, summed_model, summed_priors
 from zoo.training.runtime import configure_precision, is_chief, make_strategy
-from zoo.training.schedules import learning_rate
-from zoo.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -482,7 +481,7 @@ def _fit_stage(
         trained = head
     augmenter = None
     if stage.augment and recipe.augment.active and not use_features:
-        from zoo.augment import build_augmenter
+        from zoo.training.augment import build_augmenter
 
         augmenter = build_augmenter(recipe.augment, seed=opts.seed)
     dataset, steps = training_dataset(
@@ -617,8 +616,8 @@ def _train(run: _Run) -> Path:
     keras.utils.set_random_seed(options.seed)
     with strategy.scope():
         if state is not None:
-            import zoo.augment  # noqa: F401
             import zoo.models.layers  # noqa: F401
+            import zoo.training.augment  # noqa: F401
             import zoo.training.finetune  # noqa: F401  (discriminative optimizers)
 
             model = _load_checkpoint(run.directory / "checkpoint.keras")

@@ -1,0 +1,209 @@
+"""The leaderboard from a tiny workspace of demo-data members: files, tables, images."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from browserkit import set_width
+from PIL import Image
+
+from zoo.cli.main import main
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def evaluated_workspace(tmp_path_factory) -> Path:
+    """Two 1-epoch demo members, each evaluated raw / + prior correction / + TTA /
+    + calibration, and the
+    steppan2020 ensemble built from them and evaluated."""
+    from zoo import console
+    from zoo.data import load_dataset
+    from zoo.ensembles.build import build_ensemble
+    from zoo.ensembles.targets import resolve_target
+    from zoo.evaluation.evaluate import evaluate_target
+    from zoo.training.trainer import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("leaderboard")
+    console.set_quiet(True)
+    try:
+        for seed in (0, 1):
+            train(
+                TrainOptions(recipe="small_cnn", workspace=root, image_size=32, epochs=1, seed=seed)
+            )
+        data = load_dataset("demo", workspace=root)
+        for seed in (0, 1):
+            target = resolve_target(f"small_cnn.demo.s{seed}", root)
+            for tta, prior, calibrate in (
+                ("none", False, False),
+                ("none", True, False),
+                ("dihedral", True, False),
+                ("dihedral", True, True),
+            ):
+                evaluate_target(
+                    target,
+                    data,
+                    tta=tta,
+                    prior_correction=prior,
+                    calibrate=calibrate,
+                    bootstrap=50,
+                    workspace=root,
+                )
+        spec = (
+            (REPO / "ensembles" / "steppan2020.toml").read_text().replace('"steppan"', '"dihedral"')
+        )
+        (root / "mean.toml").write_text(spec.replace('name = "steppan2020"', 'name = "mean"'))
+        build_ensemble(root / "mean.toml", workspace=root)
+        photos = root / "elsewhere" / "photo"
+        photos.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                photos / f"p{i}.png"
+            )
+        elsewhere = load_dataset(f"folder:{photos.parent}", workspace=root)
+        evaluate_target(
+            resolve_target("mean", root), data, bootstrap=50, ood_data=elsewhere, workspace=root
+        )
+    finally:
+        console.set_quiet(False)
+    return root
+
+
+def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path: Path):
+    out = tmp_path / "board"
+    assert (
+        main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out), "--quiet"])
+        == 0
+    )
+    table = pd.read_csv(out / "leaderboard.csv")
+    assert len(table) == 9  # 2 members × (raw, + prior, + TTA, + calibration) + 1 ensemble
+    assert list(table["balanced_accuracy"]) == sorted(table["balanced_accuracy"], reverse=True)
+    steps = {"raw", "+ prior correction", "+ TTA dihedral", "+ calibration"}
+    assert set(table["step"]) >= steps
+    calibrated = table[table["calibrated"]]
+    assert len(calibrated) == 3 and (calibrated["temperature"] > 0).all()
+    assert table["ece"].notna().all() and (table["ece_low"] <= table["ece_high"]).all()
+    assert table["mel_spec_at_sens_90"].between(0, 1).all()
+    assert (table["mel_sens_at_sens_95"] >= 0).all()
+    assert table["auc_mel"].notna().all() and (table["n_mel"] > 0).all()
+    assert table.loc[table["kind"] == "ensemble", "weights"].str.contains(":0.5").all()
+    confusion = pd.read_csv(out / "confusion.csv")
+    assert confusion.groupby("folder")["count"].sum().eq(table["n_images"].iloc[0]).all()
+    assert confusion["folder"].nunique() == 3
+    assert (table["kind"] == "ensemble").sum() == 1
+    assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
+    ensemble = table[table["kind"] == "ensemble"].iloc[0]
+    assert 0 <= ensemble["ood_auroc_mahalanobis"] <= 1 and 0 <= ensemble["ood_flagged"] <= 1
+    assert ensemble["ood_data"] == "elsewhere"  # the OOD data set's name
+    assert table.loc[table["kind"] == "member", "ood_auroc_mahalanobis"].isna().all()
+    assert "OOD AUROC" in (out / "index.html").read_text()
+    assert (table["ba_low"] <= table["balanced_accuracy"] + 1e-12).all()
+    assert (table["macro_auc_low"] <= table["macro_auc"] + 1e-12).all()
+    assert (table["mel_auc_high"] >= table["mel_auc"] - 1e-12).all()
+    markdown = (out / "leaderboard.md").read_text()
+    for heading in (
+        "## Ranking",
+        "## Members step by step",
+        "## Ensembles",
+        "## Published numbers",
+    ):
+        assert heading in markdown
+    assert "measured on other data" in markdown
+    page = (out / "index.html").read_text()
+    assert page.count('<table id="ranking"') == 1  # one ranking, the step as a column
+    assert page.count('<table class="compact">') == 6  # per class + confusion of the top 3
+    assert "<h2>Ensembles</h2>" in page and "mel spec. at 90 % sens." in page
+    assert "weight 0.500" in page and "commit" in page and "http" not in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 3  # bar chart, melanoma ROC, melanocytic sensitivity–specificity
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    for png in ("balanced_accuracy.png", "roc_melanoma.png", "melanocytic_sens_spec.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_leaderboard_without_evaluations_is_a_clear_error(tmp_path: Path, capsys):
+    assert main(["leaderboard", "--workspace", str(tmp_path)]) == 2
+    assert "run zoo evaluate" in capsys.readouterr().err
+
+
+def test_leaderboard_unknown_data_name(evaluated_workspace: Path, tmp_path: Path, capsys):
+    copy = tmp_path / "ws"
+    shutil.copytree(evaluated_workspace / "evaluations", copy / "evaluations")
+    assert main(["leaderboard", "--workspace", str(copy), "--data", "nonesuch"]) == 2
+    assert "nonesuch" in capsys.readouterr().err
+
+
+def test_leaderboard_json_and_default_folder(evaluated_workspace: Path, tmp_path: Path, capsys):
+    """Without --out the files go to <workspace>/leaderboard; --json prints the ranking as
+    leaderboard.csv holds it, and nothing else, on stdout."""
+    import json
+
+    copy = tmp_path / "ws"
+    shutil.copytree(evaluated_workspace / "evaluations", copy / "evaluations")
+    assert main(["leaderboard", "--workspace", str(copy), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(copy / "leaderboard" / "leaderboard.csv")
+    assert [r["entry"] for r in rows] == list(table["entry"])
+    assert [r["balanced_accuracy"] for r in rows] == pytest.approx(table["balanced_accuracy"])
+    assert main(["leaderboard", "--workspace", str(copy), "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+# --- the page in a real browser -------------------------------------------------------------
+
+OVERFLOWS = """
+const width = document.documentElement.clientWidth;
+const wide = [];
+document.querySelectorAll('table').forEach(function(t, i){
+  const box = t.getBoundingClientRect();
+  if (box.right > width + 1 || t.scrollWidth > t.clientWidth + 1) wide.push(i + ':' + box.right);
+});
+if (document.documentElement.scrollWidth > width + 1) wide.push('page');
+return wide;
+"""
+
+
+def column(driver, index: int) -> list[float]:
+    cells = driver.find_elements("css selector", f"#ranking tbody tr td:nth-child({index + 1})")
+    return [float(c.get_attribute("data-value")) for c in cells]
+
+
+@pytest.mark.browser
+def test_page_sorts_and_fits_in_a_browser(
+    evaluated_workspace: Path, tmp_path: Path, headless_chromium
+):
+    browser = headless_chromium
+    out = tmp_path / "board"
+    assert (
+        main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out), "--quiet"])
+        == 0
+    )
+    browser.get((out / "index.html").as_uri())
+    set_width(browser, 1400)
+    headers = [
+        h.get_attribute("textContent") for h in browser.find_elements("css selector", "#ranking th")
+    ]
+    ba = next(i for i, h in enumerate(headers) if h.startswith("balanced acc."))
+    assert column(browser, ba) == sorted(column(browser, ba), reverse=True)
+    header = browser.find_elements("css selector", "#ranking th")[ba]
+    header.click()
+    assert column(browser, ba) == sorted(column(browser, ba))
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    assert column(browser, ba) == sorted(column(browser, ba), reverse=True)
+    for width in (1400, 414):
+        set_width(browser, width)
+        assert browser.execute_script(OVERFLOWS) == [], f"a table overflows at {width} px"
+    browser.find_element("id", "filter").send_keys("ensemble")
+    shown = [
+        r for r in browser.find_elements("css selector", "#ranking tbody tr") if r.is_displayed()
+    ]
+    assert shown and all("ensemble" in r.text for r in shown)

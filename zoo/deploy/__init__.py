@@ -1,0 +1,1 @@
+"""Deployment: predict images, export artifacts, serve a page."""

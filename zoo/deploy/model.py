@@ -1,0 +1,175 @@
+"""A loaded member or ensemble that predicts images: what ``zoo.load`` returns, and what
+``zoo serve`` answers with. It computes exactly what ``zoo predict`` computes
+(:func:`zoo.deploy.predict.target_predictions`)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from zoo.ensembles.targets import Target
+
+TOP_CLASS = "top_class"
+
+
+def workspace_folder(workspace: str | os.PathLike | None) -> Path:
+    from zoo.store.workspace import resolve_workspace
+
+    given_as = f"workspace={str(workspace)!r}" if workspace is not None else ""
+    return resolve_workspace(workspace, given_as=given_as)
+
+
+def import_tensorflow() -> None:
+    """TensorFlow without its C++ start-up lines; called before any module that imports it."""
+    from zoo.console import import_tensorflow_quietly
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()
+
+
+def quietly(progress: bool):
+    from zoo import console
+
+    return console.quiet_unless(progress)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def image_sources(images) -> list:
+    """One list of image sources from what :meth:`Model.predict` accepts: a file path or
+    folder, a PIL image, a uint8 array ``H × W × 3`` (one image) or ``N × H × W × 3`` (a batch),
+    bytes of an encoded image or a binary file object — or a list of these."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(images, str | os.PathLike | Image.Image | bytes | io.IOBase | np.ndarray):
+        images = [images]
+    sources: list = []
+    for position, image in enumerate(images):
+        if isinstance(image, str | os.PathLike):
+            path = Path(image).expanduser()
+            if path.is_dir():
+                from zoo.data.sources import collect_images
+
+                sources += collect_images([str(path)])
+            elif path.is_file():
+                sources.append(path)
+            else:
+                raise ZooError(f"images[{position}]: no such file or folder {str(image)!r}.")
+        elif isinstance(image, np.ndarray):
+            sources += _array_images(image, position)
+        elif isinstance(image, bytes):
+            sources.append(io.BytesIO(image))
+        elif isinstance(image, Image.Image | io.IOBase):
+            sources.append(image)
+        else:
+            raise ZooError(
+                f"images[{position}]: expected a file path, a PIL image, a uint8 array or the "
+                f"bytes of an image file; got {type(image).__name__}."
+            )
+    if not sources:
+        raise ZooError("no images to predict; pass file paths, folders, arrays or PIL images.")
+    return sources
+
+
+def _array_images(array, position: int) -> list:
+    import numpy as np
+
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
+        raise ZooError(
+            f"images[{position}]: an array must be uint8 RGB of shape (height, width, 3) or "
+            f"(n, height, width, 3); got {array.dtype} {array.shape}. Convert floats in [0, 1] "
+            "with (x * 255).round().astype('uint8')."
+        )
+    return [array] if array.ndim == 3 else list(array)
+
+
+# --- load and predict ------------------------------------------------------------------------
+
+
+class Model:
+    """A loaded member or ensemble (:func:`load`). It answers what its target answers
+    (``name``, ``kind``, ``path``, ``classes``, ``operating_point`` where the target has one,
+    …); :meth:`predict` gives class probabilities for images."""
+
+    def __init__(self, target: Target, *, workspace: Path):
+        self.target = target
+        self.workspace = workspace
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "target":  # not yet set (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+    def __repr__(self) -> str:
+        return f"zoo.Model({self.target.kind} {self.target.name!r}, classes={self.classes})"
+
+    def predict(
+        self,
+        images,
+        *,
+        tta: str | None = None,
+        prior_correction: bool | None = None,
+        target_priors: str | Mapping[str, float] | None = None,
+        ood_scores: bool = False,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Class probabilities of ``images``, exactly as ``zoo predict`` computes them.
+
+        ``images``: a file path or folder, a PIL image, a uint8 RGB array (``H × W × 3``, or
+        ``N × H × W × 3`` for a batch), the bytes of an image file, or a list of these. Rows
+        are named by file stem (as ``zoo predict`` names them), ``image<position>`` for the
+        others; columns are the classes, then with ``ood_scores`` ``ood_msp``, ``ood_energy``
+        and, where the target's training images can be read, ``ood_mahalanobis`` and
+        ``ood_flag`` (fitted once and cached in the workspace), then ``top_class``. The notes
+        ``zoo predict`` would print (say, why ``ood_mahalanobis`` is missing) are in
+        ``frame.attrs["notes"]``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
+        target's settings, as on the command line. One picture as a path, an array and a PIL
+        image gives the same numbers, except that for a member without border cropping a JPEG
+        file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
+        predict`` does), so pixels decoded from it at full size can differ slightly.
+        """
+        import_tensorflow()
+        from zoo.deploy.predict import target_predictions
+        from zoo.evaluation.evaluate import prior_settings
+        from zoo.inference.tta import parse_tta
+
+        sources = image_sources(images)
+        with quietly(progress):
+            scheme = parse_tta(tta if tta is not None else self.target.default_tta)
+            priors = prior_settings(
+                self.target, prior_correction=prior_correction, target_priors=target_priors
+            )
+            frame = target_predictions(
+                self.target,
+                sources,
+                tta=scheme,
+                priors=priors,
+                ood=ood_scores,
+                workspace=self.workspace,
+            )
+        classes = [str(c) for c in self.target.classes]
+        frame[TOP_CLASS] = frame[classes].idxmax(axis=1)
+        frame.attrs["notes"] = list(priors.notes)  # what the command line would have printed
+        return frame
+
+
+def load(name_or_path: str | os.PathLike, workspace: str | os.PathLike | None = None) -> Model:
+    """A member or built ensemble by name (looked up in ``workspace``: the argument, else
+    ``$ZOO_HOME``, else ``./zoo-runs``) or by its directory, ready to :meth:`Model.predict`.
+
+    An unknown name is a :class:`zoo.errors.ZooError` listing close matches."""
+    import_tensorflow()
+    from zoo.ensembles.targets import resolve_target
+
+    folder = workspace_folder(workspace)
+    return Model(resolve_target(str(name_or_path), folder), workspace=folder)

@@ -1,0 +1,1 @@
+"""Evaluation: score a member or ensemble on a split, reliability, explanations."""

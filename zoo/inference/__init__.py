@@ -1,0 +1,1 @@
+"""Inference: a member's model and predictions, TTA, out-of-distribution scores."""

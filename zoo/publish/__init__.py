@@ -1,0 +1,1 @@
+"""Publishing: the leaderboard's tables, plots and page."""

@@ -1,0 +1,670 @@
+"""The published comparison of every member and ensemble evaluated on the same test data.
+
+Reads ``<workspace>/evaluations/*/metrics.json`` (written by ``zoo evaluate``), keeps the
+entries scored on one data set and split (the most common, or ``--data NAME``), and writes
+``leaderboard.md``, ``leaderboard.csv``, a self-contained ``index.html`` (plots embedded) and
+the plots as PNG: melanoma ROC of the top entries, melanocytic sensitivity–specificity curves
+(Esteva Fig. 3 style), and balanced accuracy with 95 % intervals.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from zoo import console
+from zoo.errors import ZooError
+from zoo.store import (
+    ENSEMBLE_FILE,
+    MEMBER_FILE,
+    EnsembleRecord,
+    EvaluationRecord,
+    Layout,
+    MemberRecord,
+    Record,
+    try_load,
+)
+from zoo.store.workspace import atomic_write_csv, atomic_write_text
+
+REFERENCES = Path(__file__).with_name("references.toml")
+TOP = 6
+TOP_DETAILS = 3
+R = TypeVar("R", bound=Record)
+
+
+@dataclass
+class Entry:
+    """One evaluation: a target scored with one setting of TTA and prior correction."""
+
+    folder: Path
+    record: EvaluationRecord
+
+    @cached_property
+    def metrics(self) -> dict:
+        """``metrics.json`` as a plain dict."""
+        return self.record.to_dict()
+
+    @cached_property
+    def target(self) -> MemberRecord | EnsembleRecord | None:
+        """The evaluated member's or ensemble's record; damaged or gone: None, warned once."""
+        folder = Path(self.record.target["path"])
+        kind = EnsembleRecord if self.kind == "ensemble" else MemberRecord
+        name = ENSEMBLE_FILE if self.kind == "ensemble" else MEMBER_FILE
+        return _load_or_warn(kind, folder / name, f"{self.name}'s details are left blank")
+
+    @property
+    def name(self) -> str:
+        return self.metrics["target"]["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.metrics["target"]["kind"]
+
+    @property
+    def calibrated(self) -> bool:
+        return bool((self.metrics.get("calibration") or {}).get("applied"))
+
+    @property
+    def step(self) -> str:
+        """The last step applied of raw → + prior correction → + TTA → + calibration."""
+        tta, corrected = self.metrics["tta"], self.metrics["prior_correction"]
+        calibration = " + calibration" if self.calibrated else ""
+        if self.kind == "ensemble":
+            return f"ensemble ({'TTA ' + tta if tta != 'none' else 'no TTA'}){calibration}"
+        if self.calibrated:
+            return "+ calibration" + ("" if corrected else " (no prior correction)")
+        if tta == "none":
+            return "+ prior correction" if corrected else "raw"
+        return f"+ TTA {tta}" + ("" if corrected else " (no prior correction)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.step}"
+
+    def truth_and_predictions(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        read = lambda name: pd.read_csv(self.folder / name, dtype={"image": str}).set_index("image")  # noqa: E731
+        truth = read("truth.csv").drop(columns=["score_weight"], errors="ignore")
+        return truth, read("predictions.csv")[list(truth.columns)]
+
+
+def collect(workspace: Path) -> list[Entry]:
+    """Every plain (no task, no label map) evaluation in the workspace."""
+    _WARNED.clear()
+    entries = []
+    for file in Layout(workspace).metrics_files():
+        record = _load_or_warn(EvaluationRecord, file, None)
+        if record is not None and record.is_plain:
+            entries.append(Entry(file.parent, record))
+    return entries
+
+
+_WARNED: set[str] = set()
+
+
+def _load_or_warn(kind: type[R], file: Path, consequence: str | None) -> R | None:
+    """``kind.load(file)``; a damaged or unreadable file is one warning line (once per
+    process and problem) and None. ``consequence``: what the leaderboard does without it
+    (None: the file is skipped)."""
+    record, problem = try_load(kind, file)
+    if problem is not None and problem not in _WARNED:
+        _WARNED.add(problem)
+        if consequence is None:
+            console.warn(f"skipping {problem}")
+        else:
+            console.warn(f"{problem.rstrip('.')}; {consequence}.")
+    return record
+
+
+def select(entries: list[Entry], data_name: str | None) -> list[Entry]:
+    """The entries of one data set and split: ``data_name``'s, else the most common."""
+    key = lambda e: (e.metrics["data"]["fingerprint"], e.metrics["split"])  # noqa: E731
+    if data_name:
+        entries = [e for e in entries if e.metrics["data"]["name"] == data_name]
+        if not entries:
+            raise ZooError(
+                f"--data {data_name}: no evaluation on a data set of that name; run zoo evaluate first."
+            )
+    if not entries:
+        raise ZooError("no evaluations in this workspace yet: run zoo evaluate TARGET first.")
+    groups: dict = {}
+    for e in entries:
+        groups.setdefault(key(e), []).append(e)
+    return max(groups.values(), key=len)
+
+
+def _class(classes: list[str], wanted: str) -> str | None:
+    return next((c for c in classes if c.lower() == wanted), None)
+
+
+def _target_facts(entry: Entry) -> dict:
+    """Parameters and training time of a member, or summed over an ensemble's members; unknown
+    where a record is damaged (warned once): NaN."""
+    facts = {"parameters": np.nan, "train_minutes": np.nan, "images_per_second": None}
+    record = entry.target
+    if isinstance(record, MemberRecord):
+        training = record.training or {}
+        plain = entry.metrics["tta"] == "none"
+        facts["images_per_second"] = training.get("inference_images_per_second") if plain else None
+        members = [record]
+    elif isinstance(record, EnsembleRecord):
+        layout = Layout.of_item(entry.metrics["target"]["path"])
+        members = [
+            _load_or_warn(MemberRecord, layout.member(name) / MEMBER_FILE, "left out of its sums")
+            for name in record.member_names
+        ]
+    else:
+        return facts
+    trained = [(m.training or {}) for m in members if m is not None]
+    if trained and all("parameters" in t and "seconds" in t for t in trained):
+        facts["parameters"] = int(sum(t["parameters"] for t in trained))
+        facts["train_minutes"] = sum(t["seconds"] for t in trained) / 60
+    return facts
+
+
+def row(entry: Entry) -> dict:
+    """The leaderboard columns of one entry."""
+    m = entry.metrics
+    mel = _class(m["classes"], "mel")
+    per, ci = m["per_category"], m.get("ci95") or {}
+    interval = ci.get("balanced_accuracy") or [None, None]
+    macro_interval = ci.get("macro_auc") or [None, None]
+    mel_interval = ((ci.get("auc") or {}).get(mel) if mel else None) or [None, None]
+    timing = m.get("inference") or {}
+    facts = _target_facts(entry)
+    get = lambda metric: per[metric].get(mel) if mel else None  # noqa: E731
+    return {
+        "entry": entry.name,
+        "kind": entry.kind,
+        "step": entry.step,
+        "tta": m["tta"],
+        "prior_correction": m["prior_correction"],
+        "balanced_accuracy": m["aggregate"]["balanced_accuracy"],
+        "ba_low": interval[0],
+        "ba_high": interval[1],
+        "macro_auc": m["macro_average"]["auc"],
+        "macro_auc_low": macro_interval[0],
+        "macro_auc_high": macro_interval[1],
+        "mel_auc": get("auc"),
+        "mel_auc_low": mel_interval[0],
+        "mel_auc_high": mel_interval[1],
+        "mel_auc_sens_80": get("auc_sens_80"),
+        "mel_sensitivity": get("sensitivity"),
+        "mel_specificity": get("specificity"),
+        **_mel_points(m, mel),
+        **_calibration_columns(m),
+        **_ood_columns(m),
+        "parameters": facts["parameters"],
+        "train_minutes": facts["train_minutes"],
+        "images_per_second": timing.get("model_images_per_second") or facts["images_per_second"],
+        "n_images": m["n_images"],
+        "folder": entry.folder.name,
+        "weights": _weights_text(entry),
+        **_class_columns(m),
+    }
+
+
+def _weights_text(entry: Entry) -> str | None:
+    """An ensemble's ``member:weight;…`` (as shown on the page), else ``None``."""
+    if not isinstance(entry.target, EnsembleRecord):
+        return None
+    return ";".join(f"{name}:{float(w):.6g}" for name, w in entry.target.weights.items())
+
+
+def _class_columns(metrics: dict) -> dict:
+    """Per class ``n_<c>, sensitivity_<c>, specificity_<c>, auc_<c>, auc_low_<c>, auc_high_<c>``
+    (the page's per-class tables)."""
+    per, ci = metrics["per_category"], (metrics.get("ci95") or {}).get("auc") or {}
+    out = {}
+    for c in metrics["classes"]:
+        interval = ci.get(c) or [None, None]
+        out[f"n_{c}"] = metrics["class_counts"][c]
+        out[f"sensitivity_{c}"] = per["sensitivity"][c]
+        out[f"specificity_{c}"] = per["specificity"][c]
+        out[f"auc_{c}"] = per["auc"][c]
+        out[f"auc_low_{c}"], out[f"auc_high_{c}"] = interval
+    return out
+
+
+def _mel_points(metrics: dict, mel: str | None) -> dict:
+    """Melanoma specificity at 90 % and 95 % sensitivity, and sensitivity and specificity at
+    the at-least-90 % point, thresholds chosen on validation."""
+    points = {
+        (round(p["target"], 4), bool(p.get("at_least"))): p
+        for p in metrics.get("operating_points") or []
+        if p["class"] == mel and p["metric"] == "sensitivity"
+    }
+    out = {}
+    for level in (90, 95):
+        p = points.get((level / 100, False)) or {}
+        interval = p.get("specificity_ci95") or [None, None]
+        out[f"mel_spec_at_sens_{level}"] = p.get("specificity")
+        out[f"mel_spec_at_sens_{level}_low"] = interval[0]
+        out[f"mel_spec_at_sens_{level}_high"] = interval[1]
+        out[f"mel_sens_at_sens_{level}"] = p.get("sensitivity")
+        out[f"mel_threshold_at_sens_{level}"] = p.get("threshold")
+    p = points.get((0.9, True)) or {}
+    for metric in ("sensitivity", "specificity"):
+        interval = p.get(f"{metric}_ci95") or [None, None]
+        out[f"mel_{metric[:4]}_at_least_90"] = p.get(metric)
+        out[f"mel_{metric[:4]}_at_least_90_low"] = interval[0]
+        out[f"mel_{metric[:4]}_at_least_90_high"] = interval[1]
+    out["mel_threshold_at_least_90"] = p.get("threshold")
+    return out
+
+
+def _calibration_columns(metrics: dict) -> dict:
+    """Temperature and the calibration of the scored probabilities (after, else before)."""
+    cal = metrics.get("calibration") or {}
+    scored = cal.get("after") or cal.get("before") or {}
+    interval = (scored.get("ci95") or {}).get("ece") or [None, None]
+    return {
+        "calibrated": bool(cal.get("applied")),
+        "temperature": cal.get("temperature"),
+        "ece": scored.get("ece"),
+        "ece_low": interval[0],
+        "ece_high": interval[1],
+        "brier": scored.get("brier"),
+        "nll": scored.get("nll"),
+    }
+
+
+def _ood_columns(metrics: dict) -> dict:
+    """Out-of-distribution separation, where the evaluation had ``--ood-data``: the data,
+    each score's AUROC, and the shares flagged at the validation threshold."""
+    ood = metrics.get("ood") or {}
+    scores, flag = ood.get("scores") or {}, ood.get("flag") or {}
+    out = {"ood_data": ood.get("data_name") or ood.get("data")}
+    for name in ("mahalanobis", "msp", "energy"):
+        out[f"ood_auroc_{name}"] = (scores.get(name) or {}).get("auroc")
+    out["ood_flagged"] = flag.get("ood_flagged")
+    out["in_flagged"] = flag.get("in_flagged")
+    return out
+
+
+def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
+    """An ensemble runs every member: its images/s is 1 / Σ 1/(member images/s) at its TTA."""
+    speed = {
+        (r.entry, r.tta): r.images_per_second for r in frame.itertuples() if r.kind == "member"
+    }
+    for i, entry in enumerate(entries):
+        if not isinstance(entry.target, EnsembleRecord):
+            continue
+        rates = [speed.get((n, entry.metrics["tta"])) for n in entry.target.member_names]
+        if rates and all(r for r in rates):
+            frame.loc[i, "images_per_second"] = 1 / sum(1 / r for r in rates)
+    return frame
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _interval(low, high) -> str:
+    """``low–high``, or ``–`` when the interval is unknown."""
+    if low is None or pd.isna(low):
+        return "–"
+    return f"{_fmt(low)}–{_fmt(high)}"
+
+
+def _with_interval(value, low, high) -> str:
+    """``value [low–high]`` for the markdown tables (the value alone without an interval)."""
+    return _fmt(value) if low is None or pd.isna(low) else f"{_fmt(value)} [{_interval(low, high)}]"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = (
+        "| # | entry | step | balanced acc. [95 % CI] | macro AUC [95 % CI] | mel AUC [95 % CI] | "
+        "mel AUC > 80 % sens | mel sens | mel spec | params | train min | img/s |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for i, r in enumerate(frame.itertuples(), 1):
+        ba = _with_interval(r.balanced_accuracy, r.ba_low, r.ba_high)
+        macro = _with_interval(r.macro_auc, r.macro_auc_low, r.macro_auc_high)
+        mel = _with_interval(r.mel_auc, r.mel_auc_low, r.mel_auc_high)
+        lines.append(
+            f"| {i} | {r.entry} | {r.step} | {ba} | {macro} | {mel} | "
+            f"{_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
+            f"{_fmt(r.parameters / 1e6, 2)} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def _references() -> list[dict]:
+    return tomllib.loads(REFERENCES.read_text())["reference"]
+
+
+def _plots(entries: list[Entry], ranked: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """ROC (melanoma) and melanocytic sens–spec curves of the top entries; the bar chart."""
+    from sklearn.metrics import roc_curve
+
+    from zoo.scoring.plots import plot_bars_with_ci, plot_roc_curves, plot_sens_spec
+    from zoo.scoring.taxonomy import score_task
+
+    by_folder = {e.folder.name: e for e in entries}
+    top = [by_folder[f] for f in ranked["folder"].head(TOP)]
+    rocs, sens_spec, points = {}, {}, {}
+    for entry in top:
+        truth, probs = entry.truth_and_predictions()
+        mel = _class(list(truth.columns), "mel")
+        if mel and truth[mel].nunique() == 2:
+            fpr, tpr, _ = roc_curve(truth[mel], probs[mel])
+            rocs[entry.label] = (fpr, tpr, entry.metrics["per_category"]["auc"][mel])
+        try:
+            task = score_task(truth, probs, "melanocytic")
+        except ZooError:
+            continue
+        if task["auc"] is not None:
+            curve = task["curve"]
+            sens_spec[entry.label] = (curve["sensitivity"], curve["specificity"], task["auc"])
+            points[entry.label] = (task["sensitivity"], task["specificity"])
+    files = {
+        "bars": plot_bars_with_ci(
+            list(ranked["entry"] + " · " + ranked["step"]),
+            list(ranked["balanced_accuracy"]),
+            [
+                None if pd.isna(lo) else (lo, hi)
+                for lo, hi in zip(ranked["ba_low"], ranked["ba_high"], strict=True)
+            ],
+            out / "balanced_accuracy.png",
+            xlabel="balanced multiclass accuracy (95 % CI)",
+        ),
+    }
+    if rocs:
+        files["roc"] = plot_roc_curves(
+            rocs, out / "roc_melanoma.png", title="Melanoma vs rest: top entries"
+        )
+    if sens_spec:
+        files["sens_spec"] = plot_sens_spec(
+            sens_spec,
+            out / "melanocytic_sens_spec.png",
+            title="Melanocytic: melanoma vs nevus",
+            operating_points=points,
+        )
+    return files
+
+
+def _commit() -> str:
+    """The git commit of the zoo source, or ``unknown`` (an installed wheel)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _confusion(entry: Entry) -> pd.DataFrame:
+    """Counts of (true class, argmax class); a tie is "undecided"."""
+    from zoo.scoring.metrics import argmax_labels
+
+    truth, probs = entry.truth_and_predictions()
+    classes = list(truth.columns)
+    names = np.array([*classes, "undecided"], dtype=object)[argmax_labels(probs.to_numpy())]
+    matrix = pd.crosstab(
+        pd.Categorical(truth.idxmax(axis=1), categories=classes),
+        pd.Categorical(names, categories=[*classes, "undecided"]),
+        dropna=False,
+    )
+    if matrix["undecided"].sum() == 0:
+        matrix = matrix.drop(columns="undecided")
+    return matrix.rename_axis(index=None, columns=None)
+
+
+def _confusion_table(entries: list[Entry], ranked: pd.DataFrame) -> pd.DataFrame:
+    """The page's confusion matrices in long form: ``entry, step, folder, true, predicted, count``."""
+    by_folder = {e.folder.name: e for e in entries}
+    frames = []
+    for folder in ranked["folder"].head(TOP_DETAILS):
+        entry = by_folder[folder]
+        long = _confusion(entry).stack().rename("count").reset_index()
+        long.columns = ["true", "predicted", "count"]
+        frames.append(long.assign(entry=entry.name, step=entry.step, folder=folder))
+    columns = ["entry", "step", "folder", "true", "predicted", "count"]
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def _details(entries: list[Entry], ranked: pd.DataFrame) -> str:
+    """Per-class table and confusion matrix of the top entries."""
+    from zoo.publish.page import class_table, confusion_table
+
+    by_folder = {e.folder.name: e for e in entries}
+    parts = []
+    for folder in ranked["folder"].head(TOP_DETAILS):
+        entry = by_folder[folder]
+        parts.append(
+            f"<h3>{html.escape(entry.label)}</h3><div class='grid'>"
+            f"<section><h4>Per class (threshold 0.5; n = {entry.metrics['n_images']})</h4>"
+            f"{class_table(entry.metrics)}</section>"
+            f"<section><h4>Confusion matrix (counts)</h4>{confusion_table(_confusion(entry))}"
+            "</section></div>"
+        )
+    return "".join(parts)
+
+
+def _ensemble_members(entries: list[Entry]) -> str:
+    parts, seen = [], set()
+    for entry in entries:
+        info = entry.target
+        if not isinstance(info, EnsembleRecord) or entry.name in seen:
+            continue
+        seen.add(entry.name)
+        items = "".join(
+            f"<li>{html.escape(str(name))}: weight {float(w):.3f}</li>"
+            for name, w in info.weights.items()
+        )
+        parts.append(
+            f"<h3>{html.escape(entry.name)}</h3><p>rule {html.escape(info.rule)}, "
+            f"TTA {html.escape(info.tta)}, prior correction "
+            f"{'on' if info.prior_correction else 'off'}</p><ul>{items}</ul>"
+        )
+    return "".join(parts) or "<p>No ensemble evaluated yet.</p>"
+
+
+CAPTIONS = {
+    "bars": (
+        "Balanced accuracy",
+        "Balanced multiclass accuracy of every entry (mean per-class recall of the argmax) with "
+        "95 % bootstrap intervals over lesions.",
+    ),
+    "roc": (
+        "Melanoma ROC",
+        "Melanoma against all other classes: ROC curves of the top entries, AUC in the legend.",
+    ),
+    "sens_spec": (
+        "Melanocytic sensitivity–specificity",
+        "Melanoma against nevus (Esteva et al. 2017, Fig. 3 style) for the top entries; dots "
+        "mark the threshold 0.5.",
+    ),
+}
+
+
+def _figures(plots: dict[str, Path], n: int) -> str:
+    from zoo.publish.page import figure
+
+    return "".join(
+        figure(path, title=f"{CAPTIONS[name][0]} (n = {n} images)", caption=CAPTIONS[name][1])
+        for name, path in plots.items()
+    )
+
+
+def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta) -> str:
+    from zoo.publish.page import page, ranking_table
+
+    refs = "".join(
+        f"<li><b>{html.escape(r['source'])}</b>: {html.escape(r['model'])}; {html.escape(r['data'])}; "
+        f"{html.escape(r['metric'])}{' = ' + str(r['value']) if 'value' in r else ''}</li>"
+        for r in _references()
+    )
+    return page(
+        title=title,
+        meta=meta,
+        intro=intro,
+        ranking=ranking_table(ranked),
+        steps=sorted(ranked["step"].unique()),
+        details=_details(entries, ranked),
+        ensembles=_ensemble_members(entries),
+        figures=_figures(plots, int(ranked["n_images"].max())),
+        references=refs,
+    )
+
+
+def _intervals(frame: pd.DataFrame, prefix: str) -> list[str]:
+    return [
+        _interval(lo, hi)
+        for lo, hi in zip(frame[f"{prefix}_low"], frame[f"{prefix}_high"], strict=True)
+    ]
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rounded, human-readable columns for HTML and the console."""
+    shown = pd.DataFrame(
+        {
+            "entry": frame["entry"],
+            "step": frame["step"],
+            "balanced acc.": frame["balanced_accuracy"].map(_fmt),
+            "95 % CI": _intervals(frame, "ba"),
+            "macro AUC": frame["macro_auc"].map(_fmt),
+            "macro AUC 95 % CI": _intervals(frame, "macro_auc"),
+            "mel AUC": frame["mel_auc"].map(_fmt),
+            "mel AUC 95 % CI": _intervals(frame, "mel_auc"),
+            "mel AUC>80%sens": frame["mel_auc_sens_80"].map(_fmt),
+            "mel sens": frame["mel_sensitivity"].map(_fmt),
+            "mel spec": frame["mel_specificity"].map(_fmt),
+            "params (M)": (frame["parameters"] / 1e6).map(lambda v: _fmt(v, 2)),
+            "train min": frame["train_minutes"].map(lambda v: _fmt(v, 1)),
+            "img/s": frame["images_per_second"].map(lambda v: _fmt(v, 0)),
+        }
+    )
+    return shown
+
+
+def publish_leaderboard(
+    workspace: Path, *, out: Path | None = None, data_name: str | None = None
+) -> Path:
+    """Write the leaderboard files into ``out`` (default ``<workspace>/leaderboard``)."""
+    entries = select(collect(workspace), data_name)
+    out = Path(out or Path(workspace) / "leaderboard")
+    out.mkdir(parents=True, exist_ok=True)
+    frame = _ensemble_speeds(pd.DataFrame([row(e) for e in entries]), entries)
+    ranked = frame.sort_values("balanced_accuracy", ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+    order = {"raw": 0, "+ prior correction": 1}
+    members = frame[frame["kind"] == "member"].copy()
+    members["order"] = members["step"].map(lambda s: order.get(s, 2))
+    best = members.groupby("entry")["balanced_accuracy"].transform("max")
+    steps = members.assign(best=best).sort_values(
+        ["best", "entry", "order"], ascending=[False, True, True]
+    )
+    ensembles = ranked[ranked["kind"] == "ensemble"]
+    data = entries[0].metrics["data"]
+    split = entries[0].metrics["split"]
+    title = (
+        f"zoo leaderboard — {data['name']} {split} split ({entries[0].metrics['n_images']} images)"
+    )
+    intro = (
+        f"{len(entries)} evaluations of {frame['entry'].nunique()} targets on data set {data['name']} "
+        f"(fingerprint {data['fingerprint']}), {split} split. Balanced accuracy is the mean per-class "
+        "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions. "
+        "Melanoma operating points are chosen on validation: at 90 % and 95 % sensitivity there, "
+        "and at the highest threshold that reaches 90 % in 95 % of validation resamples "
+        "(the ≥ 90 % point, whose sensitivity on the evaluated images is shown)."
+    )
+    ood = frame.dropna(subset=["ood_auroc_mahalanobis"]) if "ood_auroc_mahalanobis" in frame else []
+    if len(ood):
+        intro += (
+            f" OOD AUROC: how well the Mahalanobis distance of the last hidden layer separates "
+            f"the evaluated images from those of data set {ood['ood_data'].iloc[0]} "
+            "(out-of-distribution images), "
+            "for the evaluations run with them."
+        )
+    plots = _plots(entries, ranked, out)
+    atomic_write_csv(out / "leaderboard.csv", ranked, index=False, float_format="%.6g")
+    atomic_write_csv(out / "confusion.csv", _confusion_table(entries, ranked), index=False)
+    references = "\n".join(
+        f"- **{r['source']}** — {r['model']}; {r['data']}; {r['metric']}"
+        + (f": **{r['value']}**" if "value" in r else "")
+        for r in _references()
+    )
+    markdown = (
+        "\n\n".join(
+            [
+                f"# {title}",
+                intro,
+                "## Ranking (all entries, by balanced accuracy)",
+                _markdown_table(ranked),
+                "## Members step by step: raw → + prior correction → + TTA",
+                _markdown_table(steps),
+                "## Ensembles",
+                _markdown_table(ensembles) if len(ensembles) else "No ensemble evaluated yet.",
+                "## Plots",
+                "\n".join(f"![{name}]({path.name})" for name, path in plots.items()),
+                "## Published numbers (measured on other data — not comparable one-to-one)",
+                references,
+                "Research software, not for diagnosis.",
+            ]
+        )
+        + "\n"
+    )
+    atomic_write_text(out / "leaderboard.md", markdown)
+    import time
+
+    import zoo
+
+    meta = {
+        "data set": f"{data['name']} (fingerprint {data['fingerprint']})",
+        "split": f"{split}, {entries[0].metrics['n_images']} images",
+        "generated": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "zoo": zoo.__version__,
+        "commit": _commit(),
+    }
+    page = _html(title, intro, entries=entries, ranked=ranked, plots=plots, meta=meta)
+    atomic_write_text(out / "index.html", page)
+    return out
+
+
+def leaderboard_command(
+    workspace: Path, *, out: str | Path | None = None, data_name: str | None = None, as_json=False
+) -> int:
+    """``zoo leaderboard``: publish under the folder's lock, then print the ranking."""
+    from rich.table import Table
+
+    from zoo.store.locks import hold
+
+    folder = Path(out) if out else Layout(workspace).leaderboard
+    with hold(folder, what="zoo leaderboard"):
+        out = publish_leaderboard(workspace, out=folder, data_name=data_name)
+    ranked = pd.read_csv(out / "leaderboard.csv")
+    if as_json:  # the ranking as leaderboard.csv holds it, one object per row
+        console.print_json(json.loads(ranked.to_json(orient="records")))
+        return 0
+    shown = _display(ranked).head(15)[
+        ["entry", "step", "balanced acc.", "95 % CI", "macro AUC", "mel AUC"]
+    ]
+    table = Table(title=f"leaderboard ({len(ranked)} entries)")
+    for column in shown.columns:
+        table.add_column(column, justify="left" if column in ("entry", "step") else "right")
+    for values in shown.itertuples(index=False):
+        table.add_row(*map(str, values))
+    console.console.print(table)
+    console.info(f"Published the leaderboard to {out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Recipes: the TOML methods paragraphs, their typed specs and schedules."""

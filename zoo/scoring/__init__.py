@@ -1,0 +1,1 @@
+"""Scoring: metrics, the taxonomy, operating points, calibration, prior correction, plots."""
