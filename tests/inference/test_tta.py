@@ -255,3 +255,23 @@ def test_predict_tta_input_errors():
         predict_tta(model, _noise((2, 16, 24, 3)), "dihedral")
     with pytest.raises(ZooError, match="no images"):
         predict_tta(model, np.zeros((0, 16, 16, 3), "float32"), "steppan")
+
+
+@pytest.mark.parametrize("spec", ["none", "steppan", "dihedral", "rotations:1", "rotations:6"])
+def test_every_scheme_makes_the_same_views_for_inference_and_export(spec):
+    """One definition per scheme: the exported graph's steps give the inference views."""
+    from zoo.deploy.export.graph import _views as export_views
+
+    scheme = parse_tta(spec)
+    images = _noise((2, SIZE, SIZE, 3))
+    steps = scheme.export_steps(SIZE)
+    assert len(steps) == scheme.n_views == len(scheme.weights)
+    exported = np.concatenate([np.asarray(v) for v in export_views(images, steps, SIZE)])
+    np.testing.assert_allclose(exported, np.asarray(scheme.views(images)), atol=0.05)
+
+
+def test_every_kind_the_readers_accept_has_views():
+    from zoo.inference.tta import VIEWS
+    from zoo.store.names import TTA_KINDS
+
+    assert set(VIEWS) == set(TTA_KINDS)

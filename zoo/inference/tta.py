@@ -35,9 +35,129 @@ STEPPAN_ZOOM = 1.05
 STEPPAN_PLAIN_WEIGHT = 0.4
 
 
+class Views:
+    """How one kind of scheme makes its views, for inference (Keras ops on a batch) and for
+    export (:meth:`export_steps`, the steps the exported graph applies). ``n`` is the scheme's
+    parameter (the number of rotations; 0 for kinds without one)."""
+
+    kind = ""
+    square_only = False  # the views exist only for square images
+
+    def count(self, n: int) -> int:
+        raise NotImplementedError
+
+    def weights(self, n: int) -> tuple[float, ...]:
+        """Per-view weights summing to 1; equal unless a kind says otherwise."""
+        return (1.0 / self.count(n),) * self.count(n)
+
+    def views(self, images, n: int):
+        """All views of a float32 ``(B, H, W, C)`` batch as one view-major tensor."""
+        raise NotImplementedError
+
+    def export_steps(self, size: int, n: int) -> list:
+        """The views of a ``size × size`` batch as steps, in :meth:`views` order:
+        ``("identity",)``, ``("affine", transform)``, ``("affine_flip", transform)``,
+        ``("dihedral", k, mirrored)``."""
+        raise NotImplementedError
+
+
+class PlainView(Views):
+    """``none``: the image itself."""
+
+    kind = "none"
+
+    def count(self, n: int) -> int:
+        return 1
+
+    def views(self, images, n: int):
+        return images
+
+    def export_steps(self, size: int, n: int) -> list:
+        return [("identity",)]
+
+
+class SteppanViews(Views):
+    """``steppan``: the image (weight 0.4), then 4 corner crops at zoom 1.05 and those four
+    mirrored left–right (0.6 shared)."""
+
+    kind = "steppan"
+
+    def count(self, n: int) -> int:
+        return 9
+
+    def weights(self, n: int) -> tuple[float, ...]:
+        rest = (1.0 - STEPPAN_PLAIN_WEIGHT) / 8
+        return (STEPPAN_PLAIN_WEIGHT,) + (rest,) * 8
+
+    @staticmethod
+    def _transforms(height, width):
+        return geometry.crop_transforms(
+            geometry.corner_boxes(STEPPAN_ZOOM), height=height, width=width
+        )
+
+    def views(self, images, n: int):
+        shape = ops.shape(images)
+        crops = _affine_views(images, self._transforms(shape[1], shape[2]))
+        return ops.concatenate([images, crops, ops.flip(crops, axis=2)], axis=0)
+
+    def export_steps(self, size: int, n: int) -> list:
+        transforms = np.asarray(self._transforms(size, size))
+        return (
+            [("identity",)]
+            + [("affine", t) for t in transforms]
+            + [("affine_flip", t) for t in transforms]
+        )
+
+
+class DihedralViews(Views):
+    """``dihedral``: rotations by 0/90/180/270° and each mirrored (square images only)."""
+
+    kind = "dihedral"
+    square_only = True
+
+    def count(self, n: int) -> int:
+        return 8
+
+    def views(self, images, n: int):
+        return _dihedral_views(images)
+
+    def export_steps(self, size: int, n: int) -> list:
+        return [("dihedral", k, mirrored) for mirrored in (False, True) for k in range(4)]
+
+
+class RotationViews(Views):
+    """``rotations:N``: N rotations by k · 360° / N, each zoomed to its largest upright
+    inscribed crop."""
+
+    kind = "rotations"
+
+    def count(self, n: int) -> int:
+        return n
+
+    @staticmethod
+    def _transforms(n: int, height, width):
+        angles = np.arange(n) * (2.0 * math.pi / n)
+        zooms = geometry.inscribed_zooms(angles, height=height, width=width)
+        return geometry.rotation_zoom_transforms(angles, zooms, height=height, width=width)
+
+    def views(self, images, n: int):
+        shape = ops.shape(images)
+        return _affine_views(images, self._transforms(n, shape[1], shape[2]))
+
+    def export_steps(self, size: int, n: int) -> list:
+        return [("affine", t) for t in np.asarray(self._transforms(n, size, size))]
+
+
+VIEWS: dict[str, Views] = {
+    v.kind: v for v in (PlainView(), SteppanViews(), DihedralViews(), RotationViews())
+}
+
+
 @dataclass(frozen=True)
 class TTAScheme:
-    """A test-time augmentation scheme; make one with :func:`parse_tta`.
+    """A test-time augmentation scheme; make one with :func:`parse_tta`. Its kind's
+    :class:`Views` make the views, for inference (:meth:`views`) and export
+    (:meth:`export_steps`).
 
     ``views(images)`` returns a view-major batch: row ``v * B + b`` is view ``v``
     of image ``b``. The views, in order:
@@ -54,6 +174,9 @@ class TTAScheme:
     kind: str
     n_rotations: int = 0
 
+    def __str__(self) -> str:  # what zoo's Keras-free readers parse (zoo.store.names)
+        return self.name
+
     @property
     def name(self) -> str:
         """Canonical name, safe in file names: ``none``, ``steppan``, ``rotations-8``."""
@@ -66,41 +189,25 @@ class TTAScheme:
 
     @property
     def n_views(self) -> int:
-        return {"none": 1, "steppan": 9, "dihedral": 8}.get(self.kind, self.n_rotations)
+        return VIEWS[self.kind].count(self.n_rotations)
 
     @property
     def weights(self) -> tuple[float, ...]:
         """Per-view weights, summing to 1, in the order of :meth:`views`."""
-        if self.kind == "steppan":
-            rest = (1.0 - STEPPAN_PLAIN_WEIGHT) / 8
-            return (STEPPAN_PLAIN_WEIGHT,) + (rest,) * 8
-        return (1.0 / self.n_views,) * self.n_views
+        return VIEWS[self.kind].weights(self.n_rotations)
+
+    @property
+    def square_only(self) -> bool:
+        return VIEWS[self.kind].square_only
 
     def views(self, images):
         """All views of a ``(B, H, W, C)`` batch as one ``(n_views * B, H, W, C)`` tensor."""
         images = ops.cast(ops.convert_to_tensor(images), "float32")
-        if self.kind == "none":
-            return images
-        if self.kind == "dihedral":
-            return _dihedral_views(images)
-        shape = ops.shape(images)
-        if self.kind == "steppan":
-            transforms = geometry.crop_transforms(
-                geometry.corner_boxes(STEPPAN_ZOOM), height=shape[1], width=shape[2]
-            )
-        else:
-            angles = np.arange(self.n_rotations) * (2.0 * math.pi / self.n_rotations)
-            zooms = geometry.inscribed_zooms(angles, height=shape[1], width=shape[2])
-            transforms = geometry.rotation_zoom_transforms(
-                angles, zooms, height=shape[1], width=shape[2]
-            )
-        n = int(transforms.shape[0])
-        tiled = _tile_views(images, n)
-        per_row = ops.repeat(transforms, shape[0], axis=0)
-        out = geometry.apply_transforms(tiled, per_row)
-        if self.kind == "steppan":
-            out = ops.concatenate([images, out, ops.flip(out, axis=2)], axis=0)
-        return out
+        return VIEWS[self.kind].views(images, self.n_rotations)
+
+    def export_steps(self, size: int) -> list:
+        """The views of a ``size × size`` batch as the exported graph's steps."""
+        return VIEWS[self.kind].export_steps(size, self.n_rotations)
 
     def combine(self, probs) -> np.ndarray:
         """Weighted mean over views: ``(n_views * B, K)`` in view-major order → ``(B, K)``."""
@@ -143,7 +250,7 @@ def predict_tta(model, images, scheme: TTAScheme | str, *, batch_size: int = 64)
     n = int(images.shape[0])
     if n == 0:
         raise ZooError("predict_tta got no images (an empty batch); pass at least one image.")
-    if scheme.kind == "dihedral" and images.shape[1] != images.shape[2]:
+    if scheme.square_only and images.shape[1] != images.shape[2]:
         # checked here too: the compiled views may have been traced with relaxed shapes
         raise ZooError(
             f"TTA dihedral needs square images; got {images.shape[1]}x{images.shape[2]}. "
@@ -170,9 +277,12 @@ def _compiled_views(scheme: TTAScheme):
     return scheme.views
 
 
-def _tile_views(images, n_views: int):
-    """``(B, ...)`` → ``(n_views * B, ...)``, view-major (the batch repeated n_views times)."""
-    return ops.tile(images, (n_views, 1, 1, 1))
+def _affine_views(images, transforms):
+    """Each of ``transforms`` applied to the whole batch, view-major: ``(n * B, H, W, C)``."""
+    n = int(transforms.shape[0])
+    tiled = ops.tile(images, (n, 1, 1, 1))
+    per_row = ops.repeat(transforms, ops.shape(images)[0], axis=0)
+    return geometry.apply_transforms(tiled, per_row)
 
 
 def _dihedral_views(images):

@@ -34,6 +34,7 @@ def check_name(name: object, *, what: str) -> str:
 
 
 MAX_ROTATIONS = 64
+TTA_KINDS = ("none", "steppan", "dihedral", "rotations")  # each has its views in zoo.inference.tta
 TTA_ALLOWED = "none, steppan, dihedral, rotations:N (N = 1..64)"
 _ROTATIONS = re.compile(r"rotations?\s*[:\-]\s*(\d+)")
 
@@ -42,7 +43,7 @@ def tta_scheme(spec: str) -> tuple[str, int]:
     """``(kind, n_rotations)`` of a TTA spec (``none``, ``steppan``, ``dihedral``,
     ``rotations:N`` or the canonical ``rotations-N``); anything else is a ZooError."""
     text = str(spec).strip().lower()
-    if text in ("none", "steppan", "dihedral"):
+    if text in TTA_KINDS and text != "rotations":
         return text, 0
     match = _ROTATIONS.fullmatch(text)
     if match:

@@ -12,7 +12,6 @@ greedy rules; rank cannot be exported: it ranks across a batch).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import keras
@@ -23,7 +22,7 @@ from zoo.data import geometry
 from zoo.deploy.export import resample
 from zoo.errors import ZooError
 from zoo.inference.members import Member
-from zoo.inference.tta import STEPPAN_ZOOM, TTAScheme
+from zoo.inference.tta import TTAScheme
 from zoo.models.stock import rewrapped, with_stock_layers
 
 EXPORTABLE_RULES = ("mean", "weighted", "greedy")
@@ -36,28 +35,6 @@ class MemberPart:
     member: Member
     weight: float
     priors: np.ndarray | None  # normalised training priors; None: no prior correction
-
-
-def view_transforms(scheme: TTAScheme, size: int) -> list:
-    """The TTA views of a ``size × size`` batch as a list of steps, in :class:`TTAScheme` order:
-    ``("identity",)``, ``("affine", transform)``, ``("affine_flip", transform)``,
-    ``("dihedral", k, mirrored)``."""
-    if scheme.kind == "none":
-        return [("identity",)]
-    if scheme.kind == "dihedral":
-        return [("dihedral", k, mirrored) for mirrored in (False, True) for k in range(4)]
-    if scheme.kind == "steppan":
-        boxes = geometry.corner_boxes(STEPPAN_ZOOM)
-        transforms = np.asarray(geometry.crop_transforms(boxes, height=size, width=size))
-        return (
-            [("identity",)]
-            + [("affine", t) for t in transforms]
-            + [("affine_flip", t) for t in transforms]
-        )
-    angles = np.arange(scheme.n_rotations) * (2.0 * math.pi / scheme.n_rotations)
-    zooms = geometry.inscribed_zooms(angles, height=size, width=size)
-    transforms = geometry.rotation_zoom_transforms(angles, zooms, height=size, width=size)
-    return [("affine", t) for t in np.asarray(transforms)]
 
 
 def axis_matrices(transform, size: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -79,7 +56,7 @@ def axis_matrices(transform, size: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _views(images, steps, size: int) -> list:
-    """Each step of :func:`view_transforms` applied to ``images``; axis-aligned transforms as
+    """Each step of :meth:`TTAScheme.export_steps` applied to ``images``; axis-aligned transforms as
     matrix products, sharing the column pass between views with the same ``Rx``."""
     by_columns: dict[bytes, object] = {}
     out = []
@@ -137,7 +114,7 @@ def member_output(pixels, part: MemberPart, scheme: TTAScheme, *, index: int, bo
         crop = box if member.input.get("crop_borders", False) else None
         x = resample.crop_and_resize(pixels, crop, size, interpolation)
     network = _network(member, index=index)
-    steps = view_transforms(scheme, size)
+    steps = scheme.export_steps(size)
     views = _views(x, steps, size)
     if len(steps) == 1:
         probs = network(views[0], training=False)
