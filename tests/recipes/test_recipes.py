@@ -91,6 +91,8 @@ def test_built_package_carries_recipes_and_ensembles(tmp_path):
         shutil.copy(root / name, source / name)
     for name in ("zoo", "recipes", "ensembles"):
         shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "docs").mkdir()
+    shutil.copy(root / "docs" / "formats.md", source / "docs" / "formats.md")
     lib = tmp_path / "lib"
     subprocess.run(
         [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
@@ -114,6 +116,10 @@ def test_built_package_carries_recipes_and_ensembles(tmp_path):
         text=True,
     )
     assert found.stdout.strip() == str(lib / "zoo" / "_builtin" / "recipes")
+    # the package data that code and help text read is installed with the package
+    for data in ("scoring/taxonomy.toml", "publish/references.toml", "deploy/serve/page.html"):
+        assert (lib / "zoo" / data).is_file(), data
+    assert (lib / "zoo" / "_builtin" / "docs" / "formats.md").is_file()
 
 
 def test_duplicate_name_is_an_error_naming_both_files(tmp_path):

@@ -496,13 +496,25 @@ def _leaderboard_options(sub) -> None:
     _common(p, out=("DIR", "output folder (default: <workspace>/leaderboard)"), json=True)
 
 
+def formats_doc() -> Path:
+    """The file-format reference: inside an installed wheel, else the checkout's docs/."""
+    import importlib.resources
+
+    packaged = Path(str(importlib.resources.files("zoo"))) / "_builtin" / "docs" / "formats.md"
+    return (
+        packaged
+        if packaged.is_file()
+        else Path(__file__).resolve().parents[2] / "docs" / "formats.md"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zoo import __version__
 
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="Keras model zoo for skin-lesion classification. File formats: "
-        "docs/formats.md.",
+        f"{formats_doc()}.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
