@@ -66,6 +66,18 @@ def quiet_unless(show: bool):
         set_quiet(was)
 
 
+@contextlib.contextmanager
+def stdout_reserved(reserved: bool = True):
+    """Within, nothing but the caller writes to stdout (``zoo predict`` without ``--out``
+    keeps it for the CSV); warnings and progress on stderr go on."""
+    was = console.quiet
+    console.quiet = was or reserved
+    try:
+        yield
+    finally:
+        console.quiet = was
+
+
 def info(message: str) -> None:
     """Print an informational line on stdout unless --quiet."""
     if not _quiet:

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from zoo import __version__, console
-from zoo.cli import commands
+from zoo.cli import recipes as commands
+from zoo.cli.main import COMMANDS as COMMAND_MODULES
 from zoo.cli.main import build_parser, main
 from zoo.models import build
 from zoo.recipes.recipe import load_registry
@@ -146,7 +147,7 @@ def dispatched(monkeypatch) -> list[tuple]:
         def handler(args, workspace, name=name):
             seen.append((name, workspace, getattr(args, "out", None)))
 
-        monkeypatch.setattr(commands, name, handler)
+        monkeypatch.setattr(COMMAND_MODULES[name], "run", handler)
     return seen
 
 

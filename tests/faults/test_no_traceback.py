@@ -7,7 +7,7 @@ import pytest
 from faultkit import MEMBER, run_cli
 
 from zoo import console
-from zoo.cli import commands
+from zoo.cli import recipes as commands
 from zoo.scoring import plots
 from zoo.training import trainer
 

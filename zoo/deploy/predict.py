@@ -31,14 +31,15 @@ def predict_command(
     *,
     workspace: Path,
     tta: str | None = None,
-    prior_correction: bool = True,
+    prior_correction: bool | None = None,
     target_priors: str | None = None,
     out: str | Path | None = None,
     ood_scores: bool = False,
 ) -> int:
     """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to ``out`` or stdout.
 
-    ``tta`` None: the target's own; ``prior_correction`` False: raw outputs. With ``out``
+    ``tta`` None: the target's own; ``prior_correction`` None: the target's own, False: raw
+    outputs (as in :func:`zoo.evaluation.evaluate.prior_settings`). With ``out``
     ``FILE.csv`` also ``FILE.csv.json``: how the file was made (target, TTA scheme, prior
     correction and the priors used, inputs)."""
     from zoo.inference.tta import parse_tta
@@ -48,21 +49,17 @@ def predict_command(
     scheme = scheme or parse_tta(target.default_tta)
     priors = prior_settings(
         target,
-        prior_correction=None if prior_correction else False,
+        prior_correction=prior_correction,
         target_priors=target_priors,
     )
     files = collect_images(paths)
     if out is not None:
         check_out(Path(out), files)
     to_stdout = out is None
-    was_quiet = console.console.quiet
-    console.console.quiet = was_quiet or to_stdout  # stdout carries the CSV alone
-    try:
+    with console.stdout_reserved(to_stdout):  # stdout carries the CSV alone
         frame = target_predictions(
             target, files, tta=scheme, priors=priors, ood=ood_scores, workspace=workspace
         )
-    finally:
-        console.console.quiet = was_quiet
     point = flag_operating_point(target, scheme, priors)
     if isinstance(point, str):
         priors.notes.append(point)
