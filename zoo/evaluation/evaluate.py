@@ -50,9 +50,11 @@ from zoo.evaluation.reliability import (
     resolve_calibrate,
     validation_outputs,
 )
+from zoo.inference.tta import parse_tta
 from zoo.scoring.calibration import TemperatureScaling, as_logits
 from zoo.scoring.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
 from zoo.scoring.metrics import sens_spec_curves as class_curves
+from zoo.scoring.operating_points import parse_operating_point
 from zoo.scoring.priors import PriorCorrection, checked_target_priors, load_target_priors
 from zoo.scoring.taxonomy import TASKS, score_task, task_scores
 from zoo.store import METRICS_FILE, EvaluationRecord, Layout
@@ -365,27 +367,15 @@ def evaluate_target(
     """Score ``target`` on ``split`` of ``dataset``; write the files; return the folder.
 
     ``None`` means the default: split ``test`` on the target's training data and ``all``
-    elsewhere; the target's TTA and prior correction (members: none, on); uniform target
-    priors (else ``"uniform"``, a JSON file ``{class: prior}`` or a mapping; see
-    :func:`prior_settings`); the folder
-    ``<workspace>/evaluations/<target>-<data>-<split>[-<tta>][-raw][-priors-<name>][-<task>]``.
-    The folder is written whole under a temporary name, then swapped in: an existing
-    evaluation there is replaced only when the new one is complete.
-
-    The target's validation split (of its own training data) serves three things: the
-    temperature of ``calibrate`` (``None``: on where it can be fitted and prior correction
-    is on), the thresholds of ``operating_points`` (``CLASS:sensitivity=V`` or
-    ``CLASS:specificity=V``; melanoma at 90 % and 95 % sensitivity are always added), and
-    nothing is ever fitted on the evaluated images. ``ood_data``: a data set of images from
-    elsewhere to separate from the evaluated ones (:mod:`zoo.inference.ood`). ``tsne``: a t-SNE map of
-    the last hidden layer (:mod:`zoo.inference.embedding`).
+    elsewhere; the target's TTA and prior correction; uniform target priors (see
+    :func:`prior_settings`); the folder of :func:`default_out`. Calibration (``None``: on
+    where it can be fitted and prior correction is on) and ``operating_points``
+    (``CLASS:sensitivity=V`` …; melanoma at 90 % and 95 % sensitivity always) are fitted on
+    the target's validation split, never on the evaluated images. ``ood_data``: images from
+    elsewhere to separate from the evaluated ones; ``tsne``: a t-SNE map of the features.
     """
-    from zoo.inference.tta import parse_tta
-    from zoo.scoring.operating_points import parse_operating_point
-
     scheme = parse_tta(tta if tta is not None else target.default_tta)
     priors = prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
-    correct = priors.correct
     check_task(task)
     check_bootstrap(bootstrap)
     points = [parse_operating_point(p, target.classes) for p in operating_points]
@@ -398,97 +388,197 @@ def evaluate_target(
         ignore_unmapped=ignore_unmapped,
     )
     overlap = _training_overlap(target, dataset, evaluated, workspace=workspace)
-    start = time.perf_counter()
-    probs = target.probabilities(
-        dataset, evaluated.ids, tta=scheme.spec, prior_correction=correct, workspace=workspace
-    )
-    probs = priors.apply(probs)
-    timing = _timing(probs, seconds=time.perf_counter() - start, images=len(evaluated))
+    probs, timing = _predicted(target, dataset, evaluated, scheme, priors, workspace=workspace)
     truth, probs, weights = _aligned(evaluated, probs, task)
-    val, val_note = validation_outputs(
-        target, dataset, split=split, tta=scheme.spec, priors=priors, workspace=workspace
-    )
-    calibrate = resolve_calibrate(calibrate, correct=correct, val=val, note=val_note)
     uncalibrated = probs
-    scaler = None
-    if calibrate:
-        scaler = TemperatureScaling().fit(as_logits(val[1].to_numpy()), val[0].to_numpy())
-        probs = scaler.transform(probs)
-        val = val._replace(probs=scaler.transform(val.probs))
-    ood = None
-    if ood_data is not None:
-        ood = ood_outputs(
-            target, ood_data, tta=scheme.spec, priors=priors, scaler=scaler, workspace=workspace
-        )
-    if out is None:
-        out = default_out(
-            target,
-            dataset,
-            split=split,
-            tta=scheme,
-            prior_correction=correct,
-            task=task,
-            workspace=workspace,
-            target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
-            uncalibrated=val is not None and correct and not calibrate,
-        )
+    calibrate, scaler, probs, val, val_note, ood = _fitted_on_validation(
+        target, dataset, probs, split, scheme, priors, calibrate, ood_data, workspace=workspace
+    )
+    uncalibrated_name = val is not None and priors.correct and not calibrate
+    out = out or _default_folder(
+        target,
+        dataset,
+        split,
+        scheme,
+        priors,
+        task,
+        target_priors,
+        uncalibrated=uncalibrated_name,
+        workspace=workspace,
+    )
     out = _checked_out(Path(out))
     with hold(out, what=f"zoo evaluate {target.name}"), atomic_directory(out) as tmp:
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
+        groups = evaluated.lesion_groups(truth.index)
         metrics = _metrics(
             truth,
             probs,
             weights,
-            groups=evaluated.lesion_groups(truth.index),
+            groups=groups,
             task=task,
             bootstrap=bootstrap,
             out=tmp,
             title=title,
         )
-        groups = evaluated.lesion_groups(truth.index)
-        extra = dict(groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
-        metrics["calibration"] = calibration_block(
-            truth, uncalibrated, probs, scaler=scaler, val=val, out=tmp, title=title, **extra
-        )
-        metrics["operating_points"] = operating_points_block(
-            points, val=val, truth=truth, probs=probs, task=task, **extra
-        )
-        metrics["ood"] = None
-        if ood is not None:
-            features = feature_scores(
-                target, dataset, probs.index, ood_data, ood.index, workspace=workspace
+        metrics.update(
+            _trust_blocks(
+                tmp,
+                target=target,
+                dataset=dataset,
+                groups=groups,
+                truth=truth,
+                outputs=(uncalibrated, probs, scaler, val),
+                points=points,
+                task=task,
+                bootstrap=bootstrap,
+                ood=(ood_data, ood),
+                tsne=tsne,
+                title=title,
+                workspace=workspace,
             )
-            metrics["ood"] = ood_block(probs, ood, out=tmp, features=features)
-        metrics["embedding"] = None
-        if tsne:
-            from zoo.inference.embedding import write_tsne
-
-            metrics["embedding"] = write_tsne(
-                target, dataset, truth, probs, out=tmp, workspace=workspace, title=title
-            )
-        if metrics["operating_points"] and not task:
-            redraw_sens_spec(tmp, truth, probs, metrics["operating_points"], title=title)
-        metrics["notes"] = [
-            *_notes(evaluated, metrics, weighted=weights is not None, task=task),
-            *priors.notes,
-            *([val_note] if val_note else []),
-            *_overlap_notes(overlap, target),
-        ]
+        )
+        metrics["notes"] = _notes(evaluated, metrics, weighted=weights is not None, task=task)
+        metrics["notes"] += [*priors.notes, *([val_note] if val_note else [])]
+        metrics["notes"] += _overlap_notes(overlap, target)
         metrics["training_duplicates"] = overlap
-        settings = {
-            "split": split,
-            "tta": scheme.spec,
-            "tta_scheme": tta_record(scheme),
-            "prior_correction": bool(correct),
-            "priors": priors.record,
-            "label_map": dict(label_map) if label_map else None,
-            "ignore_unmapped": ignore_unmapped,
-            "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
-        }
+        settings = _settings(split, scheme, priors, label_map, ignore_unmapped, bootstrap)
         metrics.update(_record(target, dataset, settings, timing))
         EvaluationRecord.from_dict(metrics).write(tmp / METRICS_FILE)
     return out
+
+
+def _default_folder(
+    target, dataset, split, scheme, priors, task, target_priors, *, uncalibrated, workspace
+) -> Path:
+    """:func:`default_out` for these settings."""
+    return default_out(
+        target,
+        dataset,
+        split=split,
+        tta=scheme,
+        prior_correction=priors.correct,
+        task=task,
+        workspace=workspace,
+        target_priors=_priors_tag(target_priors) if priors.shift is not None else None,
+        uncalibrated=uncalibrated,
+    )
+
+
+def _fitted_on_validation(
+    target, dataset, probs, split, scheme, priors, calibrate, ood_data, *, workspace: Path
+):
+    """What the target's validation split decides, never the evaluated images: whether to
+    calibrate and the temperature (applied to ``probs`` and to the validation outputs), and
+    the OOD data's outputs under the same settings. Returns ``(calibrate, scaler, probs,
+    val, val_note, ood)``."""
+    val, val_note = validation_outputs(
+        target, dataset, split=split, tta=scheme.spec, priors=priors, workspace=workspace
+    )
+    calibrate = resolve_calibrate(calibrate, correct=priors.correct, val=val, note=val_note)
+    scaler, probs, val = _calibrated(probs, val) if calibrate else (None, probs, val)
+    ood = None
+    if ood_data is not None:
+        ood = ood_outputs(
+            target, ood_data, tta=scheme.spec, priors=priors, scaler=scaler, workspace=workspace
+        )
+    return calibrate, scaler, probs, val, val_note, ood
+
+
+def _trust_blocks(
+    tmp: Path,
+    *,
+    target,
+    dataset,
+    groups,
+    truth,
+    outputs,
+    points,
+    task,
+    bootstrap,
+    ood,
+    tsne,
+    title: str,
+    workspace: Path,
+) -> dict:
+    """The ``calibration``, ``operating_points``, ``ood`` and ``embedding`` blocks of
+    ``metrics.json`` (with their plots in ``tmp``). ``outputs``: the probabilities before and
+    after calibration, the fitted scaler and the validation outputs; ``ood``: the OOD data
+    set and its outputs."""
+    uncalibrated, probs, scaler, val = outputs
+    ood_data, ood_probs = ood
+    extra = dict(groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
+    blocks = {
+        "calibration": calibration_block(
+            truth, uncalibrated, probs, scaler=scaler, val=val, out=tmp, title=title, **extra
+        ),
+        "operating_points": operating_points_block(
+            points, val=val, truth=truth, probs=probs, task=task, **extra
+        ),
+        "ood": None,
+        "embedding": None,
+    }
+    if ood_probs is not None:
+        blocks["ood"] = _ood_block(
+            target, dataset, probs, ood_data, ood_probs, out=tmp, workspace=workspace
+        )
+    if tsne:
+        blocks["embedding"] = _tsne_block(
+            target, dataset, truth, probs, out=tmp, workspace=workspace, title=title
+        )
+    if blocks["operating_points"] and not task:
+        redraw_sens_spec(tmp, truth, probs, blocks["operating_points"], title=title)
+    return blocks
+
+
+def _predicted(target, dataset, evaluated, scheme, priors, *, workspace: Path):
+    """The target's probabilities on the evaluated images, prior settings applied, and how
+    long they took."""
+    start = time.perf_counter()
+    probs = target.probabilities(
+        dataset,
+        evaluated.ids,
+        tta=scheme.spec,
+        prior_correction=priors.correct,
+        workspace=workspace,
+    )
+    probs = priors.apply(probs)
+    return probs, _timing(probs, seconds=time.perf_counter() - start, images=len(evaluated))
+
+
+def _calibrated(probs: pd.DataFrame, val):
+    """Temperature scaling fitted on the validation outputs: (scaler, test, validation)."""
+    scaler = TemperatureScaling().fit(as_logits(val[1].to_numpy()), val[0].to_numpy())
+    return scaler, scaler.transform(probs), val._replace(probs=scaler.transform(val.probs))
+
+
+def _ood_block(target, dataset, probs, ood_data, ood, *, out: Path, workspace: Path) -> dict:
+    """The ``ood`` block: probability scores and the feature density's, against ``ood``."""
+    features = feature_scores(
+        target, dataset, probs.index, ood_data, ood.index, workspace=workspace
+    )
+    return ood_block(probs, ood, out=out, features=features)
+
+
+def _tsne_block(target, dataset, truth, probs, *, out: Path, workspace: Path, title: str):
+    """The ``embedding`` block: a t-SNE map of the last hidden layer."""
+    from zoo.inference.embedding import write_tsne
+
+    return write_tsne(target, dataset, truth, probs, out=out, workspace=workspace, title=title)
+
+
+def _settings(split, scheme, priors, label_map, ignore_unmapped: bool, bootstrap: int) -> dict:
+    """The ``settings`` block of ``metrics.json``: what the evaluation was asked to do."""
+    return {
+        "split": split,
+        "tta": scheme.spec,
+        "tta_scheme": tta_record(scheme),
+        "prior_correction": bool(priors.correct),
+        "priors": priors.record,
+        "label_map": dict(label_map) if label_map else None,
+        "ignore_unmapped": ignore_unmapped,
+        "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
+    }
 
 
 def _in_inference_classes(target: Target, dataset: Dataset, label_map) -> Dataset:
