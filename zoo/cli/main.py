@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from zoo.cli import (
+    calibrate,
     data,
     ensemble,
     evaluate,
@@ -106,6 +107,7 @@ COMMANDS = {
     "train": train,
     "members": members,
     "evaluate": evaluate,
+    "calibrate": calibrate,
     "predict": predict,
     "explain": explain,
     "data": data,

@@ -33,6 +33,12 @@ def add_options(sub) -> None:
         "says)",
     )
     p.add_argument("--target-priors", metavar="FILE|uniform", help=PRIORS_HELP)
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="uncalibrated probabilities (default: the target's stored calibration, where it "
+        "holds for these settings)",
+    )
     add_common(
         p,
         out=(
@@ -54,4 +60,5 @@ def run(args, workspace: Path) -> int:
         target_priors=args.target_priors,
         out=args.out,
         ood_scores=args.ood_scores,
+        calibrated=not args.no_calibration,
     )

@@ -31,6 +31,11 @@ def add_options(sub) -> None:
         metavar="MB",
         help="largest upload accepted; larger ones get status 413",
     )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="serve uncalibrated probabilities (default: the target's stored calibration)",
+    )
     add_common(p)
 
 
@@ -43,4 +48,5 @@ def run(args, workspace: Path) -> int:
         host=args.host,
         port=args.port,
         max_upload_mb=args.max_upload_mb,
+        calibrated=not args.no_calibration,
     )

@@ -110,6 +110,14 @@ class Model:
             raise AttributeError(name)
         return getattr(self.target, name)
 
+    @property
+    def operating_point(self):
+        """The melanoma operating point zoo serves for this target: the one stored with an
+        ensemble, else the one of its ``calibration.json``; None without either."""
+        from zoo.inference.calibrated import served_operating_point
+
+        return served_operating_point(self.target)
+
     def __repr__(self) -> str:
         return f"zoo.Model({self.target.kind} {self.target.name!r}, classes={self.classes})"
 
@@ -121,6 +129,7 @@ class Model:
         prior_correction: bool | None = None,
         target_priors: str | Mapping[str, float] | None = None,
         ood_scores: bool = False,
+        calibrated: bool = True,
         progress: bool = False,
     ) -> pd.DataFrame:
         """Class probabilities of ``images``, exactly as ``zoo predict`` computes them.
@@ -133,7 +142,8 @@ class Model:
         ``ood_flag`` (fitted once and cached in the workspace), then ``top_class``. The notes
         ``zoo predict`` would print (say, why ``ood_mahalanobis`` is missing) are in
         ``frame.attrs["notes"]``. ``tta``, ``prior_correction`` and ``target_priors`` default to the
-        target's settings, as on the command line. One picture as a path, an array and a PIL
+        target's settings, as on the command line; the target's stored calibration is applied
+        where it holds for them (``calibrated=False``: uncalibrated, as ``--no-calibration``). One picture as a path, an array and a PIL
         image gives the same numbers, except that for a member without border cropping a JPEG
         file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
         predict`` does), so pixels decoded from it at full size can differ slightly.
@@ -147,7 +157,11 @@ class Model:
         with quietly(progress):
             scheme = parse_tta(tta if tta is not None else self.target.default_tta)
             priors = prior_settings(
-                self.target, prior_correction=prior_correction, target_priors=target_priors
+                self.target,
+                prior_correction=prior_correction,
+                target_priors=target_priors,
+                tta=scheme,
+                calibrated=calibrated,
             )
             frame = target_predictions(
                 self.target,

@@ -35,6 +35,7 @@ def predict_command(
     target_priors: str | None = None,
     out: str | Path | None = None,
     ood_scores: bool = False,
+    calibrated: bool = True,
 ) -> int:
     """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to ``out`` or stdout.
 
@@ -51,6 +52,8 @@ def predict_command(
         target,
         prior_correction=prior_correction,
         target_priors=target_priors,
+        tta=scheme,
+        calibrated=calibrated,
     )
     files = collect_images(paths)
     if out is not None:
@@ -108,12 +111,13 @@ def target_predictions(
 ) -> pd.DataFrame:
     """What ``zoo predict`` writes for ``images`` (files, or images in memory as
     :meth:`zoo.inference.target.MemberTarget.predict_files` takes them): the target's probabilities
-    under the TTA scheme ``tta``, prior-corrected as ``priors`` say; with ``ood`` the columns
+    under the TTA scheme ``tta``, prior-corrected and calibrated as ``priors`` say
+    (:meth:`~zoo.evaluation.evaluate.PriorSettings.served`); with ``ood`` the columns
     ``ood_msp`` and ``ood_energy`` follow the classes, then ``ood_mahalanobis`` and
     ``ood_flag`` (1: below the threshold chosen on validation) where the target's training
     images can be read (:mod:`zoo.inference.ood_features`; a note in ``priors.notes`` otherwise)."""
     frame = target.predict_files(images, tta=tta.spec, prior_correction=priors.correct)
-    frame = priors.apply(frame)
+    frame = priors.served(frame)
     if ood:
         from zoo.inference.ood import ood_scores
         from zoo.inference.ood_features import target_density
@@ -132,23 +136,29 @@ def target_predictions(
 
 
 def flag_operating_point(target: Target, scheme, priors: PriorSettings):
-    """The target's stored operating point when these settings are the ones its threshold
-    was chosen under (its TTA and prior correction, uniform target priors); a note saying why
-    not otherwise; None when it has none."""
-    point = getattr(target, "operating_point", None)
-    if point is None:
-        return None
+    """The operating point zoo serves for the target (:func:`served_operating_point`) when
+    these outputs are the ones its threshold was chosen on (the target's TTA and prior
+    correction, uniform target priors, and calibrated exactly when the point came with the
+    calibration); a note saying why not otherwise; None when it has none."""
+    from zoo.inference.calibrated import load_calibration, served_operating_point
     from zoo.inference.tta import parse_tta
 
+    point = served_operating_point(target)
+    if point is None:
+        return None
+    stored = load_calibration(target)
+    on_calibrated = stored is not None and stored.operating_point == point
+    calibrated = priors.calibration is not None or (stored is not None and stored.method == "none")
     same = (
         scheme == parse_tta(target.default_tta)
         and priors.correct == target.default_prior_correction
         and priors.shift is None
+        and on_calibrated == calibrated
     )
     if not same:
         return (
             f"no {point.column} column: the operating point's threshold was chosen with the "
-            "target's own TTA and prior correction, not these settings"
+            "target's own TTA, prior correction and calibration, not these settings"
         )
     return point
 
@@ -218,7 +228,9 @@ def _predict_record(
 
 def _point_record(target: Target, columns) -> dict | None:
     """The operating point behind the flag column, when the CSV has one."""
-    point = getattr(target, "operating_point", None)
+    from zoo.inference.calibrated import served_operating_point
+
+    point = served_operating_point(target)
     if point is None or point.column not in columns:
         return None
     return {**point.to_dict(), "column": point.column}

@@ -50,6 +50,7 @@ from zoo.evaluation.reliability import (
     resolve_calibrate,
     validation_outputs,
 )
+from zoo.inference.calibrated import Calibration, load_calibration
 from zoo.inference.tta import parse_tta
 from zoo.scoring.calibration import TemperatureScaling, as_logits
 from zoo.scoring.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
@@ -113,13 +114,23 @@ class PriorSettings:
     record: dict
     shift: PriorCorrection | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    # the target's stored calibration, where it holds for these settings and is wanted
+    calibration: Calibration | None = None
 
     def apply(self, probabilities: pd.DataFrame) -> pd.DataFrame:
+        """Prior-corrected towards the target priors (the calibration is not applied)."""
         if self.shift is None:
             return probabilities
         shifted = self.shift.transform(probabilities)
         shifted.attrs = dict(probabilities.attrs)
         return shifted
+
+    def served(self, probabilities: pd.DataFrame) -> pd.DataFrame:
+        """What zoo serves: :meth:`apply`, then the stored calibration where it holds."""
+        shifted = self.apply(probabilities)
+        if self.calibration is None or self.calibration.method == "none":
+            return shifted
+        return self.calibration.transform(shifted)
 
 
 def prior_settings(
@@ -127,6 +138,8 @@ def prior_settings(
     *,
     prior_correction: bool | None,
     target_priors: str | Mapping[str, float] | None,
+    tta=None,
+    calibrated: bool = True,
 ) -> PriorSettings:
     """Resolve ``--no-prior-correction`` / ``--target-priors`` for ``target``.
 
@@ -165,7 +178,41 @@ def prior_settings(
         "target_priors": {c: float(priors[c]) for c in classes} if correct else None,
         "target_priors_source": source if correct else None,
     }
-    return PriorSettings(correct=correct, record=record, shift=shift, notes=notes)
+    settings = PriorSettings(correct=correct, record=record, shift=shift, notes=notes)
+    tta = target.default_tta if tta is None else tta
+    settings.calibration, note = served_calibration(target, settings, tta, calibrated=calibrated)
+    settings.notes += [note] if note else []
+    record["calibration"] = _calibration_record(settings.calibration, calibrated)
+    return settings
+
+
+def served_calibration(target, settings: PriorSettings, tta, *, calibrated: bool):
+    """The target's stored calibration where it holds for these outputs, and a note where
+    it does not (None when it was switched off or holds)."""
+    if not calibrated:
+        return None, None
+    stored = load_calibration(target)
+    if stored is None:
+        return None, (
+            f"{target.name} has no stored calibration: its probabilities are served "
+            f"uncalibrated; zoo calibrate {target.name} fits one on its validation split"
+        )
+    why = stored.fits(tta, settings.correct, shifted=settings.shift is not None)
+    if why is not None:
+        return None, f"stored calibration not applied: it was fitted for other outputs ({why})"
+    return stored, None
+
+
+def _calibration_record(calibration, calibrated: bool) -> dict:
+    """How the served probabilities were calibrated, for ``metrics.json`` and sidecars."""
+    if calibration is None:
+        return {"applied": False, "switched_off": not calibrated}
+    return {
+        "applied": calibration.method != "none",
+        "method": calibration.method,
+        "parameters": calibration.parameters(),
+        "file": str(calibration.file),
+    }
 
 
 def tta_record(scheme) -> dict:
@@ -375,7 +422,13 @@ def evaluate_target(
     elsewhere to separate from the evaluated ones; ``tsne``: a t-SNE map of the features.
     """
     scheme = parse_tta(tta if tta is not None else target.default_tta)
-    priors = prior_settings(target, prior_correction=prior_correction, target_priors=target_priors)
+    priors = prior_settings(
+        target,
+        prior_correction=prior_correction,
+        target_priors=target_priors,
+        tta=scheme,
+        calibrated=calibrate is not False,
+    )
     check_task(task)
     check_bootstrap(bootstrap)
     points = [parse_operating_point(p, target.classes) for p in operating_points]
@@ -475,8 +528,21 @@ def _fitted_on_validation(
     val, val_note = validation_outputs(
         target, dataset, split=split, tta=scheme.spec, priors=priors, workspace=workspace
     )
-    calibrate = resolve_calibrate(calibrate, correct=priors.correct, val=val, note=val_note)
-    scaler, probs, val = _calibrated(probs, val) if calibrate else (None, probs, val)
+    stored = priors.calibration
+    if calibrate is None and stored is not None and stored.method == "none":
+        calibrate, scaler = False, None  # the stored choice: none (as served)
+    elif calibrate is None and stored is not None:  # the stored one: as served
+        calibrate, scaler = True, stored
+        probs = scaler.transform(probs)
+        val = val if val is None else val._replace(probs=scaler.transform(val.probs))
+    else:
+        calibrate = resolve_calibrate(calibrate, correct=priors.correct, val=val, note=val_note)
+        scaler, probs, val = _calibrated(probs, val) if calibrate else (None, probs, val)
+        if calibrate:
+            priors.notes.append(
+                "the temperature was fitted for this evaluation only; zoo predict serves "
+                f"the stored calibration (zoo calibrate {target.name} stores one)"
+            )
     ood = None
     if ood_data is not None:
         ood = ood_outputs(
@@ -793,6 +859,13 @@ def _task_table(metrics: dict) -> Table:
     return table
 
 
+def _method_text(cal: dict) -> str:
+    """``temperature T = 0.812, stored`` / ``vector scaling, fitted here``."""
+    method = cal.get("method") or "temperature"
+    text = f"T = {cal['temperature']:.3f}" if cal.get("temperature") else f"{method} scaling"
+    return text + (", stored" if cal.get("stored") else ", fitted here")
+
+
 def _trust_lines(metrics: dict) -> list[str]:
     """Calibration, operating points and OOD separation in one line each."""
     lines = []
@@ -800,7 +873,7 @@ def _trust_lines(metrics: dict) -> list[str]:
     for when in ("before", "after"):
         if cal.get(when):
             m = cal[when]
-            extra = f" (T = {cal['temperature']:.3f})" if when == "after" else ""
+            extra = f" ({_method_text(cal)})" if when == "after" else ""
             lines.append(
                 f"calibration {when}{extra}: ECE {m['ece']:.3f} {_fmt_ci((m['ci95'] or {}).get('ece'))}"
                 f", MCE {m['mce']:.3f}, Brier {m['brier']:.3f}, NLL {m['nll']:.3f}"

@@ -21,7 +21,6 @@ from zoo.inference.ood_features import SCORE
 from zoo.scoring.calibration import (
     CALIBRATION_METRICS,
     N_BINS,
-    TemperatureScaling,
     calibration_metrics,
     calibration_parts,
     reliability_table,
@@ -113,12 +112,24 @@ def _with_intervals(truth, probs, *, groups, n_resamples: int, seed: int) -> dic
     return {**values, "ci95": ci}
 
 
+def _parameters(scaler) -> dict:
+    if hasattr(scaler, "parameters"):
+        return scaler.parameters()
+    return {"temperature": float(scaler.temperature_)}
+
+
+def _n_fit(stored, val, scaler) -> int | None:
+    if stored is not None:
+        return int(stored.fit.get("images") or 0) or None
+    return None if val is None or scaler is None else len(val[0])
+
+
 def calibration_block(
     truth: pd.DataFrame,
     before: pd.DataFrame,
     after: pd.DataFrame,
     *,
-    scaler: TemperatureScaling | None,
+    scaler,
     val: Outputs | None,
     groups,
     n_resamples: int,
@@ -131,12 +142,16 @@ def calibration_block(
     from zoo.scoring.plots import plot_reliability
 
     kw = dict(groups=groups, n_resamples=n_resamples, seed=seed)
+    stored = getattr(scaler, "record", None)  # a target's calibration.json, as served
+    parameters = {} if scaler is None else _parameters(scaler)
     block = {
-        "method": "temperature" if scaler is not None else None,
+        "method": None if scaler is None else getattr(scaler, "method", "temperature"),
         "applied": scaler is not None,
-        "temperature": None if scaler is None else scaler.temperature_,
+        "stored": stored is not None,
+        "temperature": parameters.get("temperature"),
+        "parameters": parameters,
         "fitted_on": None if scaler is None else "val",
-        "n_fit": None if val is None or scaler is None else len(val[0]),
+        "n_fit": _n_fit(stored, val, scaler),
         "n_bins": N_BINS,
         "metrics": list(CALIBRATION_METRICS),
         "before": _with_intervals(truth, before, **kw),

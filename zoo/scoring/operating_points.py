@@ -258,6 +258,7 @@ class StoredOperatingPoint:
     threshold: float
     val_sensitivity: float | None = None
     val_specificity: float | None = None
+    at_least: bool = False  # reached in 95 % of validation resamples, not just on the split
 
     @property
     def column(self) -> str:
@@ -270,6 +271,7 @@ class StoredOperatingPoint:
             "criterion": self.criterion,
             "value": self.value,
             "threshold": self.threshold,
+            "at_least": self.at_least,
             "chosen_on": "val",
             "val": {"sensitivity": self.val_sensitivity, "specificity": self.val_specificity},
         }
@@ -286,6 +288,7 @@ class StoredOperatingPoint:
             threshold=float(data["threshold"]),
             val_sensitivity=val.get("sensitivity"),
             val_specificity=val.get("specificity"),
+            at_least=bool(data.get("at_least", False)),
         )
 
 
@@ -311,4 +314,35 @@ def choose_operating_point(
         threshold=selector.threshold_,
         val_sensitivity=selector.sensitivity_,
         val_specificity=selector.specificity_,
+    )
+
+
+SERVED_POINT = "mel:sensitivity>=0.90"  # the melanoma flag every target serves by default
+
+
+def served_operating_point(
+    *, classes, labels: np.ndarray, probabilities: np.ndarray, groups: pd.Series | None
+) -> StoredOperatingPoint | None:
+    """The at-least point of :data:`SERVED_POINT` on validation ``labels`` (class indices) and
+    ``probabilities``: the highest threshold that reaches 90 % melanoma sensitivity in 95 %
+    of lesion-grouped validation resamples, with the sensitivity and specificity it reaches
+    there; None where the classes have no melanoma or the validation split none of it."""
+    spec = parse_operating_point(SERVED_POINT)
+    names = [str(c) for c in classes]
+    if spec.cls not in names:
+        return None
+    y = np.asarray(labels) == names.index(spec.cls)
+    if not y.any() or y.all():
+        return None
+    score = np.asarray(probabilities, dtype=float)[:, names.index(spec.cls)]
+    threshold = guaranteed_threshold(y, score, metric=spec.metric, value=spec.value, groups=groups)
+    called = score >= threshold
+    return StoredOperatingPoint(
+        class_name=spec.cls,
+        criterion=spec.metric,
+        value=spec.value,
+        threshold=threshold,
+        val_sensitivity=float((called & y).sum() / y.sum()),
+        val_specificity=float((~called & ~y).sum() / (~y).sum()),
+        at_least=True,
     )

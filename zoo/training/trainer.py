@@ -43,7 +43,7 @@ from zoo.recipes.recipe import Recipe, get_recipe
 from zoo.recipes.schedules import learning_rate
 from zoo.recipes.specs import StageSpec
 from zoo.scoring.headline import headline_metrics
-from zoo.scoring.priors import effective_priors
+from zoo.scoring.priors import PriorCorrection, effective_priors
 from zoo.store import (
     MEMBER_FILE,
     MODEL_FILE,
@@ -789,10 +789,29 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
                 origin="trainer",
             )
         pd.DataFrame(run.history).to_csv(tmp / "history.csv", index=False)
+        _write_calibration(tmp, run, predictions["val"], labels_of("val"), priors)
         atomic_write_text(tmp / "card.md", model_card(info))
     shutil.rmtree(run.directory, ignore_errors=True)
     _print_summary(run, info, final)
     return final
+
+
+def _write_calibration(folder: Path, run: _Run, val: pd.DataFrame, labels, priors) -> None:
+    """``calibration.json``: the calibrator and melanoma operating point of the member's
+    default outputs (no TTA, prior-corrected), chosen on its validation split."""
+    from zoo.scoring.calibrators import write_served_outputs
+
+    corrected = PriorCorrection().fit(np.asarray(priors, dtype=float)).transform(val.to_numpy())
+    groups = run.dataset.lesion_groups(val.index)
+    write_served_outputs(
+        folder,
+        classes=list(val.columns),
+        tta="none",
+        prior_correction=True,
+        probabilities=corrected,
+        labels=np.asarray(labels),
+        groups=None if groups is None else groups.to_numpy(),
+    )
 
 
 def _print_summary(run: _Run, info: dict, final: Path) -> None:

@@ -1,10 +1,11 @@
 """One prediction as ``POST /predict`` answers it: probabilities, top class, OOD, the flag.
 
 The flag says whether the melanoma probability reaches the target's operating point
-(``target.operating_point``: class, criterion, value and threshold, chosen on validation).
-Without one, the threshold is 0.5 and the answer says so. The threshold is compared with the
-probabilities ``zoo predict`` gives (the target's TTA and prior correction, no temperature
-scaling), so an operating point must have been chosen on those.
+(``target.operating_point``: class, criterion, value and threshold, chosen on validation —
+the one stored with an ensemble, else the one of the target's ``calibration.json``). Without
+one, the threshold is 0.5 and the answer says so. The threshold is compared with the
+probabilities ``zoo predict`` gives (the target's TTA, prior correction and stored
+calibration), the ones it was chosen on. Melanoma as the top class is always flagged.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def operating_point(target) -> dict | None:
         "criterion": first("criterion", "metric"),
         "value": None if value is None else float(value),
         "threshold": float(threshold),
+        "at_least": bool(point.get("at_least", False)),
+        "val_sensitivity": first("val_sensitivity"),
+        "val_specificity": first("val_specificity"),
     }
 
 
@@ -58,9 +62,7 @@ def flag(probabilities: Mapping[str, float], point: dict | None) -> dict:
     threshold = point["threshold"] if point else DEFAULT_THRESHOLD
     key = _class_key(classes, wanted)
     if point:
-        criterion = point["criterion"] or "operating point"
-        value = f" {point['value']:.2f}" if point["value"] is not None else ""
-        source = f"operating point: {criterion}{value} on validation"
+        source = _point_source(point)
     else:
         source = "default threshold 0.5 (the target has no operating point)"
     record = {
@@ -73,8 +75,26 @@ def flag(probabilities: Mapping[str, float], point: dict | None) -> dict:
         "operating_point": point,
     }
     if key is not None:
-        record["flagged"] = bool(record["probability"] >= threshold)
+        top = max(probabilities, key=probabilities.__getitem__)
+        record["flagged"] = bool(record["probability"] >= threshold or top == key)
+        if top == key and record["probability"] < threshold:
+            record["source"] += f"; flagged because {key} is the top class"
     return record
+
+
+def _point_source(point: dict) -> str:
+    """``operating point: sensitivity >= 0.90 in 95 % of validation resamples (validation
+    sensitivity 0.92, specificity 0.64)``."""
+    criterion = point.get("criterion") or "operating point"
+    value = f" {point['value']:.2f}" if point.get("value") is not None else ""
+    text = f"operating point: {criterion}{' >=' if point.get('at_least') else ''}{value}"
+    text += " in 95 % of validation resamples" if point.get("at_least") else " on validation"
+    reached = [
+        f"{name} {point[key]:.2f}"
+        for name, key in (("sensitivity", "val_sensitivity"), ("specificity", "val_specificity"))
+        if point.get(key) is not None
+    ]
+    return text + (f" (validation {', '.join(reached)})" if reached else "")
 
 
 def prediction_answer(row: Mapping, *, target, classes: list[str], image: str) -> dict:

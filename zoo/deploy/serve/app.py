@@ -128,16 +128,32 @@ def check_image(data: bytes, name: str) -> None:
             ) from None
 
 
-def create_app(model, *, max_upload_bytes: int) -> Starlette:
-    """The app around ``model`` (a :class:`zoo.api.Model`), which is loaded and warm."""
+class _Uncalibrated:
+    """``model`` as served uncalibrated: the operating point stored with the target when it
+    was built (chosen on uncalibrated outputs), never the one of its calibration."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name: str):
+        if name == "operating_point":
+            return getattr(self.model.target, "operating_point", None)
+        return getattr(self.model, name)
+
+
+def create_app(model, *, max_upload_bytes: int, calibrated: bool = True) -> Starlette:
+    """The app around ``model`` (a :class:`zoo.api.Model`), which is loaded and warm;
+    ``calibrated=False`` serves uncalibrated probabilities, without the operating point that
+    was chosen on calibrated ones."""
     lock = threading.Lock()
     classes = [str(c) for c in model.classes]
+    shown = model if calibrated else _Uncalibrated(model)
 
     def predict_one(data: bytes, name: str) -> dict:
         check_image(data, name)
         with lock:
-            frame = model.predict(data, ood_scores=True)
-        return prediction_answer(frame.iloc[0], target=model, classes=classes, image=name)
+            frame = model.predict(data, ood_scores=True, calibrated=calibrated)
+        return prediction_answer(frame.iloc[0], target=shown, classes=classes, image=name)
 
     async def page(request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
@@ -149,7 +165,7 @@ def create_app(model, *, max_upload_bytes: int) -> Starlette:
             {
                 "target": {"name": model.name, "kind": model.kind},
                 "classes": [{"class": c, "name": class_name(c)} for c in classes],
-                "operating_point": operating_point(model),
+                "operating_point": operating_point(shown),
                 "max_upload_bytes": max_upload_bytes,
                 "disclaimer": DISCLAIMER,
             }

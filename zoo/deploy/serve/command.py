@@ -78,8 +78,10 @@ def serve_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_upload_mb: float = 20.0,
+    calibrated: bool = True,
 ) -> int:
-    """Serve ``target`` (a member or ensemble) on ``host:port`` until Ctrl-C (or SIGTERM)."""
+    """Serve ``target`` (a member or ensemble) on ``host:port`` until Ctrl-C (or SIGTERM);
+    ``calibrated=False`` serves uncalibrated probabilities."""
     _check_installed()
     import uvicorn
 
@@ -92,8 +94,8 @@ def serve_command(
         )
     model = load(target, workspace)
     # loads and traces the model (a damaged one fails here) and fits the OOD score once
-    model.predict(blank_png(), ood_scores=True)
-    app = create_app(model, max_upload_bytes=int(max_upload_mb * 2**20))
+    model.predict(blank_png(), ood_scores=True, calibrated=calibrated)
+    app = create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), calibrated=calibrated)
     sock = listen(host, port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
