@@ -140,3 +140,73 @@ def test_a_damaged_calibration_is_one_line_naming_the_field(workspace, change, f
         CalibrationRecord.load(file)
     assert field in str(error.value) and str(file) in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def _force_calibration(workspace, classes) -> dict:
+    """Store a vector scaling that visibly changes the outputs, and a melanoma point."""
+    k = len(classes)
+    scale = [0.5 + 0.1 * i for i in range(k)]
+    bias = [0.2 * (-1) ** i for i in range(k)]
+    folder = workspace / "members" / DEMO_MEMBER
+    record = CalibrationRecord.load(folder / CALIBRATION_FILE)
+    record.method, record.parameters = "vector", {"scale": scale, "bias": bias}
+    record.operating_point = {
+        "class": "mel", "criterion": "sensitivity", "value": 0.9, "threshold": 0.05,
+        "at_least": True, "chosen_on": "val", "val": {"sensitivity": 0.9, "specificity": 0.5},
+    }  # fmt: skip
+    record.write(folder / CALIBRATION_FILE)
+    return record.parameters
+
+
+def test_every_surface_serves_the_same_calibrated_probabilities_and_flag(
+    workspace, tmp_path, capsys
+):
+    """evaluate, predict, the API, serve's answer and a keras export give the same
+    probabilities and the same melanoma flag for the same images."""
+    import keras
+
+    import zoo
+    from zoo.deploy.serve.answer import operating_point, prediction_answer
+    from zoo.inference.members import Member
+    from zoo.inference.target import decode_files
+
+    info = json.loads((workspace / "members" / DEMO_MEMBER / "member.json").read_text())
+    classes = info["classes"]
+    _force_calibration(workspace, classes)
+    images = demo_folder(workspace) / "images"
+    files = [next(images.glob(f"{i}.*")) for i in info["split"]["ids"]["test"][:8]]
+    out = tmp_path / "eval"
+    assert main(["evaluate", DEMO_MEMBER, "--workspace", str(workspace), "--bootstrap", "0",
+                 "--out", str(out)]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["calibration"]["method"] == "vector" and metrics["calibration"]["stored"]
+    scored = _frame(out / "predictions.csv")
+    csv, raw_csv = tmp_path / "p.csv", tmp_path / "raw.csv"
+    base = ["predict", DEMO_MEMBER, *map(str, files), "--workspace", str(workspace)]
+    assert main([*base, "--out", str(csv)]) == 0
+    assert main([*base, "--out", str(raw_csv), "--no-calibration"]) == 0
+    capsys.readouterr()
+    predicted, raw = _frame(csv), _frame(raw_csv)
+    want = predicted[classes].to_numpy()
+    np.testing.assert_allclose(want, scored.loc[predicted.index, classes].to_numpy(), atol=1e-5)
+    assert np.abs(want - raw[classes].to_numpy()).max() > 0.01  # the calibration is applied
+    assert (predicted["mel_flag"] == (predicted["mel"] >= 0.05).astype(int)).all()
+    assert "mel_flag" not in raw  # the point was chosen on calibrated outputs
+    model = zoo.load(DEMO_MEMBER, workspace=workspace)
+    api = model.predict(files)
+    np.testing.assert_allclose(api[classes].to_numpy(), want, atol=1e-6)
+    for (_, row), name in zip(api.iterrows(), predicted.index, strict=True):
+        answer = prediction_answer(row, target=model, classes=classes, image=name)
+        assert answer["flag"]["threshold"] == 0.05
+        top = max(classes, key=lambda c: row[c])
+        assert answer["flag"]["flagged"] == bool(predicted.loc[name, "mel_flag"] or top == "mel")
+    assert operating_point(model)["val_specificity"] == 0.5
+    export = tmp_path / "export"
+    assert main(["export", DEMO_MEMBER, "--workspace", str(workspace), "--out", str(export),
+                 "--quiet"]) == 0  # fmt: skip
+    pixels = decode_files(files, Member(workspace / "members" / DEMO_MEMBER))
+    artifact = keras.saving.load_model(export / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(artifact(pixels)), want, atol=1e-5)
+    signature = json.loads((export / "signature.json").read_text())
+    assert signature["calibration"]["method"] == "vector"
+    assert signature["operating_point"]["threshold"] == 0.05

@@ -39,6 +39,11 @@ def add_options(sub) -> None:
         help="with --quantize int8: where the target's training data is now (default: the "
         "data spec it was trained with)",
     )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="leave the target's stored calibration out of the graph (default: in it)",
+    )
     add_common(
         p,
         out=("DIR", "export folder (default: <workspace>/exports/<target>-<format>[-<quantize>])"),
@@ -55,4 +60,5 @@ def run(args, workspace: Path) -> int:
         quantize=args.quantize,
         data=args.data,
         out=args.out,
+        calibrated=not args.no_calibration,
     )

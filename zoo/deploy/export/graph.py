@@ -140,13 +140,20 @@ def _network(member: Member, *, index: int) -> keras.Model:
 
 
 def build_graph(
-    parts: list[MemberPart], scheme: TTAScheme, *, name: str, exact_resize: bool = True
+    parts: list[MemberPart],
+    scheme: TTAScheme,
+    *,
+    name: str,
+    exact_resize: bool = True,
+    calibration=None,
 ) -> keras.Model:
     """``image`` (uint8, ``(None, None, None, 3)``) → ``probabilities`` ``(None, K)``.
 
     ``exact_resize=False`` (for int8, whose quantiser rounds the crop boxes and filter weights
     of the exact resize to 256 steps even where they are denylisted) resizes by plain bilinear
-    interpolation and leaves the black-border crop to the caller."""
+    interpolation and leaves the black-border crop to the caller. ``calibration``: the
+    target's stored calibration (:class:`zoo.inference.calibrated.Calibration`), applied last.
+    """
     images = keras.Input((None, None, 3), dtype="uint8", name="image")
     pixels = ops.cast(images, "float32")
     used = [(index, part) for index, part in enumerate(parts) if part.weight != 0]
@@ -161,8 +168,22 @@ def build_graph(
         probs = ops.multiply(outputs[0][1], float(outputs[0][0]))
         for weight, out in outputs[1:]:
             probs = ops.add(probs, ops.multiply(out, float(weight)))
+    if calibration is not None and calibration.method != "none":
+        probs = calibrated_output(probs, calibration.method, calibration.parameters())
     probs = keras.layers.Identity(name="probabilities")(probs)
     return keras.Model(images, probs, name=_model_name(name))
+
+
+def calibrated_output(probs, method: str, parameters: dict):
+    """``softmax(w * log p + b)`` as graph ops: ``w = 1 / T``, ``b = 0`` for temperature
+    scaling, per class for vector scaling (:mod:`zoo.scoring.calibrators`)."""
+    logits = ops.log(ops.maximum(probs, 1e-12))
+    if method == "temperature":
+        logits = ops.multiply(logits, np.float32(1.0 / parameters["temperature"]))
+    else:
+        logits = ops.multiply(logits, np.asarray(parameters["scale"], dtype="float32"))
+        logits = ops.add(logits, np.asarray(parameters["bias"], dtype="float32"))
+    return ops.softmax(logits, axis=-1)
 
 
 def _model_name(name: str) -> str:

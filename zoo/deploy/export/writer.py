@@ -18,6 +18,7 @@ from zoo import console
 from zoo.deploy.export.graph import MemberPart, build_graph, member_parts
 from zoo.deploy.export.quantize import int8_with_float_ends
 from zoo.errors import ZooError, close_matches
+from zoo.inference.calibrated import load_calibration
 from zoo.inference.tta import TTAScheme, parse_tta
 from zoo.store.workspace import atomic_directory, atomic_write_json, atomic_write_text
 
@@ -66,9 +67,11 @@ def export_target(
     out: Path,
     quantize: str | None = None,
     calibration_data: str | None = None,
+    calibrated: bool = True,
     workspace: Path,
 ) -> Path:
-    """Write the export folder of ``target`` (a member or ensemble) at ``out``; returns it."""
+    """Write the export folder of ``target`` (a member or ensemble) at ``out``; returns it.
+    The graph ends with the target's stored calibration (``calibrated=False``: without)."""
     check_options(fmt, quantize)
     out = Path(out).expanduser()
     earlier = (out / "signature.json").is_file()
@@ -83,7 +86,8 @@ def export_target(
     if quantize == "int8":
         calibration = calibration_images(target, parts, spec=calibration_data, workspace=workspace)
     exact = quantize not in PLAIN_RESIZE_QUANTIZE
-    model = build_graph(parts, scheme, name=target.name, exact_resize=exact)
+    stored = load_calibration(target) if calibrated else None
+    model = build_graph(parts, scheme, name=target.name, exact_resize=exact, calibration=stored)
     with console.progress() as bar:
         task = bar.add_task(f"exporting {target.name} ({fmt})", total=1, status="")
         with atomic_directory(out) as tmp:
@@ -98,6 +102,7 @@ def export_target(
             signature = signature_record(
                 target, parts, scheme, fmt=fmt, quantize=quantize, prior_correction=prior_correction
             )
+            signature.update(_served(target, stored))
             signature["artifact"] = {"file": FORMATS[fmt], "bytes": _size(artifact), **runtime}
             if calibration is not None:
                 signature["quantization"] = {
@@ -279,6 +284,23 @@ def _operating_point(target) -> dict | None:
     return None if point is None else point.to_dict()
 
 
+def _served(target, stored) -> dict:
+    """The calibration inside the graph, and the operating point its outputs serve: the
+    calibration's (chosen on calibrated outputs) with it, the target's own without."""
+    if stored is None:
+        return {"calibration": {"applied": False}}
+    point = stored.operating_point
+    return {
+        "calibration": {
+            "applied": stored.method != "none",
+            "method": stored.method,
+            "parameters": stored.parameters(),
+            "fitted_on": "val",
+        },
+        "operating_point": None if point is None else point.to_dict(),
+    }
+
+
 def signature_record(
     target, parts: list[MemberPart], scheme: TTAScheme, *, fmt, quantize, prior_correction
 ) -> dict:
@@ -350,7 +372,8 @@ def signature_record(
             "name": OUTPUT_NAME,
             "dtype": "float32",
             "shape": [None, len(target.classes)],
-            "meaning": "class probabilities after TTA, prior correction and combination; rows sum to 1",
+            "meaning": "class probabilities after TTA, prior correction, combination and the "
+            "target's stored calibration; rows sum to 1",
         },
         "classes": [str(c) for c in target.classes],
         "tta": {"spec": scheme.spec, "n_views": scheme.n_views, "weights": list(scheme.weights)},
@@ -419,6 +442,7 @@ def export_command(
     quantize: str | None = None,
     data: str | None = None,
     out: str | Path | None = None,
+    calibrated: bool = True,
 ) -> int:
     """``zoo export TARGET --format … [--quantize …] [--data SPEC] [--out DIR]``."""
     from zoo.ensembles.targets import resolve_target
@@ -434,6 +458,7 @@ def export_command(
         out=out,
         quantize=quantize,
         calibration_data=data,
+        calibrated=calibrated,
         workspace=workspace,
     )
     return 0
