@@ -134,17 +134,23 @@ def ood_photos(workspace: Path):
 
 def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
     from zoo.data import load_dataset
+    from zoo.evaluation.calibrate import calibrate_target
     from zoo.evaluation.evaluate import evaluate_target
     from zoo.inference.target import MemberTarget
+    from zoo.store.calibration import CALIBRATION_FILE
 
     photos = ood_photos(workspace)
     for name in names:
         target = MemberTarget.from_path(workspace / "members" / name)
+        if not (target.path / CALIBRATION_FILE).exists():  # saved before members stored one
+            log(f"calibrating {name}")
+            calibrate_target(target, workspace=workspace)
         dataset = load_dataset(target.data_info["source"], workspace=workspace)
-        # raw, + prior correction, [+ TTA,] then + temperature scaling (fitted on validation)
+        # raw, + prior correction, [+ TTA,] then + calibration: the stored one where it holds
+        # for these outputs (calibrate=None), else a temperature fitted on validation
         steps = [("none", False, False), ("none", True, False)]
         steps += [(tta, True, False)] if tta != "none" else []
-        steps += [(tta, True, True)]
+        steps += [(tta, True, None)]
         for scheme, prior, calibrate in steps:
             log(f"evaluating {name}: tta {scheme}, prior {prior}, calibration {calibrate}")
             evaluate_target(
@@ -154,7 +160,7 @@ def evaluate_members(names: list[str], workspace: Path, tta: str) -> None:
                 tta=scheme,
                 prior_correction=prior,
                 calibrate=calibrate,
-                ood_data=photos if calibrate else None,
+                ood_data=photos if calibrate is not False else None,
                 workspace=workspace,
             )
 
@@ -164,6 +170,7 @@ def build_ensembles(workspace: Path, tta: str) -> None:
     from zoo.ensembles.build import build_ensemble
     from zoo.ensembles.spec import load_spec
     from zoo.ensembles.targets import resolve_target
+    from zoo.evaluation.calibrate import calibrate_target
     from zoo.evaluation.evaluate import evaluate_target
 
     photos = ood_photos(workspace)
@@ -174,6 +181,7 @@ def build_ensembles(workspace: Path, tta: str) -> None:
             spec = dataclasses.replace(spec, tta=tta)
         path = build_ensemble(spec, workspace=workspace)
         target = resolve_target(str(path), workspace)
+        calibrate_target(target, workspace=workspace)  # as zoo ensemble build does
         dataset = load_dataset(target.data_info["source"], workspace=workspace)
         for calibrate in (False, True):
             evaluate_target(

@@ -82,7 +82,8 @@ def test_path_array_pil_and_bytes_give_the_same_frame(model, tmp_path, capfd):
     for file in (png, jpeg):
         expected = model.predict(file)
         assert list(expected.index) == [file.stem]
-        assert list(expected.columns) == [*model.classes, "top_class"]
+        flag = [model.operating_point.column] if model.operating_point is not None else []
+        assert list(expected.columns) == [*model.classes, *flag, "top_class"]
         assert expected.loc[file.stem, "top_class"] == expected[model.classes].iloc[0].idxmax()
         with Image.open(file) as image:
             pixels = np.asarray(image.convert("RGB"))

@@ -59,7 +59,7 @@ def test_predict_gives_what_evaluate_scored(workspace, tmp_path, capsys):
     api = zoo.load(DEMO_MEMBER, workspace=workspace).predict(files)
     np.testing.assert_allclose(api[classes].to_numpy(), predicted[classes].to_numpy(), atol=1e-6)
     sidecar = json.loads(csv.with_name(csv.name + ".json").read_text())
-    assert sidecar["priors"]["calibration"]["applied"] in (True, False)
+    assert sidecar["calibration"]["applied"] in (True, False)
     point = CalibrationRecord.load(
         workspace / "members" / DEMO_MEMBER / CALIBRATION_FILE
     ).operating_point

@@ -63,12 +63,6 @@ def predict_command(
         frame = target_predictions(
             target, files, tta=scheme, priors=priors, ood=ood_scores, workspace=workspace
         )
-    point = flag_operating_point(target, scheme, priors)
-    if isinstance(point, str):
-        priors.notes.append(point)
-        point = None
-    elif point is not None:
-        frame[point.column] = (frame[point.class_name] >= point.threshold).astype(int)
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
             if not console.is_quiet():
@@ -112,17 +106,25 @@ def target_predictions(
     """What ``zoo predict`` writes for ``images`` (files, or images in memory as
     :meth:`zoo.inference.target.MemberTarget.predict_files` takes them): the target's probabilities
     under the TTA scheme ``tta``, prior-corrected and calibrated as ``priors`` say
-    (:meth:`~zoo.evaluation.evaluate.PriorSettings.served`); with ``ood`` the columns
+    (:meth:`~zoo.evaluation.evaluate.PriorSettings.served`), then the melanoma flag column
+    (``mel_flag``: 1 at or above the served operating point's threshold) where the target has
+    one for these outputs; with ``ood`` the columns
     ``ood_msp`` and ``ood_energy`` follow the classes, then ``ood_mahalanobis`` and
     ``ood_flag`` (1: below the threshold chosen on validation) where the target's training
     images can be read (:mod:`zoo.inference.ood_features`; a note in ``priors.notes`` otherwise)."""
     frame = target.predict_files(images, tta=tta.spec, prior_correction=priors.correct)
     frame = priors.served(frame)
+    point = flag_operating_point(target, tta, priors)
+    if isinstance(point, str):
+        priors.notes.append(point)
+    elif point is not None:  # the flag column follows the classes
+        flags = (frame[point.class_name] >= point.threshold).astype(int)
+        frame.insert(len(target.classes), point.column, flags)
     if ood:
         from zoo.inference.ood import ood_scores
         from zoo.inference.ood_features import target_density
 
-        scores = ood_scores(frame.to_numpy())
+        scores = ood_scores(frame[[str(c) for c in target.classes]].to_numpy())
         frame = frame.assign(ood_msp=scores["msp"], ood_energy=scores["energy"])
         density = target_density(target, workspace=Path(workspace or Path.cwd()))
         if isinstance(density, str):
@@ -219,6 +221,7 @@ def _predict_record(
         "tta_scheme": tta_record(scheme),
         "prior_correction": priors.correct,
         "priors": priors.record,
+        "calibration": priors.calibration_record,
         "notes": priors.notes,
         "operating_point": _point_record(target, frame_columns),
         "zoo_version": zoo.__version__,

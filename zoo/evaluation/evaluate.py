@@ -116,6 +116,7 @@ class PriorSettings:
     notes: list[str] = dataclasses.field(default_factory=list)
     # the target's stored calibration, where it holds for these settings and is wanted
     calibration: Calibration | None = None
+    calibration_record: dict | None = None  # how the served outputs were calibrated
 
     def apply(self, probabilities: pd.DataFrame) -> pd.DataFrame:
         """Prior-corrected towards the target priors (the calibration is not applied)."""
@@ -182,7 +183,7 @@ def prior_settings(
     tta = target.default_tta if tta is None else tta
     settings.calibration, note = served_calibration(target, settings, tta, calibrated=calibrated)
     settings.notes += [note] if note else []
-    record["calibration"] = _calibration_record(settings.calibration, calibrated)
+    settings.calibration_record = _calibration_record(settings.calibration, calibrated)
     return settings
 
 
@@ -641,6 +642,7 @@ def _settings(split, scheme, priors, label_map, ignore_unmapped: bool, bootstrap
         "tta_scheme": tta_record(scheme),
         "prior_correction": bool(priors.correct),
         "priors": priors.record,
+        "served_calibration": priors.calibration_record,
         "label_map": dict(label_map) if label_map else None,
         "ignore_unmapped": ignore_unmapped,
         "bootstrap": {"n_resamples": bootstrap, "seed": BOOTSTRAP_SEED},
