@@ -143,74 +143,73 @@ def build_augmenter(
     if not isinstance(config, AugmentSpec):
         config = build(AugmentSpec, config, table="[augment]", prefix="augment.")
     layers: list[keras.layers.Layer] = []
-
-    def next_seed() -> int | None:
-        return None if seed is None else seed + len(layers)
-
-    if config.flip != "none":
-        layers.append(keras.layers.RandomFlip(mode=config.flip, seed=next_seed(), name="flip"))
-    rotation = config.rotation
-    if rotation == "inscribed":
-        layers.append(RandomInscribedRotation(seed=next_seed(), name="inscribed_rotation"))
-    elif rotation > 0:
-        layers.append(
-            keras.layers.RandomRotation(
-                factor=rotation / 360.0, fill_mode="reflect", seed=next_seed(), name="rotation"
-            )
-        )
-    zoom = config.zoom
-    if zoom:
-        layers.append(
-            keras.layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=next_seed(), name="zoom")
-        )
-    translate = config.translate
-    if translate:
-        layers.append(
-            keras.layers.RandomTranslation(
-                translate, translate, fill_mode="reflect", seed=next_seed(), name="translate"
-            )
-        )
-    brightness = config.brightness
-    if brightness:
-        layers.append(
-            keras.layers.RandomBrightness(
-                brightness, value_range=VALUE_RANGE, seed=next_seed(), name="brightness"
-            )
-        )
-    contrast = config.contrast
-    if contrast:
-        layers.append(
-            keras.layers.RandomContrast(
-                contrast, value_range=VALUE_RANGE, seed=next_seed(), name="contrast"
-            )
-        )
-    saturation = config.saturation
-    if saturation:
-        # RandomSaturation samples f and multiplies saturation by f / (1 - f);
-        # f = m / (1 + m) turns the multiplier bounds m = 1 ∓ s into its factor.
-        low, high = 1.0 - saturation, 1.0 + saturation
-        layers.append(
-            keras.layers.RandomSaturation(
-                (low / (1.0 + low), high / (1.0 + high)),
-                value_range=VALUE_RANGE,
-                seed=next_seed(),
-                name="saturation",
-            )
-        )
-    hue = config.hue
-    if hue:
-        # RandomHue shifts the hue (a turn = 1) by up to ±factor / 2.
-        layers.append(
-            keras.layers.RandomHue(2.0 * hue, value_range=VALUE_RANGE, seed=next_seed(), name="hue")
-        )
-    erasing = config.erasing
-    if erasing:
-        layers.append(
-            keras.layers.RandomErasing(
-                (erasing, erasing), value_range=VALUE_RANGE, seed=next_seed(), name="erasing"
-            )
-        )
-
+    for key, make in _STEPS:
+        value = getattr(config, key)
+        if value and value != "none":
+            layers.append(make(value, None if seed is None else seed + len(layers)))
     if not layers:
         layers.append(keras.layers.Identity(name="identity"))
     return keras.Sequential(layers, name="augment")
+
+
+def _rotation(value, seed):
+    if value == "inscribed":
+        return RandomInscribedRotation(seed=seed, name="inscribed_rotation")
+    return keras.layers.RandomRotation(
+        factor=value / 360.0, fill_mode="reflect", seed=seed, name="rotation"
+    )
+
+
+def _saturation(value, seed):
+    # RandomSaturation samples f and multiplies saturation by f / (1 - f);
+    # f = m / (1 + m) turns the multiplier bounds m = 1 ∓ s into its factor.
+    low, high = 1.0 - value, 1.0 + value
+    return keras.layers.RandomSaturation(
+        (low / (1.0 + low), high / (1.0 + high)),
+        value_range=VALUE_RANGE,
+        seed=seed,
+        name="saturation",
+    )
+
+
+# (AugmentSpec field, layer for its value and seed), in the order the layers run
+_STEPS = (
+    ("flip", lambda v, seed: keras.layers.RandomFlip(mode=v, seed=seed, name="flip")),
+    ("rotation", _rotation),
+    (
+        "zoom",
+        lambda v, seed: keras.layers.RandomZoom(v, v, fill_mode="reflect", seed=seed, name="zoom"),
+    ),
+    (
+        "translate",
+        lambda v, seed: keras.layers.RandomTranslation(
+            v, v, fill_mode="reflect", seed=seed, name="translate"
+        ),
+    ),
+    (
+        "brightness",
+        lambda v, seed: keras.layers.RandomBrightness(
+            v, value_range=VALUE_RANGE, seed=seed, name="brightness"
+        ),
+    ),
+    (
+        "contrast",
+        lambda v, seed: keras.layers.RandomContrast(
+            v, value_range=VALUE_RANGE, seed=seed, name="contrast"
+        ),
+    ),
+    ("saturation", _saturation),
+    # RandomHue shifts the hue (a turn = 1) by up to ±factor / 2.
+    (
+        "hue",
+        lambda v, seed: keras.layers.RandomHue(
+            2.0 * v, value_range=VALUE_RANGE, seed=seed, name="hue"
+        ),
+    ),
+    (
+        "erasing",
+        lambda v, seed: keras.layers.RandomErasing(
+            (v, v), value_range=VALUE_RANGE, seed=seed, name="erasing"
+        ),
+    ),
+)
