@@ -455,14 +455,15 @@ def point_threshold(metrics: dict, k: int) -> float:
 
 
 def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write_images):
-    """Defaults: temperature fitted on val and applied, melanoma points at 90/95 % sensitivity
-    and at least 90 % (a threshold no higher than the 90 % point's)."""
+    """``--calibrate``: a temperature fitted on val and applied; melanoma points at 90/95 %
+    sensitivity and at least 90 % (a threshold no higher than the 90 % point's)."""
     write_images(tmp_path / "ood" / "photo", [f"p{i}" for i in range(6)], size=40)
     out = tmp_path / "eval"
     code, stdout, _ = run(
         capsys,
         "evaluate", NAME, "--workspace", workspace, "--bootstrap", 50, "--out", out,
         "--operating-point", "nv:specificity=0.8", "--ood-data", f"folder:{tmp_path / 'ood'}",
+        "--calibrate",
     )  # fmt: skip
     assert code == 0 and "calibration after" in stdout and "OOD msp" in stdout
     metrics = json.loads((out / "metrics.json").read_text())

@@ -60,7 +60,8 @@ from zoo.scoring.priors import PriorCorrection, checked_target_priors, load_targ
 from zoo.scoring.taxonomy import TASKS, score_task, task_scores
 from zoo.store import METRICS_FILE, EvaluationRecord, Layout
 from zoo.store.locks import hold
-from zoo.store.workspace import atomic_directory, atomic_write_csv
+from zoo.store.outputs import claim_output_folder, output_folder
+from zoo.store.workspace import atomic_write_csv
 
 SPLITS = ("test", "val", "all")
 BOOTSTRAP_SEED = 0
@@ -430,25 +431,18 @@ def evaluate_target(
         tta=scheme,
         calibrated=calibrate is not False,
     )
-    check_task(task)
-    check_bootstrap(bootstrap)
-    points = [parse_operating_point(p, target.classes) for p in operating_points]
-    dataset = _in_inference_classes(target, dataset, label_map)
-    split = resolve_split(target, dataset, split)
-    evaluated = apply_label_map(
-        dataset.subset(split_ids(target, dataset, split)),
-        label_map,
-        target.classes,
-        ignore_unmapped=ignore_unmapped,
+    points = _checked_requests(target, task, bootstrap, operating_points)
+    dataset, split, evaluated = _evaluated_part(
+        target, dataset, split, label_map, ignore_unmapped=ignore_unmapped
     )
     overlap = _training_overlap(target, dataset, evaluated, workspace=workspace)
     probs, timing = _predicted(target, dataset, evaluated, scheme, priors, workspace=workspace)
     truth, probs, weights = _aligned(evaluated, probs, task)
-    uncalibrated = probs
+    uncalibrated, switched_off = probs, calibrate is False
     calibrate, scaler, probs, val, val_note, ood = _fitted_on_validation(
         target, dataset, probs, split, scheme, priors, calibrate, ood_data, workspace=workspace
     )
-    uncalibrated_name = val is not None and priors.correct and not calibrate
+    uncalibrated_name = val is not None and priors.correct and switched_off
     out = out or _default_folder(
         target,
         dataset,
@@ -460,8 +454,17 @@ def evaluate_target(
         uncalibrated=uncalibrated_name,
         workspace=workspace,
     )
-    out = _checked_out(Path(out))
-    with hold(out, what=f"zoo evaluate {target.name}"), atomic_directory(out) as tmp:
+    out = _checked_out(Path(out), workspace=workspace)
+    with (
+        hold(out, what=f"zoo evaluate {target.name}"),
+        output_folder(
+            out,
+            "evaluation",
+            written_by=f"zoo evaluate {target.name}",
+            workspace=workspace,
+            legacy=EVALUATION_FILES,
+        ) as tmp,
+    ):
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
         groups = evaluated.lesion_groups(truth.index)
@@ -500,6 +503,27 @@ def evaluate_target(
         metrics.update(_record(target, dataset, settings, timing))
         EvaluationRecord.from_dict(metrics).write(tmp / METRICS_FILE)
     return out
+
+
+def _checked_requests(target, task, bootstrap, operating_points) -> list:
+    """``task`` and ``bootstrap`` checked, and the parsed operating points."""
+    check_task(task)
+    check_bootstrap(bootstrap)
+    return [parse_operating_point(p, target.classes) for p in operating_points]
+
+
+def _evaluated_part(target, dataset, split, label_map, *, ignore_unmapped: bool):
+    """The data set in the target's inference classes, the split, and its evaluated images
+    with ``label_map`` applied."""
+    dataset = _in_inference_classes(target, dataset, label_map)
+    split = resolve_split(target, dataset, split)
+    evaluated = apply_label_map(
+        dataset.subset(split_ids(target, dataset, split)),
+        label_map,
+        target.classes,
+        ignore_unmapped=ignore_unmapped,
+    )
+    return dataset, split, evaluated
 
 
 def _default_folder(
@@ -693,21 +717,11 @@ EVALUATION_FILES = frozenset(
 )
 
 
-def _checked_out(out: Path) -> Path:
-    """The evaluation folder, absolute. The whole folder is replaced, so a non-empty folder
-    must be an earlier evaluation (have ``metrics.json``)."""
-    out = out.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise ZooError(f"--out {out} is a file; give a folder for the evaluation.")
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in EVALUATION_FILES)
-        if other and not (out / "metrics.json").is_file():
-            shown = ", ".join(other[:3]) + (", …" if len(other) > 3 else "")
-            raise ZooError(
-                f"--out {out} holds files that are not an evaluation ({shown}); evaluate "
-                "replaces the whole folder, so give a new or empty folder."
-            )
-    return out
+def _checked_out(out: Path, *, workspace: Path) -> Path:
+    """The evaluation folder, absolute. The whole folder is replaced, so one that holds
+    anything must be zoo's earlier evaluation (:func:`zoo.store.outputs.claim_output_folder`:
+    its marker, or inside the workspace only the files an evaluation holds)."""
+    return claim_output_folder(out, "evaluation", workspace=workspace, legacy=EVALUATION_FILES)
 
 
 def _priors_tag(target_priors) -> str:
@@ -948,6 +962,8 @@ def evaluate_command(
     check_task(settings.get("task"))
     check_bootstrap(settings.get("bootstrap", 1000))
     labels = read_label_map(label_map) if label_map else None
+    if settings.get("out"):  # refused before any work when zoo may not replace it
+        _checked_out(Path(settings["out"]), workspace=workspace)
     target = resolve_target(target_name, workspace)
     for text in settings.get("operating_points", ()):
         parse_operating_point(text, target.classes)
