@@ -7,9 +7,10 @@ Exports TARGET in each format (``zoo export``), then times batch-1 calls on one 
 of ``--runs`` after two warm-up calls; CPU threads as TensorFlow chooses) and prints one row
 per format: bytes on disk and milliseconds. With ``--agreement N`` it also reports, for each
 format, the share of the first N test-split images whose argmax equals that of the float32
-Keras artifact and of the float32 LiteRT artifact, the largest probability difference, and
-the balanced accuracy on those images. Quantisation uses the target's training images only
-(calibration).
+Keras artifact and of the float32 LiteRT artifact, the largest probability difference, the
+balanced accuracy and melanoma AUC on those images, and how far each is from the float32
+reference's (the check for a quantised format: both within 0.01). Quantisation uses the
+target's training images only (calibration).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 BATCH = 16  # images per call when measuring agreement
 
@@ -129,27 +130,41 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     truth = dataset.records.loc[test_ids, "label"].map(list(target.classes).index).to_numpy()
     for reference in ("keras", "litert"):
-        if reference not in outputs:
-            continue
-        expected = outputs[reference].argmax(axis=1)
-        for name, probs in outputs.items():
-            print(
-                json.dumps(
-                    {
-                        "format": name,
-                        "reference": reference,
-                        "argmax_agreement": round(
-                            float(np.mean(probs.argmax(axis=1) == expected)), 4
-                        ),
-                        "max_abs_diff": round(float(np.abs(probs - outputs[reference]).max()), 5),
-                        "balanced_accuracy": round(
-                            float(balanced_accuracy_score(truth, probs.argmax(axis=1))), 4
-                        ),
-                        "n_images": len(expected),
-                    }
-                ),
-                flush=True,
-            )
+        if reference in outputs:
+            for name, probs in outputs.items():
+                row = agreement(truth, probs, outputs[reference], list(target.classes))
+                print(json.dumps({"format": name, "reference": reference, **row}), flush=True)
+
+
+def scores(truth: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Balanced accuracy and, where the classes have melanoma, its AUC."""
+    out = {"balanced_accuracy": float(balanced_accuracy_score(truth, probs.argmax(axis=1)))}
+    if "mel" in classes:
+        k = classes.index("mel")
+        positive = truth == k
+        out["mel_auc"] = (
+            float(roc_auc_score(positive, probs[:, k])) if 0 < positive.sum() < len(truth) else None
+        )
+    return out
+
+
+def agreement(truth, probs, reference, classes) -> dict:
+    """How ``probs`` compares with the ``reference`` outputs on the same images."""
+    own, theirs = scores(truth, probs, classes), scores(truth, reference, classes)
+    gaps = {
+        f"{key}_gap": None if own[key] is None else round(abs(own[key] - theirs[key]), 4)
+        for key in own
+    }
+    return {
+        "argmax_agreement": round(
+            float(np.mean(probs.argmax(axis=1) == reference.argmax(axis=1))), 4
+        ),
+        "max_abs_diff": round(float(np.abs(probs - reference).max()), 5),
+        **{k: None if v is None else round(v, 4) for k, v in own.items()},
+        **gaps,
+        "within_0.01": all(g is not None and g <= 0.01 for g in gaps.values()),
+        "n_images": len(truth),
+    }
 
 
 if __name__ == "__main__":
