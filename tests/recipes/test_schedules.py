@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ZooError
-from zoo.recipes.schedules import check_schedule, learning_rate
+from zoo.recipes.schedules import check_schedule, cycle_ends, learning_rate
 from zoo.scoring.priors import effective_priors
 from zoo.training.class_weights import class_weights
 
@@ -63,6 +63,30 @@ def test_one_cycle_rises_then_anneals():
     assert lr(custom, 10, epochs=10) == pytest.approx(0.00001)
 
 
+def test_cosine_restarts_decays_to_zero_in_each_cycle_and_restarts():
+    """SGDR as snapshot ensembles use it (Huang et al. 2017): 3 cycles of 2 epochs."""
+    restarts = {"name": "cosine_restarts", "cycles": 3}
+    for start in (0, 2, 4):
+        assert lr(restarts, start, epochs=6) == pytest.approx(0.001)
+        assert lr(restarts, start + 1, epochs=6) == pytest.approx(0.0005)
+        assert lr(restarts, start + 1.999, epochs=6) < 1e-8
+    assert lr(restarts, 6, epochs=6) == pytest.approx(0.0, abs=1e-12)
+    assert lr({"name": "cosine_restarts", "cycles": 1}, 2.5, epochs=10) == pytest.approx(
+        lr({"name": "cosine"}, 2.5, epochs=10)
+    )
+
+
+def test_cycle_ends_are_whole_epochs():
+    assert cycle_ends(6, 3) == [2, 4, 6]
+    assert cycle_ends(4, 3) == [1, 2, 4]
+    assert cycle_ends(5, 1) == [5]
+    assert cycle_ends(3, 3) == [1, 2, 3]
+    uneven = {"name": "cosine_restarts", "cycles": 3}  # cycles of 1, 1 and 2 epochs
+    assert lr(uneven, 1, epochs=4) == pytest.approx(0.001)
+    assert lr(uneven, 2, epochs=4) == pytest.approx(0.001)
+    assert lr(uneven, 3, epochs=4) == pytest.approx(0.0005)
+
+
 def test_bad_schedules_are_errors():
     with pytest.raises(ZooError, match="schedule name must be one of .*got 'linear'"):
         lr({"name": "linear"}, 0)
@@ -85,6 +109,13 @@ def test_bad_schedules_are_errors():
         ({"name": "cosine", "warmup": -1}, r"'warmup' must be ≥ 0"),
         ({"name": ["step"]}, r"schedule name must be one of"),
         ("step", r"a schedule must be a table"),
+        ({"name": "cosine_restarts"}, r"schedule 'cosine_restarts' needs cycles"),
+        ({"name": "cosine_restarts", "cycles": 1.5}, r"'cycles' must be a positive integer"),
+        ({"name": "cosine_restarts", "cycles": 0}, r"'cycles' must be a positive integer"),
+        (
+            {"name": "cosine", "cycles": 2},
+            r"schedule 'cosine' takes \['warmup'\]; got \['cycles'\]",
+        ),
     ],
 )
 def test_bad_schedule_options_are_errors_before_any_arithmetic(schedule, pattern):

@@ -96,6 +96,7 @@ def test_member_directory(member):
     assert path == workspace / "members" / "small_cnn.demo.s0"
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
     assert files == [
+        "calibration.json",
         "card.md",
         "history.csv",
         "member.json",

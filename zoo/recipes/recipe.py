@@ -34,6 +34,7 @@ from zoo.recipes.specs import (
     StageSpec,
     as_dict,
     build,
+    check_stages,
     checked_table,
     did_you_mean,
     optimizer_arguments,
@@ -133,8 +134,10 @@ class Recipe:
             recipe = dataclasses.replace(
                 recipe, input=dataclasses.replace(recipe.input, size=image_size)
             )
+            _stages_checked(recipe, f"--image-size {image_size}")
         if epochs is not None:
             recipe = dataclasses.replace(recipe, stages=scale_stages(recipe.stages, epochs))
+            _stages_checked(recipe, f"--epochs {epochs}")
         if batch_size is not None:
             if batch_size < 1:
                 raise ZooError(f"--batch-size must be a positive integer; got {batch_size}.")
@@ -148,6 +151,14 @@ class Recipe:
                 recipe, input=dataclasses.replace(recipe.input, crop_borders=crop_borders)
             )
         return recipe
+
+
+def _stages_checked(recipe: Recipe, option: str) -> None:
+    """The stage checks of a recipe file, again after a command-line override."""
+    try:
+        check_stages(recipe.stages, recipe.input)
+    except ZooError as exc:
+        raise ZooError(f"{option}: {exc}") from None
 
 
 def _arguments_kept(optimizer: dict[str, Any], name: str) -> dict[str, Any]:
@@ -205,12 +216,13 @@ def scale_stages(stages: tuple[StageSpec, ...], total: int) -> tuple[StageSpec, 
     """Share a total epoch budget among stages in proportion to their own lengths.
 
     Every stage keeps at least one epoch while the budget allows; with fewer epochs than
-    stages, the last stages run (fine-tuning matters more than warming up the head).
+    stages, the last stages run (fine-tuning matters more than warming up the head). A
+    stage's ``swa`` keeps averaging the same share of its epochs (at least the last one).
     """
     if total < 1:
         raise ZooError(f"--epochs must be a positive integer; got {total}.")
     if total < len(stages):
-        return tuple(dataclasses.replace(s, epochs=1) for s in stages[-total:])
+        return tuple(_with_epochs(s, 1) for s in stages[-total:])
     own = sum(s.epochs for s in stages)
     counts = [max(1, round(total * s.epochs / own)) for s in stages]
     counts[-1] += total - sum(counts)
@@ -218,7 +230,16 @@ def scale_stages(stages: tuple[StageSpec, ...], total: int) -> tuple[StageSpec, 
         i = max(range(len(counts) - 1), key=lambda k: counts[k])
         counts[i] -= 1
         counts[-1] += 1
-    return tuple(dataclasses.replace(s, epochs=n) for s, n in zip(stages, counts, strict=True))
+    return tuple(_with_epochs(s, n) for s, n in zip(stages, counts, strict=True))
+
+
+def _with_epochs(stage: StageSpec, epochs: int) -> StageSpec:
+    """``stage`` lasting ``epochs`` epochs; its SWA averages the same share of them."""
+    swa = stage.swa
+    if swa is not None and epochs != stage.epochs:
+        averaged = max(1, round((stage.epochs - swa.start + 1) * epochs / stage.epochs))
+        swa = dataclasses.replace(swa, start=max(1, epochs - averaged + 1))
+    return dataclasses.replace(stage, epochs=epochs, swa=swa)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -324,6 +345,7 @@ def _recipe(data: dict[str, Any], *, name: str, path: str) -> Recipe:
     )
     if not stages:
         raise ZooError("needs at least one [[stages]] entry.")
+    check_stages(stages, spec)
     recipe = Recipe(**top, model=model, input=spec, stages=stages, path=path)
     if recipe.sampling == "balanced" and recipe.class_weight != "none":
         raise ZooError(

@@ -10,6 +10,7 @@ value. ``zoo.training.augment``, ``zoo.models`` and ``zoo.training`` build from 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,9 @@ def check_type(kind: type, value: Any, key: str) -> Any:
 def _checked(hint: Any, spec: dataclasses.Field, value: Any, key: str) -> Any:
     """One value checked against its field's type and rule."""
     kind = typing.get_origin(hint) or hint
+    options = typing.get_args(hint) if kind in (types.UnionType, typing.Union) else ()
+    if type(None) in options and len(options) == 2:  # ``X | None``: None means "left out"
+        hint = kind = next(a for a in options if a is not type(None))
     if kind in TOML_TYPES:
         value = check_type(kind, value, key)
     elif kind is dict and not isinstance(value, dict):
@@ -312,6 +316,19 @@ class OptimizerSpec:
 
 
 @dataclass(frozen=True)
+class SwaSpec:
+    """A stage's ``swa = { start = E }``: stochastic weight averaging (Izmailov et al. 2018).
+
+    The weights at the end of every epoch of the stage from its epoch ``start`` (1-based) on
+    are averaged; with ``learning_rate`` > 0 the stage runs at that constant rate from then on
+    (0: the stage's schedule goes on). The average becomes the member ``<name>.swa``.
+    """
+
+    start: int = rule(ok=lambda v: v >= 1, says="an epoch of the stage, counted from 1")
+    learning_rate: float = rule(0.0, ok=lambda v: v >= 0, says="0 (the stage's schedule) or > 0")
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One phase of training: which layers learn, for how long, at what learning rate."""
 
@@ -332,6 +349,57 @@ class StageSpec:
     # "frozen": batch-norm layers of the backbone keep their (ImageNet) statistics and scales,
     # as in Keras' transfer-learning guide; "train": they learn like the other layers.
     batchnorm: str = rule("train", choices=BATCHNORM)
+    # Cheap extra members and progressive resizing; off by default, and then left out of the
+    # resolved recipe (:meth:`as_dict`), which reads as before they existed.
+    # Snapshot ensembles (Huang et al. 2017): with schedule "cosine_restarts", the weights at
+    # the end of each cycle become the members <name>.snap1 … <name>.snapM.
+    snapshots: bool = False
+    swa: SwaSpec | None = None
+    # Progressive resizing: this stage trains at image_size px (None: the member's input size).
+    image_size: int | None = rule(None, ok=lambda v: v >= 1, says="a positive number of pixels")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stage as plain data; the options that are off are left out."""
+        data = {f.name: as_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {k: v for k, v in data.items() if k not in _OFF or v != _OFF[k]}
+
+
+# The stage options that leave a stage as it was before they existed.
+_OFF = {"snapshots": False, "swa": None, "image_size": None}
+
+
+def check_stages(stages: tuple[StageSpec, ...], spec: InputSpec) -> None:
+    """The checks that join a stage's options to its epochs, the input size and the other
+    stages; the first problem is a ZooError naming ``stages[i].<key>`` and the value."""
+    for i, stage in enumerate(stages, start=1):
+        where, cycles = f"stages[{i}]", stage.schedule.cycles
+        if cycles is not None and cycles > stage.epochs:
+            raise ZooError(
+                f"{where}.schedule cycles must be at most the stage's epochs ({stage.epochs}); "
+                f"got {cycles}."
+            )
+        if stage.snapshots and stage.schedule.name != "cosine_restarts":
+            raise ZooError(
+                f'{where}.snapshots = true needs schedule = {{ name = "cosine_restarts", '
+                f"cycles = M }}; got schedule {stage.schedule.name!r}."
+            )
+        if stage.swa is not None and stage.swa.start > stage.epochs:
+            raise ZooError(
+                f"{where}.swa.start must be an epoch of the stage (1 to {stage.epochs}); "
+                f"got {stage.swa.start}."
+            )
+        if stage.image_size is not None and not spec.min_size <= stage.image_size <= spec.size:
+            raise ZooError(
+                f"{where}.image_size must be from input.min_size to input.size "
+                f"({spec.min_size} to {spec.size} px); got {stage.image_size}."
+            )
+    for key in ("snapshots", "swa"):
+        using = [i for i, s in enumerate(stages, start=1) if getattr(s, key) not in (False, None)]
+        if len(using) > 1:
+            raise ZooError(
+                f"{key} may be set in one stage only (its members are named once); "
+                f"got stages {', '.join(map(str, using))}."
+            )
 
 
 def as_dict(spec: Any) -> Any:

@@ -50,6 +50,7 @@ def model_card(info: dict) -> str:
         "## Training",
         f"- {training['epochs_run']} epochs in {training['seconds']:.0f} s, best epoch {training['best_epoch']} "
         f"(by validation balanced accuracy), seed {info['config']['options']['seed']}",
+        *_origin(info),
         f"- Class weighting `{info['config']['recipe']['class_weight']}`, sampling `{info['config']['recipe']['sampling']}`; "
         "effective training priors: "
         + ", ".join(
@@ -70,3 +71,21 @@ def model_card(info: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _origin(info: dict) -> list[str]:
+    """Where an extra member's weights come from: a snapshot or the weight average of a run."""
+    if isinstance(info.get("snapshot"), dict):
+        snap = info["snapshot"]
+        return [
+            f"- Snapshot {snap['cycle']} of {snap['of']} of run `{snap['run']}`: the weights at the "
+            f"end of epoch {snap['epoch']}, the end of a cosine-restart cycle (Huang et al. 2017)"
+        ]
+    if isinstance(info.get("swa"), dict):
+        swa = info["swa"]
+        return [
+            f"- Stochastic weight average (Izmailov et al. 2018) of run `{swa['run']}` over the "
+            f"ends of epochs {', '.join(map(str, swa['epochs']))}; batch-norm statistics "
+            f"recomputed over {swa['batchnorm_batches']} batches of training images"
+        ]
+    return []

@@ -56,14 +56,17 @@ from zoo.store import (
 )
 from zoo.store.locks import hold
 from zoo.store.names import check_name
+from zoo.store.records import RunStateRecord
 from zoo.store.workspace import atomic_directory, atomic_path, atomic_write_json, atomic_write_text
 from zoo.training.batchnorm import recompute_statistics
 from zoo.training.card import library_versions, model_card
 from zoo.training.class_weights import class_weights
 from zoo.training.distributed import fit_with_strategy, needs_custom_loop
+from zoo.training.extra_members import ExtraMembers, extra_member_names, made_by
 from zoo.training.finetune import make_optimizer, prepare_backbone
 from zoo.training.monitor import Diverged, LearningRateSchedule, TrainingMonitor
 from zoo.training.partition import Plan, plan_partition, relabel, summed_model, summed_priors
+from zoo.training.resize import copy_weights, resized_network
 from zoo.training.runtime import configure_precision, is_chief, make_strategy
 
 
@@ -137,6 +140,8 @@ class _Run:
     replicas: int = 1
     precision: str = "float32"
     state: dict | None = None  # state.json of the interrupted run that --resume continues
+    extras: ExtraMembers | None = None  # snapshots and SWA: members besides the run's own
+    resized: dict = field(default_factory=dict)  # image size → pixels of stages at that size
 
     @property
     def state_file(self) -> Path:
@@ -243,6 +248,8 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
                 f"--resume: the data changed since {name} started (fingerprint "
                 f"{state['fingerprint']} → {dataset.fingerprint}); start a new run."
             )
+    for extra in extra_member_names(recipe, name):
+        _reserve_extra_member(stack, layout, extra, run_name=name, resume=state is not None)
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
     hashes, duplicates = _find_duplicates(dataset, options)
@@ -263,6 +270,27 @@ def _resolve(options: TrainOptions, stack: contextlib.ExitStack | None = None) -
         source=source,
         state=state,
     )
+
+
+def _reserve_extra_member(
+    stack: contextlib.ExitStack, layout: Layout, name: str, *, run_name: str, resume: bool
+) -> None:
+    """Lock the directory of a snapshot or SWA member of the run; one that exists is an error,
+    unless ``--resume`` goes on with the run that saved it before it was interrupted."""
+    folder = layout.member(check_name(name, what="--name"))
+    stack.enter_context(hold(folder, what=f"zoo train {run_name}"))
+    if folder.exists() and not (resume and _made_by(folder, run_name)):
+        raise ZooError(
+            f"member {name!r} (an extra member of {run_name}) already exists in {folder.parent}; "
+            "pass --name to train another, or delete that directory to retrain it."
+        )
+
+
+def _made_by(folder: Path, run_name: str) -> bool:
+    try:
+        return made_by(json.loads((folder / MEMBER_FILE).read_text(encoding="utf-8")), run_name)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _find_duplicates(dataset: Dataset, options: TrainOptions) -> tuple[ImageHashes, dict]:
@@ -358,6 +386,10 @@ def _read_state(file: Path) -> tuple[dict, Recipe, Split]:
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
         raise ZooError(f"--resume: {file} is damaged: no {', '.join(missing)}; {fix}.")
+    try:  # every value the run goes on from, checked by its record in zoo.store
+        RunStateRecord.from_dict(state)
+    except ValueError as exc:
+        raise ZooError(f"--resume: {file} is damaged ({exc}); {fix}.") from None
     try:
         return state, Recipe.from_dict(state["recipe"]), Split.from_dict(state["split"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -442,9 +474,77 @@ def _save_checkpoint(run: _Run, model, row: dict, is_best: bool, epoch: int) -> 
             "epochs_since_best": run.epochs_since_best,
             "history": run.history,
             "seconds": run.seconds + row["seconds"],
+            **({"extras": run.extras.state()} if run.extras is not None else {}),
         },
     )
     run.seconds += row["seconds"]
+
+
+def _end_of_epoch(
+    run: _Run, model, stage: StageSpec, first_epoch: int, row: dict, is_best: bool, epoch: int
+) -> None:
+    """Once an epoch is validated: snapshot and weight average (extra members), then the
+    checkpoint; the history records each epoch's image size when a stage has its own."""
+    if run.extras is not None:
+        run.extras.after_epoch(model, stage, epoch_in_stage=epoch - first_epoch, epoch=epoch)
+    if any(s.image_size for s in run.recipe.stages):
+        row["image_size"] = stage.image_size or run.recipe.input.size
+    _save_checkpoint(run, model, row, is_best, epoch)
+
+
+def _stage_network(run: _Run, model, stage: StageSpec, strategy):
+    """The network ``stage`` trains: ``model``, or a copy of it built at the stage's
+    ``image_size`` (progressive resizing)."""
+    if (stage.image_size or run.recipe.input.size) == run.recipe.input.size:
+        return model
+    with strategy.scope():
+        network = resized_network(
+            model, run.recipe, size=stage.image_size, num_classes=len(run.dataset.classes)
+        )
+    prepare_backbone(split_model(model)[0], stage)  # its batch norms as the copy's
+    return network
+
+
+def _pixels_at(run: _Run, stage: StageSpec) -> ImageTable:
+    """The pixels ``stage`` trains on: decoded at its ``image_size`` (once, cached like the
+    member's own) or the member's."""
+    size = stage.image_size or run.recipe.input.size
+    if size == run.recipe.input.size:
+        return run.pixels
+    if size not in run.resized:
+        run.resized[size] = load_images(
+            run.dataset,
+            size=size,
+            crop_borders=run.recipe.input.crop_borders,
+            interpolation=run.recipe.input.interpolation,
+            cache_dir=Layout(run.options.workspace).image_cache,
+        )
+    return run.resized[size]
+
+
+def _stage_rate(stage: StageSpec, epoch: float) -> float:
+    """The learning rate ``epoch`` epochs (fractional) into ``stage``: its schedule's, or SWA's
+    constant rate once averaging began."""
+    swa = stage.swa
+    if swa is not None and swa.learning_rate and epoch >= swa.start - 1:
+        return swa.learning_rate
+    return learning_rate(stage.schedule, base=stage.learning_rate, epoch=epoch, epochs=stage.epochs)
+
+
+def _validation(run: _Run, model, network, trained, train_x):
+    """What is validated after each epoch of a stage, and the step before (precise BN): what
+    trains, or, when the stage trains a resized copy, the member's network at its own size,
+    given the copy's weights first."""
+    options = dict(batch_size=run.recipe.batch_size, max_batches=20, seed=run.options.seed)
+    if network is model:
+        return trained, lambda: recompute_statistics(trained, train_x, **options)
+    pixels = run.pixels.take(run.split.train)
+
+    def before_validation() -> int:
+        copy_weights(network, model)
+        return recompute_statistics(model, pixels, **options)
+
+    return model, before_validation
 
 
 def _fit_stage(
@@ -464,7 +564,9 @@ def _fit_stage(
     recipe, opts = run.recipe, run.options
     train_ids, val_ids = run.split.train, run.split.val
     y_train, y_val = run.labels("train"), run.labels("val")
-    features, head = split_model(model)
+    network = _stage_network(run, model, stage, strategy)
+    resized = network is not model
+    features, head = split_model(network)
     multipliers = prepare_backbone(features, stage)
     use_features = stage.trainable == "head" and not stage.augment and opts.feature_cache
     label = f"stage {index + 1}/{len(recipe.stages)} ({stage.name})"
@@ -472,13 +574,16 @@ def _fit_stage(
         f"[bold]{label}[/bold]: {stage.epochs} epoch(s), lr {stage.learning_rate:g}, "
         f"{'backbone frozen' if stage.trainable == 'head' else _trainable_summary(stage)}"
         f"{', features cached' if use_features else ''}"
+        f"{f', {stage.image_size} px' if resized else ''}"
     )
-    train_x, val_x = run.pixels.take(train_ids), run.pixels.take(val_ids)
-    trained = model
+    train_x, val_x = _pixels_at(run, stage).take(train_ids), run.pixels.take(val_ids)
+    trained = network
     if use_features:
         train_x = features.predict(inference_dataset(train_x, batch_size=128), verbose=0)
-        val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
+        if not resized:
+            val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
         trained = head
+    judged, before_validation = _validation(run, model, network, trained, train_x)
     augmenter = None
     if stage.augment and recipe.augment.active and not use_features:
         from zoo.training.augment import build_augmenter
@@ -508,7 +613,7 @@ def _fit_stage(
             jit_compile=jit,
         )
     monitor = TrainingMonitor(
-        predict_val=lambda: predict_probabilities(trained, val_x),
+        predict_val=lambda: predict_probabilities(judged, val_x),
         val_labels=y_val,
         steps=steps,
         batch_size=recipe.batch_size,
@@ -518,17 +623,13 @@ def _fit_stage(
         best_score=run.best_score,
         patience=recipe.early_stopping,
         epochs_since_best=run.epochs_since_best,
-        on_checkpoint=lambda epoch, row, best: _save_checkpoint(run, model, row, best, epoch),
-        before_validation=lambda: recompute_statistics(
-            trained, train_x, batch_size=recipe.batch_size, max_batches=20, seed=opts.seed
+        on_checkpoint=lambda epoch, row, best: _end_of_epoch(
+            run, model, stage, first_epoch, row, best, epoch
         ),
+        before_validation=before_validation,
     )
     schedule = LearningRateSchedule(
-        lambda e: learning_rate(
-            stage.schedule, base=stage.learning_rate, epoch=e, epochs=stage.epochs
-        ),
-        steps=steps,
-        initial_epoch=start_in_stage,
+        lambda e: _stage_rate(stage, e), steps=steps, initial_epoch=start_in_stage
     )
     if needs_custom_loop(strategy):
         fit_with_strategy(
@@ -637,6 +738,7 @@ def _train(run: _Run) -> Path:
     if recipe.sampling == "balanced":
         priors = np.full(len(counts), 1 / len(counts))
     run.directory.mkdir(parents=True, exist_ok=True)
+    run.extras = ExtraMembers.of(recipe, run.name, run.directory, (state or {}).get("extras"))
     jit = {"auto": "auto", "on": True, "off": False}[options.jit_compile]
     if jit == "auto" and not get_backbone(recipe.model.backbone).xla:
         jit = False
@@ -659,8 +761,27 @@ def _train(run: _Run) -> Path:
         done = first + stage.epochs
         if not keep_going:
             break
+    if run.extras is not None:
+        _save_extra_members(run, model, counts, weights_of_class, priors)
     model.load_weights(run.directory / "best.weights.h5")
-    return _save_member(run, model, counts, weights_of_class, priors)
+    final = _save_member(run, model, counts, weights_of_class, priors)
+    if is_chief():
+        shutil.rmtree(run.directory, ignore_errors=True)
+    return final
+
+
+def _save_extra_members(run: _Run, model, counts, weights_of_class, priors) -> None:
+    """The run's snapshots and weight average, each saved as a member of its own."""
+    for name in run.extras.missing(run.recipe):
+        console.warn(f"{name} is not saved: training stopped early, before its epoch.")
+    members = run.extras.members(
+        model,
+        pixels=run.pixels.take(run.split.train),
+        batch_size=run.recipe.batch_size,
+        seed=run.options.seed,
+    )
+    for extra in members:
+        _save_member(run, model, counts, weights_of_class, priors, extra)
 
 
 def _source_weights(run: _Run) -> np.ndarray | None:
@@ -700,7 +821,9 @@ def _kept(run: _Run) -> str:
     )
 
 
-def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
+def _save_member(run: _Run, model, counts, weights_of_class, priors, extra=None) -> Path:
+    """Save ``model`` as the run's member, or as ``extra``: (name, provenance in member.json)."""
+    name, provenance = extra or (run.name, {})
     classes, labels_of = run.dataset.classes, run.labels
     partition = None
     if run.plan is not None:  # train classes → inference classes by summation
@@ -724,7 +847,7 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     epochs_run = len(run.history)
     seen = sum(r["images_per_second"] * (r["seconds"]) for r in run.history) or 1
     info = {
-        "name": run.name,
+        "name": name,
         "recipe": run.recipe.name,
         "config": {"recipe": run.recipe.as_dict(), "options": run.options.to_dict()},
         "classes": list(classes),
@@ -760,12 +883,15 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
     }
     if partition is not None:
         info["partition"] = partition
+    info.update(provenance)
+    if run.history and "image_size" in run.history[0]:  # progressive resizing
+        info["training"]["image_sizes"] = [r["image_size"] for r in run.history]
     per_source = _source_weights(run)
     if per_source is not None:  # the counts behind the effective priors, as sources weigh them
         info["priors"]["source_weighted_counts"] = np.bincount(
             labels_of("train"), weights=per_source, minlength=len(classes)
         ).tolist()
-    final = Layout(run.options.workspace).member(run.name)
+    final = Layout(run.options.workspace).member(info["name"])
     if not is_chief():
         return final
     record = MemberRecord.from_dict(info)
@@ -791,7 +917,6 @@ def _save_member(run: _Run, model, counts, weights_of_class, priors) -> Path:
         pd.DataFrame(run.history).to_csv(tmp / "history.csv", index=False)
         _write_calibration(tmp, run, predictions["val"], labels_of("val"), priors)
         atomic_write_text(tmp / "card.md", model_card(info))
-    shutil.rmtree(run.directory, ignore_errors=True)
     _print_summary(run, info, final)
     return final
 
@@ -817,7 +942,7 @@ def _write_calibration(folder: Path, run: _Run, val: pd.DataFrame, labels, prior
 def _print_summary(run: _Run, info: dict, final: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{run.name}", show_edge=False)
+    table = Table(title=f"{info['name']}", show_edge=False)
     for column in ("split", "images", "balanced acc.", "macro AUC", "accuracy"):
         table.add_column(column, justify="right" if column != "split" else "left")
     for part, m in info["metrics"].items():
@@ -830,4 +955,4 @@ def _print_summary(run: _Run, info: dict, final: Path) -> None:
     console.info(
         f"best epoch {run.best_epoch} of {len(run.history)}, {run.seconds:.0f} s of training"
     )
-    console.console.print(f"Saved member [bold]{run.name}[/bold] to {final}")
+    console.console.print(f"Saved member [bold]{info['name']}[/bold] to {final}")
