@@ -50,10 +50,21 @@ class Member:
 # progress). The paper baseline, Inception v3, trains from scratch: Keras' ImageNet weights
 # cannot be downloaded on the benchmark's machine, so its row says "no ImageNet weights".
 FINE_TUNE = ("stages.1.epochs=4", "stages.2.epochs=12")
+# Cheap extra members: the same 12 fine-tuning epochs as three cosine-restart cycles, one
+# snapshot member per cycle (<name>.snap1-3), and the average of the last four epochs' weights
+# (<name>.swa); early stopping off, so that every cycle ends.
+SNAPSHOTS = (
+    *FINE_TUNE,
+    "early_stopping=0",
+    'stages.2.schedule={ name = "cosine_restarts", cycles = 3 }',
+    "stages.2.snapshots=true",
+    "stages.2.swa={ start = 9 }",
+)
 MEMBERS = [
     Member("efficientnet_lite0", 0, 192, FINE_TUNE),
     Member("efficientnet_lite1", 0, 192, FINE_TUNE),
     Member("efficientnet_lite2", 0, 192, FINE_TUNE),
+    Member("efficientnet_lite0", 2, 192, SNAPSHOTS),
     Member("inception_v3", 0, 128, ("stages.1.epochs=16",), weights="none", mixed=True),
     Member("efficientnet_lite0", 1, 192, FINE_TUNE),
     Member("small_cnn", 0, 64, ("stages.1.epochs=4",), mixed=True),
@@ -116,7 +127,21 @@ def train_members(data: str, workspace: Path, members: list[Member], budget: flo
                 mixed_precision=member.mixed and native_bfloat16(),
             )
         )
-    return [m.name for m in members if (workspace / "members" / m.name / "member.json").exists()]
+    return saved_members(workspace, members)
+
+
+def saved_members(workspace: Path, members: list[Member]) -> list[str]:
+    """The saved members of ``members``, each followed by its extra members (snapshots, SWA)."""
+    folder = workspace / "members"
+    names = []
+    for m in members:
+        if (folder / m.name / "member.json").exists():
+            names.append(m.name)
+            extras = folder.glob(f"{m.name}.*/member.json")
+            names += sorted(
+                p.parent.name for p in extras if p.parent.name.count(".") > m.name.count(".")
+            )
+    return names
 
 
 def ood_photos(workspace: Path):
@@ -247,7 +272,7 @@ def main(argv=None) -> int:
     workspace.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     members = chosen_members(args.members)
-    names = [m.name for m in members if (workspace / "members" / m.name / "member.json").exists()]
+    names = saved_members(workspace, members)
     if args.stage in ("all", "train"):
         names = train_members(args.data, workspace, members, args.budget)
     if args.stage in ("all", "evaluate"):
