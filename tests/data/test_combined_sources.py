@@ -380,7 +380,7 @@ UNK_CLASSES = ["MEL", "NV", "BCC", "BKL", UNKNOWN_CLASS]
 
 
 def test_unk_is_scored_as_the_isic_2019_scorer_does(tmp_path):
-    from test_metrics import assert_same, make, official
+    from scoringkit import assert_same, make, official
 
     from zoo.scoring.metrics import score
 
@@ -392,8 +392,8 @@ def test_unk_is_scored_as_the_isic_2019_scorer_does(tmp_path):
 
 
 def test_unk_without_unk_images_is_left_out_of_balanced_accuracy():
+    from scoringkit import make
     from sklearn.metrics import balanced_accuracy_score
-    from test_metrics import make
 
     from zoo.scoring.metrics import score
 

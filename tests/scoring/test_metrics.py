@@ -10,6 +10,7 @@ import isic_challenge_scoring as isic  # a test dependency: missing means failin
 import numpy as np
 import pandas as pd
 import pytest
+from scoringkit import CLASSES, assert_same, make, official
 
 from zoo.errors import ZooError
 from zoo.scoring.metrics import (
@@ -21,52 +22,6 @@ from zoo.scoring.metrics import (
     score,
     sens_spec_curves,
 )
-
-CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
-
-
-def make(n: int, *, seed: int, informative: float = 0.0, classes=CLASSES, decimals=None):
-    """One-hot truth and Dirichlet predictions, optionally nudged towards the truth."""
-    rng = np.random.default_rng(seed)
-    k = len(classes)
-    ids = [f"ISIC_{i:07d}" for i in range(n)]
-    labels = rng.integers(0, k, n)
-    truth = pd.DataFrame(np.eye(k)[labels], index=ids, columns=classes)
-    p = rng.dirichlet(np.full(k, 0.5), n) + informative * truth.to_numpy()
-    p /= p.sum(axis=1, keepdims=True)
-    if decimals is not None:
-        p = np.round(p, decimals)
-    return truth, pd.DataFrame(p, index=ids, columns=classes)
-
-
-def official(tmp_path, truth, predictions, weights=None) -> dict:
-    # Rows sorted by id: the scorer sorts the class columns but applies score_weight by
-    # position, so an unsorted truth file gets misaligned weights (see the next test).
-    t = truth.copy()
-    if weights is not None:
-        t["score_weight"] = weights
-    t = t.sort_index()
-    t.rename_axis("image").reset_index().to_csv(tmp_path / "truth.csv", index=False)
-    # Shuffled rows: the scorer must align by image id.
-    p = predictions.sample(frac=1.0, random_state=0)
-    p.rename_axis("image").reset_index().to_csv(tmp_path / "predictions.csv", index=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the scorer uses deprecated pandas calls
-        result = isic.ClassificationScore.from_file(
-            tmp_path / "truth.csv",
-            tmp_path / "predictions.csv",
-            isic.ClassificationMetric.BALANCED_ACCURACY,
-        )
-    return result.to_dict(rocs=False)
-
-
-def assert_same(expected: dict, got: dict, where: str = "") -> None:
-    for key, value in expected.items():
-        if isinstance(value, dict):
-            assert_same(value, got[key], f"{where}.{key}")
-        else:
-            assert got[key] is not None, f"{where}.{key} is None, official {value}"
-            assert abs(got[key] - value) <= 1e-9, f"{where}.{key}: {got[key]} != {value}"
 
 
 def weights_for(truth: pd.DataFrame, seed: int) -> pd.Series:

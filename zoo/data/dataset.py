@@ -11,13 +11,18 @@ import pandas as pd
 
 from zoo.store.hashes import labels_fingerprint
 
+# Per-image metadata a reader keeps when its source has it (docs/formats.md, *Per-image
+# metadata*): the raw text of the source, under these names; "" where it is missing.
+METADATA_COLUMNS = ("sex", "age", "site", "confirmation")
+
 
 @dataclass
 class Dataset:
     """Labelled images from one source.
 
     ``records`` is indexed by image id and has columns ``path``, ``label`` and ``group``
-    (lesion id, else the image id). ``problems`` holds what the reader found wrong; they are
+    (lesion id, else the image id), and those of :data:`METADATA_COLUMNS` the source has
+    (not part of the fingerprint). ``problems`` holds what the reader found wrong; they are
     reported together with the image-level problems before training starts.
     """
 
@@ -58,6 +63,13 @@ class Dataset:
     def class_counts(self) -> dict[str, int]:
         counts = self.records["label"].value_counts()
         return {c: int(counts.get(c, 0)) for c in self.classes}
+
+    def metadata(self, ids=None) -> pd.DataFrame:
+        """The metadata columns the records have (of :data:`METADATA_COLUMNS`), as text ("" where
+        missing), for ``ids`` (default: every image)."""
+        columns = [c for c in METADATA_COLUMNS if c in self.records.columns]
+        frame = self.records[columns] if ids is None else self.records.loc[list(ids), columns]
+        return frame.astype(object).where(frame.notna(), "").astype(str)
 
     def subset(self, ids) -> Dataset:
         """The same data set restricted to ``ids`` (in that order)."""

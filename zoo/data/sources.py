@@ -26,6 +26,14 @@ FOLDER_KINDS = {
     "folder": "DIR/<class name>/<image>.jpg",
 }
 FILE_KINDS = {"isic": "ISIC ground truth", "csv": "columns image,label[,group]"}
+# The source columns each of zoo.data.dataset.METADATA_COLUMNS is read from (the first present
+# wins): zoo's own name, HAM10000's metadata, the ISIC archive's and challenges' metadata CSVs.
+METADATA_ALIASES = {
+    "sex": ("sex",),
+    "age": ("age", "age_approx"),
+    "site": ("site", "localization", "anatom_site_general", "anatom_site_general_challenge"),
+    "confirmation": ("confirmation", "dx_type", "diagnosis_confirm_type"),
+}
 
 
 def _index_images(folders: list[Path]) -> dict[str, Path]:
@@ -68,6 +76,16 @@ def _require_columns(frame: pd.DataFrame, path: Path, columns: tuple[str, ...]) 
         )
 
 
+def _metadata(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """The metadata columns ``frame`` has (:data:`METADATA_ALIASES`), as stripped text."""
+    found = {}
+    for column, aliases in METADATA_ALIASES.items():
+        alias = next((a for a in aliases if a in frame.columns), None)
+        if alias is not None:
+            found[column] = frame[alias].fillna("").astype(str).str.strip()
+    return found
+
+
 def _build(
     name, spec, frame, *, id_col, label_col, group_col, paths, classes, source, **extra
 ) -> Dataset:
@@ -91,10 +109,9 @@ def _build(
         resolved.append(str(path) if path is not None else "")
     groups = frame[group_col].astype(str).str.strip() if group_col else ids
     groups = groups.where(groups != "", ids)
-    records = pd.DataFrame(
-        {"path": resolved, "label": labels.to_numpy(), "group": groups.to_numpy()},
-        index=pd.Index(ids.to_numpy(), name="image"),
-    )
+    columns = {"path": resolved, "label": labels.to_numpy(), "group": groups.to_numpy()}
+    columns.update({c: v.to_numpy() for c, v in _metadata(frame).items()})
+    records = pd.DataFrame(columns, index=pd.Index(ids.to_numpy(), name="image"))
     records = records[~records.index.duplicated(keep="first")]
     return Dataset(
         name=name, spec=spec, records=records, classes=tuple(classes), problems=problems, **extra
@@ -189,13 +206,7 @@ def read_isic(csv: Path, *, images: Path | None = None) -> Dataset:
     notes = [
         f"dropped class {c}: no image of it in {csv.name}" for c in class_cols if c not in present
     ]
-    frame["group"] = ""
-    for meta in sorted(csv.parent.glob("*etadata*.csv")):
-        extra = _read_csv(meta)
-        if {"image", "lesion_id"} <= set(extra.columns):
-            frame["group"] = frame["image"].map(extra.set_index("image")["lesion_id"]).fillna("")
-            notes.append(f"grouped by lesion_id from {meta.name}")
-            break
+    frame = _with_metadata_beside(csv, frame, notes)
     stem = csv.stem.replace("_GroundTruth", "").replace("_groundtruth", "")
     folders = [images] if images else []
     folders += [csv.parent / stem, csv.parent / f"{stem}_Input", csv.parent / "images", csv.parent]
@@ -219,6 +230,33 @@ def read_isic(csv: Path, *, images: Path | None = None) -> Dataset:
         weights.index = frame.loc[labels_ok, "image"].astype(str).str.strip()
         dataset.weights = weights[~weights.index.duplicated()].reindex(dataset.records.index)
     return dataset
+
+
+def _with_metadata_beside(csv: Path, frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """``frame`` with ``group`` from the first ISIC metadata CSV beside ``csv`` that has a
+    ``lesion_id`` ("" without one), and the metadata columns (sex, age, site, …) of the one
+    that covers most of its images, matched by ``image``; a note names each file used."""
+    files = [(meta, _read_csv(meta)) for meta in sorted(csv.parent.glob("*etadata*.csv"))]
+    frame = frame.assign(group="")
+    for meta, extra in files:
+        if {"image", "lesion_id"} <= set(extra.columns):
+            frame["group"] = frame["image"].map(extra.set_index("image")["lesion_id"]).fillna("")
+            notes.append(f"grouped by lesion_id from {meta.name}")
+            break
+    images = frame["image"].astype(str).str.strip()
+    best, covered = None, 0
+    for meta, extra in files:
+        if "image" not in extra.columns or not _metadata(extra):
+            continue
+        extra = extra.assign(image=extra["image"].str.strip()).drop_duplicates("image")
+        overlap = int(images.isin(extra["image"]).sum())
+        if overlap > covered:
+            best, covered = (meta, _metadata(extra.set_index("image"))), overlap
+    if best is None:
+        return frame
+    meta, columns = best
+    notes.append(f"metadata ({', '.join(columns)}) from {meta.name}")
+    return frame.assign(**{c: images.map(v).fillna("") for c, v in columns.items()})
 
 
 def read_folder(folder: Path) -> Dataset:

@@ -50,6 +50,7 @@ from zoo.evaluation.reliability import (
     resolve_calibrate,
     validation_outputs,
 )
+from zoo.evaluation.subgroups import subgroup_report, subgroups_block
 from zoo.inference.calibrated import Calibration, load_calibration
 from zoo.inference.tta import parse_tta
 from zoo.scoring.calibration import TemperatureScaling, as_logits
@@ -592,10 +593,10 @@ def _trust_blocks(
     title: str,
     workspace: Path,
 ) -> dict:
-    """The ``calibration``, ``operating_points``, ``ood`` and ``embedding`` blocks of
-    ``metrics.json`` (with their plots in ``tmp``). ``outputs``: the probabilities before and
-    after calibration, the fitted scaler and the validation outputs; ``ood``: the OOD data
-    set and its outputs."""
+    """The ``calibration``, ``operating_points``, ``ood``, ``embedding`` and ``subgroups``
+    blocks of ``metrics.json`` (with their plots in ``tmp``). ``outputs``: the probabilities
+    before and after calibration, the fitted scaler and the validation outputs; ``ood``: the
+    OOD data set and its outputs."""
     uncalibrated, probs, scaler, val = outputs
     ood_data, ood_probs = ood
     extra = dict(groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED)
@@ -608,6 +609,7 @@ def _trust_blocks(
         ),
         "ood": None,
         "embedding": None,
+        "subgroups": None,
     }
     if ood_probs is not None:
         blocks["ood"] = _ood_block(
@@ -619,6 +621,11 @@ def _trust_blocks(
         )
     if blocks["operating_points"] and not task:
         redraw_sens_spec(tmp, truth, probs, blocks["operating_points"], title=title)
+    if not task:
+        metadata, points = dataset.metadata(truth.index), blocks["operating_points"]
+        blocks["subgroups"] = subgroups_block(
+            truth, probs, metadata, operating_points=points, out=tmp, title=title, **extra
+        )
     return blocks
 
 
@@ -924,6 +931,8 @@ def print_summary(metrics: dict) -> None:
     console.console.print(table)
     for line in _trust_lines(metrics):
         console.console.print(f"  {line}")
+    for part in subgroup_report(metrics.get("subgroups")):
+        console.console.print(part)
     for note in metrics.get("notes", []):
         console.console.print(f"  note: {note}")
 

@@ -1,5 +1,5 @@
 """Figures for ``zoo evaluate`` and ``zoo leaderboard``: ROC, sensitivity–specificity (Esteva
-et al. 2017, Fig. 3), confusion matrix and a bar chart with intervals.
+et al. 2017, Fig. 3), confusion matrix, a bar chart with intervals and a forest plot.
 
 Each function writes a PNG atomically (temporary file in the same folder, then ``os.replace``)
 and returns its path.
@@ -8,7 +8,6 @@ and returns its path.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,21 +22,17 @@ from sklearn.metrics import auc as curve_area  # noqa: E402
 
 from zoo.errors import ZooError  # noqa: E402
 from zoo.scoring.metrics import roc_table  # noqa: E402
+from zoo.store.workspace import atomic_path  # noqa: E402
 
 DPI = 120
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Write the figure through zoo.store's atomic writer (the user's umask applies)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, suffix=".png") as tmp, open(tmp, "wb") as f:
             fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(fig)
     return path
@@ -301,3 +296,59 @@ def plot_embedding(frame: pd.DataFrame, path: str | os.PathLike, *, title: str) 
     ax.set_yticks([])
     ax.legend(loc="best", fontsize="small", markerscale=1.5)
     return _save(fig, path)
+
+
+FOREST_COLUMNS = ("row", "panel", "value", "low", "high")
+
+
+def plot_forest(
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    title: str,
+    reference: Mapping[str, float | None] | None = None,
+) -> Path:
+    """A forest plot: one row per ``row`` of ``table`` (top to bottom in order of appearance),
+    one panel per ``panel``, each value a point with its interval (``low``, ``high``; NaN where
+    there is none). A missing value reads "n/a". ``reference``: a dashed line per panel (e.g.
+    the value on all images)."""
+    missing = [c for c in FOREST_COLUMNS if c not in table.columns]
+    if missing or table.empty:
+        raise ZooError(
+            f"plot_forest needs a non-empty table with columns {', '.join(FOREST_COLUMNS)}; "
+            f"received {len(table)} rows, missing {missing}."
+        )
+    rows = list(dict.fromkeys(table["row"]))
+    panels = list(dict.fromkeys(table["panel"]))
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(2.6 * len(panels) + 2.5, 0.3 * len(rows) + 1.5),
+        sharey=True,
+        squeeze=False,
+    )
+    position = {r: i for i, r in enumerate(rows)}
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _forest_panel(ax, table[table["panel"] == panel], position)
+        line = (reference or {}).get(panel)
+        if line is not None and np.isfinite(line):
+            ax.axvline(line, ls="--", color="grey", lw=0.8)
+        ax.set_title(str(panel), fontsize="medium")
+    axes[0][0].set_yticks(range(len(rows)), [str(r) for r in rows], fontsize="small")
+    axes[0][0].set_ylim(len(rows) - 0.5, -0.5)
+    fig.suptitle(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def _forest_panel(ax, part: pd.DataFrame, position: Mapping) -> None:
+    """The points and intervals of one panel; "n/a" where a value is missing."""
+    y = part["row"].map(position).to_numpy(dtype=float)
+    value, low, high = (part[c].to_numpy(dtype=float) for c in ("value", "low", "high"))
+    shown = np.isfinite(value)
+    err = np.vstack([np.clip(value - low, 0, None), np.clip(high - value, 0, None)])
+    err = np.nan_to_num(err)[:, shown]
+    ax.errorbar(value[shown], y[shown], xerr=err, fmt="o", ms=4, capsize=2, color="tab:blue")
+    for row in y[~shown]:
+        ax.text(0.5, row, "n/a", ha="center", va="center", color="grey", fontsize="small")
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(axis="x", alpha=0.3)
