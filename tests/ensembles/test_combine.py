@@ -19,6 +19,7 @@ from zoo.ensembles.combine import (
     make_combiner,
 )
 from zoo.errors import ZooError
+from zoo.scoring.headline import balanced_accuracy
 
 CLASSES = ("mel", "nv", "bcc")
 MEMBERS = ("a", "b", "c")
@@ -73,38 +74,138 @@ def greedy_case():
 # --- greedy -------------------------------------------------------------------
 
 
+def trap_case():
+    """Three members whose pairs are worse than the best one alone, and whose mean is perfect.
+
+    Each member puts 0.8 on its answer and 0.15 on the other of the image's two classes:
+    a is wrong on 1 image per class, b on 2 and c on 2 others (disjoint). A pair where one
+    member is wrong ties (undecided, wrong); the three together outvote every error. Alone
+    a gets 5/6, b and c 4/6; a + b and a + c 3/6; a + b + c 6/6.
+    """
+    wrong = {0: [0], 1: [1, 2], 2: [3, 4]}  # member -> wrong images (of 6 per class)
+    probs, labels = np.zeros((3, 18, 3)), []
+    for i, (y, j) in enumerate((y, j) for y in range(3) for j in range(6)):
+        k, t = (y + 1) % 3, (y + 2) % 3
+        for m in range(3):
+            right, other = (0.15, 0.8) if j in wrong[m] else (0.8, 0.15)
+            probs[m, i, [y, k, t]] = [right, other, 0.05]
+        labels.append(y)
+    return probs, np.array(labels)
+
+
+OLD_RULE = {"init_members": 1, "early_stop": True, "tie_break": "none"}
+
+
 def test_greedy_picks_a_member_twice():
     probs, y = greedy_case()
-    greedy = GreedyCombiner().fit(make_set(probs, y))
-    assert greedy.counts_.tolist() == [2, 1, 0]
-    np.testing.assert_allclose(greedy.weights_, [2 / 3, 1 / 3, 0])
-    np.testing.assert_allclose(greedy.history_, [4 / 6, 5 / 6, 1.0])
+    for options in ({}, {"tie_break": "none"}, {"init_members": 1}, OLD_RULE):
+        greedy = GreedyCombiner(**options).fit(make_set(probs, y))
+        assert greedy.counts_.tolist() == [2, 1, 0], options
+        np.testing.assert_allclose(greedy.weights_, [2 / 3, 1 / 3, 0])
+        assert greedy.history_[greedy.best_round_] == pytest.approx(1.0)
     out = greedy.predict(make_set(probs, split="test"))
     np.testing.assert_allclose(out, (2 * probs[0] + probs[1]) / 3)
     assert (out.argmax(axis=1) == y).all()
 
 
-def test_greedy_starts_from_best_single_member_and_respects_max_rounds():
+def test_greedy_sorted_initialisation_and_all_rounds():
+    """Sorted initialisation takes a and b (their mean beats a alone); every round runs."""
     probs, y = greedy_case()
+    greedy = GreedyCombiner(max_rounds=20).fit(make_set(probs, y))
+    assert greedy.n_init_ == 2 and greedy.best_round_ == 1
+    assert len(greedy.history_) == 20 - 2 + 1  # the initial bag, then 18 rounds
+    np.testing.assert_allclose(greedy.history_[:2], [5 / 6, 1.0])
+    fixed = GreedyCombiner(init_members=3, tie_break="none").fit(make_set(probs, y))
+    assert fixed.n_init_ == 3 and fixed.history_[0] < 1.0  # c is confidently wrong
+
+
+def test_the_old_rule_stays_reachable():
+    probs, y = greedy_case()
+    greedy = GreedyCombiner(**OLD_RULE).fit(make_set(probs, y))
+    np.testing.assert_allclose(greedy.history_, [4 / 6, 5 / 6, 1.0])  # stopped after round 3
     greedy = GreedyCombiner(max_rounds=1).fit(make_set(probs, y))
     assert greedy.counts_.tolist() == [1, 0, 0]
     assert greedy.history_ == [pytest.approx(4 / 6)]
 
 
-def test_greedy_history_strictly_increases():
-    probs, y = noisy_members(seed=3, n=30)
-    greedy = GreedyCombiner(max_rounds=20).fit(make_set(probs, y))
-    assert np.all(np.diff(greedy.history_) > 0)
-    assert greedy.counts_.sum() == len(greedy.history_)
-    assert greedy.weights_.sum() == pytest.approx(1.0)
+def test_greedy_no_longer_stops_at_one_member():
+    """The old rule keeps a alone (no single addition improves it); sorted initialisation
+    finds the perfect mean of all three."""
+    probs, y = trap_case()
+    old = GreedyCombiner(**OLD_RULE).fit(make_set(probs, y))
+    assert old.counts_.tolist() == [1, 0, 0] and old.sole_member() == "a"
+    assert old.history_ == [pytest.approx(5 / 6)]
+    new = GreedyCombiner(tie_break="none").fit(make_set(probs, y))
+    assert new.counts_.tolist() == [1, 1, 1] and new.n_init_ == 3
+    assert new.history_[new.best_round_] == 1.0 and new.sole_member() is None
+    default = GreedyCombiner().fit(make_set(probs, y))
+    assert (default.counts_ > 0).all() and default.history_[default.best_round_] == 1.0
+    out = default.predict(make_set(probs, split="test"))
+    assert (out.argmax(axis=1) == y).all()
 
 
-@pytest.mark.parametrize("options", [{"metric": "auc"}, {"max_rounds": 0}, {"max_rounds": 2.5}])
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_keeps_the_bag_of_the_best_round(seed):
+    """Running every round and keeping the best bag never ends below stopping at the first
+    round without improvement, and the kept bag scores what history_ says."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(18) % 3
+    probs = np.stack([0.35 * np.eye(3)[y] + 0.65 * rng.dirichlet(np.ones(3), 18) for _ in "abc"])
+    old = GreedyCombiner(**OLD_RULE).fit(make_set(probs, y))
+    new = GreedyCombiner(init_members=1, tie_break="none").fit(make_set(probs, y))
+    assert max(new.history_) == new.history_[new.best_round_] >= old.history_[-1]
+    assert new.history_[: len(old.history_)] == old.history_  # the same path until it stopped
+    kept = np.tensordot(new.counts_ / new.counts_.sum(), probs, axes=(0, 0))
+    assert balanced_accuracy(y, kept.argmax(axis=1)) == pytest.approx(max(new.history_))
+
+
+def test_greedy_log_loss_breaks_ties():
+    """Two members right on every image: the better calibrated one wins with the tie-break;
+    without it, the one listed first."""
+    y = np.arange(6) % 3
+    onehot = np.eye(3)[y]
+    probs = np.stack([0.4 * onehot + 0.2, 0.7 * onehot + 0.1])
+    members = ("a", "b")
+    tied = GreedyCombiner(tie_break="none").fit(make_set(probs, y, members=members))
+    assert tied.counts_.tolist() == [1, 0] and tied.sole_member() == "a"
+    broken = GreedyCombiner().fit(make_set(probs, y, members=members))
+    assert broken.counts_.tolist() == [0, 1] and broken.sole_member() == "b"
+    scored = GreedyCombiner(metric="neg_log_loss").fit(make_set(probs, y, members=members))
+    assert scored.counts_.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"metric": "auc"},
+        {"max_rounds": 0},
+        {"max_rounds": 2.5},
+        {"init_members": 0},
+        {"init_members": "all"},
+        {"init_members": 60},
+        {"tie_break": "log_loss"},
+        {"early_stop": "yes"},
+    ],
+)
 def test_greedy_bad_options_raise_at_fit(options):
     probs, y = greedy_case()
     combiner = GreedyCombiner(**options)  # __init__ only stores
-    with pytest.raises(ZooError, match="greedy combiner"):
+    name, value = next(iter(options.items()))
+    with pytest.raises(ZooError, match=f"greedy combiner: .*{name}.*{value!r}"):
         combiner.fit(make_set(probs, y))
+
+
+def test_sole_member():
+    state = {"params": {}, "members": list(MEMBERS), "classes": list(CLASSES)}
+    one = combiner_from_dict({**state, "rule": "weighted", "weights": [0.0, 1.0, 0.0]})
+    assert one.sole_member() == "b"
+    almost = combiner_from_dict({**state, "rule": "weighted", "weights": [1e-6, 1 - 1e-6, 0.0]})
+    assert almost.sole_member() is None
+    ranks = combiner_from_dict({**state, "rule": "rank", "weights": [0.0, 1.0, 0.0]})
+    assert ranks.sole_member() is None  # ranks are not the member's probabilities
+    probs, y = noisy_members()
+    alone = MeanCombiner().fit(make_set(probs[:1], y, members=("a",)))
+    assert alone.sole_member() == "a"
 
 
 # --- weighted -----------------------------------------------------------------
@@ -281,7 +382,14 @@ def test_to_dict_round_trips_through_json():
     greedy = make_combiner("greedy", max_rounds=10).fit(make_set(probs, y))
     state = json.loads(json.dumps(greedy.to_dict()))
     again = combiner_from_dict(state)
-    assert again.get_params() == {"max_rounds": 10, "metric": "balanced_accuracy"}
+    assert again.get_params() == {
+        "max_rounds": 10,
+        "metric": "balanced_accuracy",
+        "init_members": "auto",
+        "tie_break": "neg_log_loss",
+        "early_stop": False,
+    }
     assert again.counts_.tolist() == [2, 1, 0]
+    assert (again.n_init_, again.best_round_) == (greedy.n_init_, greedy.best_round_)
     test = make_set(probs, split="test")
     np.testing.assert_allclose(again.predict(test), greedy.predict(test))

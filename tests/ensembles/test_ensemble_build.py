@@ -558,6 +558,31 @@ def test_cli_builds_and_prints_the_table(ws, capsys):
     assert sum(info["weights"].values()) == pytest.approx(1)
 
 
+def test_an_ensemble_that_reduces_to_one_member_says_so(tmp_path, capsys):
+    """Greedy selection keeps only a member that is perfect on validation: the build prints
+    one note naming it, ensemble.json and the card record it, and the predictions are its."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    data = write_dataset(ws)
+    perfect = 0.7 * np.eye(3)[[CLASSES.index(label) for label in VAL_LABELS]] + 0.1
+    make_member(ws, "good", data=data, val=perfect, test=M1_TEST)
+    make_member(ws, "poor", data=data, val=M2_VAL, test=M2_TEST)
+    spec = write_spec(ws, 'members = ["*"]\ncombine = "greedy"\nprior_correction = false\n')
+    assert main(["ensemble", "build", str(spec), "--workspace", str(ws)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "all its weight" in line]
+    assert notes == [
+        "note: ensemble e puts all its weight on member good: it predicts what good does "
+        "with TTA none and prior correction off"
+    ]
+    info = info_of(ws / "ensembles" / "e")
+    assert info["reduces_to"] == "good" and info["weights"] == {"good": 1.0, "poor": 0.0}
+    assert "Reduces to one member" in (ws / "ensembles" / "e" / "card.md").read_text()
+    test = read_predictions(ws / "ensembles" / "e" / "predictions" / "test.csv")
+    np.testing.assert_allclose(test.to_numpy(), M1_TEST, atol=1e-9)
+    mean = write_spec(ws, 'members = ["*"]\ncombine = "mean"\n', name="both")
+    assert info_of(build_ensemble(mean, workspace=ws))["reduces_to"] is None
+
+
 def test_cli_glob_matching_nothing_exits_2(ws, capsys):
     spec = write_spec(ws, 'members = ["resnet*"]\ncombine = "mean"\n')
     assert main(["ensemble", "build", str(spec), "--workspace", str(ws)]) == 2

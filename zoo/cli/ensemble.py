@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo import console
 from zoo.cli.options import (
     add_command,
     add_common,
 )
 from zoo.errors import ZooError
-from zoo.store import Layout
 
 NEEDS_TENSORFLOW = False
 
@@ -36,17 +34,8 @@ def add_options(sub) -> None:
 
 
 def run(args, workspace: Path) -> int:
-    """Build the ensemble, then store its calibration (``zoo calibrate``) beside it."""
     from zoo.ensembles.build import build_command
-    from zoo.ensembles.spec import find_spec
-    from zoo.evaluation.calibrate import calibrate_command
 
     if args.ensemble_command != "build":
         raise ZooError(f"unknown ensemble action {args.ensemble_command!r}; use build")
-    code = build_command(args.spec, workspace, operating_point=args.operating_point)
-    folder = Layout(workspace).ensemble(find_spec(str(args.spec), workspace=workspace).name)
-    try:
-        calibrate_command(str(folder), workspace=workspace)
-    except ZooError as exc:  # built all the same: it serves uncalibrated outputs
-        console.warn(f"{folder.name} is built but not calibrated: {exc}")
-    return code
+    return build_command(args.spec, workspace, operating_point=args.operating_point)

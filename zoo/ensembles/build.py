@@ -14,7 +14,8 @@ the members' data set (file list and labels only, no pixels; cached by its finge
 
 A built ensemble is written atomically to ``<workspace>/ensembles/<name>/``:
 ``ensemble.json`` (definition, members with file hashes and weights, fitted combiner,
-classes, data, split ids, validation metrics, build time), ``predictions/val.csv`` and
+classes, data, split ids, validation metrics, build time, and ``reduces_to``: the member
+that gets all the weight, if one does), ``predictions/val.csv`` and
 ``predictions/test.csv`` (ISIC format) and ``card.md``.
 """
 
@@ -307,7 +308,23 @@ def build_ensemble(
     record.metrics = {"val": headline_metrics(*val_scored)}
     if operating_point is not None:
         record.operating_point = _choose_operating_point(operating_point, spec, val_set, val_scored)
-    return _save(record, outputs, Layout(workspace).ensemble(spec.name), started=started)
+    final = Layout(workspace).ensemble(spec.name)
+    served = _served_outputs(spec, dataset, val_ids, val_scored) if val_set is not None else None
+    return _save(record, outputs, final, started=started, served=served)
+
+
+def _served_outputs(spec: EnsembleSpec, dataset, val_ids, val_scored):
+    """What ``calibration.json`` is fitted on: the ensemble's default validation outputs, their
+    labels and lesions; None for a rank blend, whose scores are not probabilities."""
+    if spec.combine == "rank":
+        return None
+    labels, probabilities = val_scored
+    try:  # the lesions, for a grouped cross-validation; else each image its own lesion
+        groups = dataset().lesion_groups(list(val_ids))
+    except (ZooError, OSError, KeyError):
+        groups = None
+    settings = {"tta": spec.tta, "prior_correction": spec.prior_correction}
+    return settings, probabilities, labels, None if groups is None else groups.to_numpy()
 
 
 def _choose_operating_point(option: str, spec: EnsembleSpec, val_set, val_scored) -> dict:
@@ -451,14 +468,25 @@ def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleReco
             "python": platform.python_version(),
         },
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        extra={"reduces_to": combiner.sole_member()},
     )
 
 
-def _save(record: EnsembleRecord, outputs: dict, final: Path, *, started: float) -> Path:
-    """Write the ensemble folder whole (predictions, card, ensemble.json), then swap it in."""
+def _save(
+    record: EnsembleRecord, outputs: dict, final: Path, *, started: float, served=None
+) -> Path:
+    """Write the ensemble folder whole (predictions, calibration, card, ensemble.json), then
+    swap it in."""
+    from zoo.scoring.calibrators import write_served_outputs
     from zoo.store.workspace import atomic_directory, atomic_write_text
 
     with atomic_directory(final) as tmp:
+        if served is not None:
+            settings, probabilities, labels, groups = served
+            write_served_outputs(
+                tmp, classes=record.classes, probabilities=probabilities, labels=labels,
+                groups=groups, **settings,
+            )  # fmt: skip
         for part, (ids, values) in outputs.items():
             frame = predictions_frame(ids, values, record.classes)
             write_predictions(predictions_file(tmp, part), frame)
@@ -501,6 +529,7 @@ def ensemble_card(info: dict) -> str:
         + ", fitted on the validation split only (never on the test split)",
         f"- Test-time augmentation `{info['tta']}`; prior correction "
         + ("per member, to uniform priors" if info["prior_correction"] else "off"),
+        *_reduction_lines(info),
         f"- Data: `{data.get('source')}`, fingerprint `{data.get('fingerprint')}`; "
         f"validation {len(info['split']['ids']['val'])} images, test "
         f"{len(info['split']['ids']['test'])} images",
@@ -525,6 +554,22 @@ def ensemble_card(info: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def reduction_note(info: dict) -> str:
+    """One line for an ensemble that reduces to one member (``ensemble.json`` ``reduces_to``)."""
+    member = info["reduces_to"]
+    return (
+        f"ensemble {info['name']} puts all its weight on member {member}: it predicts what "
+        f"{member} does with TTA {info['tta']} and prior correction "
+        f"{'on' if info['prior_correction'] else 'off'}"
+    )
+
+
+def _reduction_lines(info: dict) -> list[str]:
+    return (
+        [f"- **Reduces to one member**: {reduction_note(info)}"] if info.get("reduces_to") else []
+    )
 
 
 def print_summary(info: dict, path: Path) -> None:
@@ -555,6 +600,8 @@ def print_summary(info: dict, path: Path) -> None:
         f"[bold]{_fmt(val['macro_auc'])}[/bold]",
     )
     console.console.print(table)
+    if info.get("reduces_to"):
+        console.info(f"note: {reduction_note(info)}")
     console.info(f"saved to {path} in {info['build_seconds']:.2f} s")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from zoo.errors import ZooError, close_matches
 from zoo.scoring.headline import balanced_accuracy
+from zoo.scoring.metrics import argmax_labels
 from zoo.store import positions
 
 if TYPE_CHECKING:
@@ -200,17 +201,22 @@ def _weighted_mean(probabilities: np.ndarray, weights: np.ndarray) -> np.ndarray
 
 
 def _balanced_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
-    return balanced_accuracy(y, scores.argmax(axis=1))
+    """As the official scorer counts it: a row whose maximum is shared is wrong."""
+    return balanced_accuracy(y, argmax_labels(scores))
 
 
 def _accuracy(y: np.ndarray, scores: np.ndarray) -> float:
-    return float(np.mean(scores.argmax(axis=1) == y))
+    return float(np.mean(argmax_labels(scores) == y))
 
 
 def _neg_log_loss(y: np.ndarray, scores: np.ndarray) -> float:
     p = scores[np.arange(len(y)), y] / scores.sum(axis=1)
     return float(np.mean(np.log(np.clip(p, 1e-15, 1.0))))
 
+
+# Weight the other members may share when one member "gets all the weight" (sole_member):
+# the combined probabilities then differ from that member's by at most this much.
+SOLE_TOLERANCE = 1e-9
 
 # name -> score of (labels, combined probabilities); greater is better.
 METRICS = {
@@ -248,6 +254,16 @@ class Combiner:
         """Combined scores, shape ``(n_images, n_classes)``; each row sums to 1."""
         self._check_predict_set(s)
         return self._predict(s)
+
+    def sole_member(self, tolerance: float = SOLE_TOLERANCE) -> str | None:
+        """The member that gets all the weight (the others together at most ``tolerance``),
+        when the prediction is then that member's own probabilities; else ``None``."""
+        self._check_fitted()
+        if type(self)._predict is not Combiner._predict:
+            return None  # not a weighted mean of the members' probabilities
+        weights = np.asarray(self.weights_, dtype=float)
+        top = int(np.argmax(weights))
+        return self.members_[top] if weights.sum() - weights[top] <= tolerance else None
 
     def _fit(self, val: PredictionSet) -> None:
         self.weights_ = np.full(val.n_members, 1.0 / val.n_members)
@@ -411,49 +427,111 @@ class WeightedCombiner(Combiner):
 
 
 class GreedyCombiner(Combiner):
-    """Forward selection with replacement (Caruana et al. 2004) on a validation metric.
+    """Ensemble selection from a library of members (Caruana et al. 2004, 2006).
 
-    Starts from the best single member; each round adds the member (possibly one
-    already chosen) whose addition gives the best validation score of the mean of the
-    bag, and stops when no addition strictly improves it or after ``max_rounds``
-    rounds (the first round picks the initial member, so the bag holds at most
-    ``max_rounds`` members). Ties go to the member listed first. Learned:
-    ``counts_`` (times each member was picked), ``weights_`` = counts / total,
-    ``history_`` (validation score after each round).
+    Sorted initialisation puts the ``init_members`` best single members in the bag once
+    each (``"auto"``: the number whose mean scores best on validation; an integer: that
+    many). Each later round adds the member — possibly one already in the bag — whose
+    addition gives the best validation score of the bag's mean, until the bag holds
+    ``max_rounds`` members; the bag of the best round is kept (ties: the earlier, smaller
+    bag). ``metric`` scores the bags; ``tie_break`` (a metric, or ``"none"``) orders bags
+    of equal ``metric``; ties left go to the member listed first. ``early_stop=True`` stops
+    at the first round without strict improvement instead; with ``init_members=1`` and
+    ``tie_break="none"`` that is the earlier rule of zoo, which often stops at one member.
+    Learned: ``counts_`` (times each member is in the kept bag), ``weights_`` = counts /
+    total, ``history_`` (validation ``metric`` after the initialisation and after each
+    later round), ``n_init_`` (members of the initialisation) and ``best_round_`` (the
+    kept bag's place in ``history_``).
     """
 
     rule = "greedy"
 
-    def __init__(self, *, max_rounds: int = 50, metric: str = "balanced_accuracy") -> None:
+    def __init__(
+        self,
+        *,
+        max_rounds: int = 50,
+        metric: str = "balanced_accuracy",
+        init_members: int | str = "auto",
+        tie_break: str = "neg_log_loss",
+        early_stop: bool = False,
+    ) -> None:
         self.max_rounds = max_rounds
         self.metric = metric
+        self.init_members = init_members
+        self.tie_break = tie_break
+        self.early_stop = early_stop
 
     def _fit(self, val: PredictionSet) -> None:
-        if self.metric not in METRICS:
-            raise ZooError(
-                f"greedy combiner: unknown metric {self.metric!r}; choose one of "
-                f"{', '.join(METRICS)}.{close_matches(str(self.metric), list(METRICS))}"
-            )
-        rounds = self.max_rounds
-        if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
-            raise ZooError(f"greedy combiner: max_rounds must be an integer ≥ 1; got {rounds!r}")
-        score, y, p = METRICS[self.metric], val.labels, val.probabilities
-        counts = np.zeros(val.n_members, dtype=np.int64)
-        total = np.zeros(p.shape[1:])
-        history: list[float] = []
-        for _ in range(rounds):
-            # the bag's mean if member m were added, for every m: (members, images, classes)
-            candidates = (total[None] + p) / (counts.sum() + 1)
-            scores = [score(y, c) for c in candidates]
-            best = int(np.argmax(scores))
-            if history and not scores[best] > history[-1]:
+        self._check_options()
+        y, p = val.labels, val.probabilities
+        bag = self._initial_bag(y, p)
+        n_init = int(bag.sum())
+        total = np.tensordot(bag.astype(float), p, axes=(0, 0))
+        history, best, kept = [self._score(y, total / n_init)], 0, bag.copy()
+        for _ in range(self.max_rounds - n_init):
+            candidates = (total[None] + p) / (bag.sum() + 1)
+            scores = [self._score(y, c) for c in candidates]
+            pick = max(range(len(scores)), key=scores.__getitem__)  # the first of the best
+            if self.early_stop and not scores[pick] > history[-1]:
                 break
-            counts[best] += 1
-            total += p[best]
-            history.append(float(scores[best]))
-        self.counts_ = counts
-        self.weights_ = counts / counts.sum()
-        self.history_ = history
+            bag[pick] += 1
+            total += p[pick]
+            history.append(scores[pick])
+            if history[-1] > history[best]:
+                best, kept = len(history) - 1, bag.copy()
+        self.counts_ = kept
+        self.weights_ = kept / kept.sum()
+        self.history_ = [primary for primary, _ in history]
+        self.n_init_ = n_init
+        self.best_round_ = best
+
+    def _score(self, y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+        """``(metric, tie_break)`` of one combined prediction; tuples compare in that order."""
+        tie = 0.0 if self.tie_break == "none" else METRICS[self.tie_break](y, scores)
+        # rounded: a bag and its double (a, 2a) must score the same despite float rounding
+        return round(METRICS[self.metric](y, scores), 12), round(tie, 12)
+
+    def _initial_bag(self, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Counts of the sorted initialisation: the best single members, once each."""
+        singles = [self._score(y, member) for member in p]
+        ranked = sorted(range(len(p)), key=singles.__getitem__, reverse=True)  # stable
+        limit = min(len(p), self.max_rounds)
+        if self.init_members == "auto":
+            means = np.cumsum(p[ranked[:limit]], axis=0)
+            means /= np.arange(1, limit + 1)[:, None, None]
+            keys = [self._score(y, mean) for mean in means]
+            n = 1 + max(range(limit), key=keys.__getitem__)
+        else:
+            n = min(int(self.init_members), limit)
+        bag = np.zeros(len(p), dtype=np.int64)
+        bag[ranked[:n]] = 1
+        return bag
+
+    def _check_options(self) -> None:
+        for name, allowed in (("metric", [*METRICS]), ("tie_break", [*METRICS, "none"])):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ZooError(
+                    f"greedy combiner: unknown {name} {value!r}; choose one of "
+                    f"{', '.join(allowed)}.{close_matches(str(value), allowed)}"
+                )
+        rounds, init = self.max_rounds, self.init_members
+        if not _is_count(rounds):
+            raise ZooError(f"greedy combiner: max_rounds must be an integer ≥ 1; got {rounds!r}")
+        if init != "auto" and not (_is_count(init) and init <= rounds):
+            raise ZooError(
+                'greedy combiner: init_members must be "auto" or an integer from 1 to '
+                f"max_rounds ({rounds}); got {init!r}"
+            )
+        if not isinstance(self.early_stop, bool):
+            raise ZooError(
+                f"greedy combiner: early_stop must be true or false; got {self.early_stop!r}"
+            )
+
+
+def _is_count(value: Any) -> bool:
+    """An integer ≥ 1 (not a boolean)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 _RULES: dict[str, type[Combiner]] = {

@@ -17,7 +17,8 @@ Keys::
     seeds = [0, 1]                # training seeds
 
     [options]                     # optional, passed to the combiner
-    max_rounds = 50
+    max_rounds = 50               # greedy: max_rounds, metric, init_members, tie_break,
+                                  #   early_stop; weighted: l2; rank: normalize
 
 Definitions are found by name like recipes (:func:`find_spec`): the built-in ``ensembles/``
 folder, ``<workspace>/ensemble-specs/`` (built ensembles live in ``<workspace>/ensembles/``)

@@ -4,7 +4,9 @@ Reads ``<workspace>/evaluations/*/metrics.json`` (written by ``zoo evaluate``), 
 entries scored on one data set and split (the most common, or ``--data NAME``), and writes
 ``leaderboard.md``, ``leaderboard.csv``, a self-contained ``index.html`` (plots embedded) and
 the plots as PNG: melanoma ROC of the top entries, melanocytic sensitivity–specificity curves
-(Esteva Fig. 3 style), and balanced accuracy with 95 % intervals.
+(Esteva Fig. 3 style), and balanced accuracy with 95 % intervals. Evaluations with the same
+settings and identical probabilities share one row (``member = greedy``); each ensemble shows
+its balanced accuracy gain over its best member, with a paired lesion-bootstrap interval.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from zoo.store import (
     Record,
     try_load,
 )
+from zoo.store.outputs import claim_output_folder, output_folder
 from zoo.store.workspace import atomic_write_csv, atomic_write_text
 
 REFERENCES = Path(__file__).with_name("references.toml")
@@ -88,6 +91,18 @@ class Entry:
     @property
     def label(self) -> str:
         return f"{self.name} · {self.step}"
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame | None:
+        """``predictions.csv`` by image id, read once; unreadable: None, warned once."""
+        try:
+            return self.truth_and_predictions()[1].sort_index()
+        except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
+            problem = f"{self.folder}: predictions unreadable ({exc})"
+            if problem not in _WARNED:
+                _WARNED.add(problem)
+                console.warn(f"{problem}; its row is compared with no other.")
+            return None
 
     def truth_and_predictions(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         read = lambda name: pd.read_csv(self.folder / name, dtype={"image": str}).set_index("image")  # noqa: E731
@@ -303,6 +318,172 @@ def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
     return frame
 
 
+# --- identical entries and ensemble gains ----------------------------------------------------
+
+IDENTICAL_ATOL = 1e-9  # probabilities this close count as the same prediction
+GAIN_COLUMNS = ("ensemble_gain", "ensemble_gain_low", "ensemble_gain_high", "best_member")
+
+
+def settings(entry: Entry) -> tuple:
+    """What two evaluations of one data set and split must share to be compared: TTA, prior
+    correction, calibration and target priors."""
+    m = entry.metrics
+    target_priors = (m.get("priors") or {}).get("target_priors")
+    return m["tta"], bool(m["prior_correction"]), entry.calibrated, json.dumps(target_priors)
+
+
+def identical(a: Entry, b: Entry) -> bool:
+    """Same settings, and the same probabilities (within ``IDENTICAL_ATOL``) for the same images."""
+    if settings(a) != settings(b):
+        return False
+    p, q = a.predictions, b.predictions
+    if p is None or q is None or p.shape != q.shape:
+        return False
+    if not p.index.equals(q.index) or list(p.columns) != list(q.columns):
+        return False
+    return bool(np.allclose(p.to_numpy(), q.to_numpy(), rtol=0.0, atol=IDENTICAL_ATOL))
+
+
+def identical_groups(entries: list[Entry]) -> list[list[int]]:
+    """Positions of the entries grouped by identical predictions, in first-seen order."""
+    groups: list[list[int]] = []
+    for i, entry in enumerate(entries):
+        home = next((g for g in groups if identical(entries[g[0]], entry)), None)
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    return groups
+
+
+def _collapse(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
+    """One row per group of identical entries of different names: a member's row if the group
+    has one, named ``member = ensemble = …``; ``same_as`` lists the other names."""
+    frame = frame.assign(same_as="")
+    keep = []
+    for group in identical_groups(entries):
+        names = list(dict.fromkeys(entries[i].name for i in group))
+        if len(names) < 2:
+            keep.extend(group)
+            continue
+        first = min(group, key=lambda i: (entries[i].kind != "member", i))
+        names.remove(entries[first].name)
+        frame.loc[first, "entry"] = " = ".join([entries[first].name, *names])
+        frame.loc[first, "same_as"] = ";".join(names)
+        gained = [i for i in group if pd.notna(frame.loc[i, "ensemble_gain"])]
+        if gained and pd.isna(frame.loc[first, "ensemble_gain"]):
+            frame.loc[first, list(GAIN_COLUMNS)] = frame.loc[gained[0], list(GAIN_COLUMNS)]
+        keep.append(first)
+    return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def best_member(entry: Entry, entries: list[Entry]) -> Entry | None:
+    """The ensemble's member of highest balanced accuracy among those evaluated with its
+    settings (first listed on a tie); None for a member or when none was."""
+    if entry.kind != "ensemble" or not isinstance(entry.target, EnsembleRecord):
+        return None
+    names = set(entry.target.member_names)
+    same = [
+        e
+        for e in entries
+        if e.kind == "member" and e.name in names and settings(e) == settings(entry)
+    ]
+    return max(same, key=lambda e: e.metrics["aggregate"]["balanced_accuracy"], default=None)
+
+
+class Lesions:
+    """The lesion of each evaluated image, from the evaluation's data set (file list and
+    labels, no pixels; read once per data set). A data set that cannot be read, or has
+    changed since the evaluation, is a ZooError."""
+
+    def __init__(self, workspace: Path):
+        self.workspace, self._read = Path(workspace), {}
+
+    def __call__(self, entry: Entry, index: pd.Index) -> pd.Series | None:
+        data = entry.metrics["data"]
+        key = (data.get("spec"), data["fingerprint"])
+        if key not in self._read:
+            self._read[key] = self._load(*key)
+        dataset = self._read[key]
+        if isinstance(dataset, ZooError):
+            raise dataset
+        return dataset.lesion_groups(index)
+
+    def _load(self, spec: str | None, fingerprint: str):
+        from zoo.data import load_dataset
+
+        try:
+            dataset = load_dataset(spec, workspace=self.workspace)
+        except ZooError as exc:
+            return ZooError(f"cannot read data set {spec} ({exc})")
+        if dataset.fingerprint != fingerprint:
+            return ZooError(
+                f"data set {spec} has changed since it was evaluated (fingerprint "
+                f"{dataset.fingerprint}, evaluated {fingerprint})"
+            )
+        return dataset
+
+
+def gain_interval(entry: Entry, best: Entry, lesions: Lesions) -> list[float] | None:
+    """95 % interval of the balanced accuracy gain of ``entry`` over ``best``: both scored on
+    each of the resamples behind the entry's own intervals (None without them)."""
+    from zoo.scoring.metrics import paired_difference_ci
+
+    ci = entry.metrics.get("ci95")
+    if not ci or not ci.get("n_resamples"):
+        return None
+    try:
+        truth, ours = entry.truth_and_predictions()
+        theirs = best.truth_and_predictions()[1]
+        groups = lesions(entry, truth.index) if ci.get("unit") == "lesion" else None
+        return paired_difference_ci(
+            truth,
+            ours,
+            theirs,
+            groups=groups,
+            n_resamples=int(ci["n_resamples"]),
+            seed=int(ci.get("seed", 0)),
+            level=float(ci.get("level", 0.95)),
+        )
+    except (ZooError, OSError, KeyError, ValueError) as exc:
+        problem = f"the gain interval of {entry.name} over {best.name} is left blank: {exc}"
+        if problem not in _WARNED:
+            _WARNED.add(problem)
+            console.warn(problem)
+        return None
+
+
+def ensemble_gain(entry: Entry, entries: list[Entry], lesions: Lesions) -> dict:
+    """``GAIN_COLUMNS`` of one entry: an ensemble's balanced accuracy minus its best member's
+    (same settings), with the paired interval; empty for members."""
+    best = best_member(entry, entries)
+    if best is None:
+        return dict.fromkeys(GAIN_COLUMNS)
+    ba = lambda e: e.metrics["aggregate"]["balanced_accuracy"]  # noqa: E731
+    low, high = gain_interval(entry, best, lesions) or (None, None)
+    return dict(zip(GAIN_COLUMNS, (ba(entry) - ba(best), low, high, best.name), strict=True))
+
+
+def ranking_frame(entries: list[Entry], workspace: Path) -> pd.DataFrame:
+    """Every entry's row (:func:`row`) with its ensemble gain; identical entries collapsed."""
+    frame = _ensemble_speeds(pd.DataFrame([row(e) for e in entries]), entries)
+    lesions = Lesions(workspace)
+    gains = pd.DataFrame([ensemble_gain(e, entries, lesions) for e in entries], index=frame.index)
+    at = frame.columns.get_loc("ba_high") + 1
+    for offset, column in enumerate(GAIN_COLUMNS):
+        frame.insert(at + offset, column, gains[column])
+    frame = _collapse(frame, entries)
+    frame.insert(frame.columns.get_loc("entry") + 1, "same_as", frame.pop("same_as"))
+    return frame
+
+
+def _has_ensemble(frame: pd.DataFrame, entries: list[Entry]) -> pd.Series:
+    """Rows of an ensemble, alone or collapsed with identical entries."""
+    ensembles = {e.name for e in entries if e.kind == "ensemble"}
+    collapsed = frame["same_as"].map(lambda s: bool(ensembles & set(str(s).split(";"))))
+    return (frame["kind"] == "ensemble") | collapsed
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
@@ -321,18 +502,28 @@ def _with_interval(value, low, high) -> str:
     return _fmt(value) if low is None or pd.isna(low) else f"{_fmt(value)} [{_interval(low, high)}]"
 
 
+def _gain_text(value, low, high) -> str:
+    """``+0.012 [-0.004–+0.027]``; empty for a member (no gain)."""
+    if value is None or pd.isna(value):
+        return ""
+    shown = f"{value:+.3f}"
+    return shown if low is None or pd.isna(low) else f"{shown} [{low:+.3f}–{high:+.3f}]"
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = (
-        "| # | entry | step | balanced acc. [95 % CI] | macro AUC [95 % CI] | mel AUC [95 % CI] | "
+        "| # | entry | step | balanced acc. [95 % CI] | ensemble gain [95 % CI] | "
+        "macro AUC [95 % CI] | mel AUC [95 % CI] | "
         "mel AUC > 80 % sens | mel sens | mel spec | params | train min | img/s |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for i, r in enumerate(frame.itertuples(), 1):
         ba = _with_interval(r.balanced_accuracy, r.ba_low, r.ba_high)
+        gain = _gain_text(r.ensemble_gain, r.ensemble_gain_low, r.ensemble_gain_high)
         macro = _with_interval(r.macro_auc, r.macro_auc_low, r.macro_auc_high)
         mel = _with_interval(r.mel_auc, r.mel_auc_low, r.mel_auc_high)
         lines.append(
-            f"| {i} | {r.entry} | {r.step} | {ba} | {macro} | {mel} | "
+            f"| {i} | {r.entry} | {r.step} | {ba} | {gain} | {macro} | {mel} | "
             f"{_fmt(r.mel_auc_sens_80)} | {_fmt(r.mel_sensitivity)} | {_fmt(r.mel_specificity)} | "
             f"{_fmt(r.parameters / 1e6, 2)} M | {_fmt(r.train_minutes, 1)} | {_fmt(r.images_per_second, 0)} |"
         )
@@ -471,10 +662,12 @@ def _ensemble_members(entries: list[Entry]) -> str:
             f"<li>{html.escape(str(name))}: weight {float(w):.3f}</li>"
             for name, w in info.weights.items()
         )
+        sole = info.extra.get("reduces_to")
+        reduced = f"; all weight on {html.escape(str(sole))}" if sole else ""
         parts.append(
             f"<h3>{html.escape(entry.name)}</h3><p>rule {html.escape(info.rule)}, "
             f"TTA {html.escape(info.tta)}, prior correction "
-            f"{'on' if info.prior_correction else 'off'}</p><ul>{items}</ul>"
+            f"{'on' if info.prior_correction else 'off'}{reduced}</p><ul>{items}</ul>"
         )
     return "".join(parts) or "<p>No ensemble evaluated yet.</p>"
 
@@ -557,37 +750,72 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+# what a leaderboard folder held before zoo marked its folders (accepted inside the workspace)
+LEADERBOARD_FILES = frozenset(
+    {"leaderboard.csv", "confusion.csv", "leaderboard.md", "index.html"}
+    | {"roc_melanoma.png", "melanocytic_sens_spec.png", "balanced_accuracy.png"}
+)
+
+
+def leaderboard_folder(workspace: Path, out: str | Path | None) -> Path:
+    """``out`` (default ``<workspace>/leaderboard``), absolute, when zoo may replace it
+    (:func:`zoo.store.outputs.claim_output_folder`); else a one-line ZooError."""
+    folder = out or Layout(workspace).leaderboard
+    return claim_output_folder(
+        folder, "leaderboard", workspace=workspace, legacy=LEADERBOARD_FILES
+    )
+
+
 def publish_leaderboard(
     workspace: Path, *, out: Path | None = None, data_name: str | None = None
 ) -> Path:
-    """Write the leaderboard files into ``out`` (default ``<workspace>/leaderboard``)."""
+    """Write the leaderboard files into ``out`` (default ``<workspace>/leaderboard``): the
+    folder is built under a temporary name, marked as zoo's and swapped in whole, so ``out``
+    must be new, empty or an earlier leaderboard."""
+    final = leaderboard_folder(workspace, out)
+    with output_folder(
+        final,
+        "leaderboard",
+        written_by="zoo leaderboard",
+        workspace=workspace,
+        legacy=LEADERBOARD_FILES,
+    ) as tmp:
+        _write_leaderboard(workspace, out=tmp, data_name=data_name)
+    return final
+
+
+def _write_leaderboard(workspace: Path, *, out: Path, data_name: str | None) -> Path:
+    """Write the leaderboard files into the (temporary) folder ``out``."""
     entries = select(collect(workspace), data_name)
-    out = Path(out or Path(workspace) / "leaderboard")
-    out.mkdir(parents=True, exist_ok=True)
-    frame = _ensemble_speeds(pd.DataFrame([row(e) for e in entries]), entries)
+    frame = ranking_frame(entries, workspace)
     ranked = frame.sort_values("balanced_accuracy", ascending=False, kind="stable").reset_index(
         drop=True
     )
     order = {"raw": 0, "+ prior correction": 1}
     members = frame[frame["kind"] == "member"].copy()
     members["order"] = members["step"].map(lambda s: order.get(s, 2))
-    best = members.groupby("entry")["balanced_accuracy"].transform("max")
+    members["name"] = members["entry"].str.split(" = ").str[0]  # collapsed: "member = ensemble"
+    best = members.groupby("name")["balanced_accuracy"].transform("max")
     steps = members.assign(best=best).sort_values(
-        ["best", "entry", "order"], ascending=[False, True, True]
+        ["best", "name", "order"], ascending=[False, True, True]
     )
-    ensembles = ranked[ranked["kind"] == "ensemble"]
+    ensembles = ranked[_has_ensemble(ranked, entries)]
     data = entries[0].metrics["data"]
     split = entries[0].metrics["split"]
     title = (
         f"zoo leaderboard — {data['name']} {split} split ({entries[0].metrics['n_images']} images)"
     )
     intro = (
-        f"{len(entries)} evaluations of {frame['entry'].nunique()} targets on data set {data['name']} "
+        f"{len(entries)} evaluations of {len({e.name for e in entries})} targets on data set {data['name']} "
         f"(fingerprint {data['fingerprint']}), {split} split. Balanced accuracy is the mean per-class "
         "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions. "
         "Melanoma operating points are chosen on validation: at 90 % and 95 % sensitivity there, "
         "and at the highest threshold that reaches 90 % in 95 % of validation resamples "
-        "(the ≥ 90 % point, whose sensitivity on the evaluated images is shown)."
+        "(the ≥ 90 % point, whose sensitivity on the evaluated images is shown). "
+        "Evaluations with the same settings and the same probabilities (within 1e-9) share one "
+        "row, named a = b. Ensemble gain: an ensemble's balanced accuracy minus that of its best "
+        "member with the same TTA, prior correction and calibration; its interval is a paired "
+        "bootstrap (both scored on the same lesion resamples)."
     )
     ood = frame.dropna(subset=["ood_auroc_mahalanobis"]) if "ood_auroc_mahalanobis" in frame else []
     if len(ood):
@@ -650,7 +878,7 @@ def leaderboard_command(
 
     from zoo.store.locks import hold
 
-    folder = Path(out) if out else Layout(workspace).leaderboard
+    folder = leaderboard_folder(workspace, out)  # refused before the lock is taken
     with hold(folder, what="zoo leaderboard"):
         out = publish_leaderboard(workspace, out=folder, data_name=data_name)
     ranked = pd.read_csv(out / "leaderboard.csv")

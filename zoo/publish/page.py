@@ -28,6 +28,7 @@ td,th{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;white-space:normal;vertical-align:bottom}
 td.text,th.text{text-align:left;white-space:normal;overflow-wrap:break-word}
 #ranking{font-size:11px}#ranking td.text{min-width:7em}
+@media (min-width:901px){#ranking td,#ranking th{padding:3px 4px}}
 table.sortable th{cursor:pointer;user-select:none}
 tr[hidden]{display:none !important}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"}
@@ -100,6 +101,7 @@ class Column:
     interval: tuple[str, str] | None = None
     digits: int = 3
     text: bool = False
+    signed: bool = False
 
 
 RANKING = (
@@ -107,6 +109,12 @@ RANKING = (
     Column("step", "step", text=True),
     Column("TTA", "tta", text=True),
     Column("balanced acc. (95 % CI)", "balanced_accuracy", ("ba_low", "ba_high")),
+    Column(
+        "ensemble gain (95 % CI)",
+        "ensemble_gain",
+        ("ensemble_gain_low", "ensemble_gain_high"),
+        signed=True,
+    ),
     Column("macro AUC (95 % CI)", "macro_auc", ("macro_auc_low", "macro_auc_high")),
     Column("mel AUC (95 % CI)", "mel_auc", ("mel_auc_low", "mel_auc_high")),
     Column(
@@ -137,18 +145,20 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value)
 
 
-def number(value, digits: int = 3) -> str:
-    return "–" if _missing(value) else f"{value:.{digits}f}"
+def number(value, digits: int = 3, *, signed: bool = False) -> str:
+    return "–" if _missing(value) else f"{value:{'+' if signed else ''}.{digits}f}"
 
 
-def _cell(value, *, label: str, digits: int = 3, interval=None, text: bool = False) -> str:
+def _cell(
+    value, *, label: str, digits: int = 3, interval=None, text: bool = False, signed=False
+) -> str:
     if text:
         # long member names may break after their dots (name.data.seed.size)
         shown = html.escape("–" if _missing(value) else str(value)).replace(".", ".<wbr>")
         return f'<td class="text" data-label="{html.escape(label)}">{shown}</td>'
-    body = number(value, digits)
+    body = number(value, digits, signed=signed)
     if interval and not _missing(interval[0]):
-        low, high = number(interval[0], digits), number(interval[1], digits)
+        low, high = (number(v, digits, signed=signed) for v in interval)
         body += f' <span class="ci">({low}–{high})</span>'
     data = "" if _missing(value) else f"{float(value):.6g}"
     return f'<td data-label="{html.escape(label)}" data-value="{data}">{body}</td>'
@@ -166,7 +176,14 @@ def ranking_table(ranked: pd.DataFrame) -> str:
         for c in RANKING:
             interval = (r[c.interval[0]], r[c.interval[1]]) if c.interval else None
             cells.append(
-                _cell(r[c.key], label=c.header, digits=c.digits, interval=interval, text=c.text)
+                _cell(
+                    r[c.key],
+                    label=c.header,
+                    digits=c.digits,
+                    interval=interval,
+                    text=c.text,
+                    signed=c.signed,
+                )
             )
         rows.append(f'<tr data-step="{html.escape(r["step"])}">{"".join(cells)}</tr>')
     return (

@@ -361,6 +361,44 @@ def bootstrap_statistics(
     return {name: _interval(v, level) for name, v in values.items()}
 
 
+def resampled_balanced_accuracy(counts: np.ndarray, truth: np.ndarray, hits: np.ndarray):
+    """Balanced accuracy of each resample (rows of image draw ``counts``): ``truth`` one-hot
+    ``(n, k)``, ``hits`` the same where the argmax is right (0 elsewhere)."""
+    denom, num = counts @ truth, counts @ hits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(denom > 0, num / denom, np.nan)
+    return np.nanmean(recall, axis=1)
+
+
+def paired_difference_ci(
+    truth: pd.DataFrame,
+    predictions: pd.DataFrame,
+    baseline: pd.DataFrame,
+    *,
+    groups: pd.Series | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float] | None:
+    """Percentile interval of balanced accuracy of ``predictions`` minus that of ``baseline``,
+    both scored on each resample: a paired bootstrap on the resamples of :func:`bootstrap_ci`
+    (same ``groups``, ``n_resamples`` and ``seed``: the same lesions drawn)."""
+    t, p = align(truth, predictions)
+    _, q = align(truth, baseline)
+    tv = t.to_numpy()
+    right = tv.argmax(axis=1)
+    hits_p = tv * (argmax_labels(p.to_numpy()) == right)[:, None]
+    hits_q = tv * (argmax_labels(q.to_numpy()) == right)[:, None]
+
+    def statistic(counts: np.ndarray) -> dict[str, np.ndarray]:
+        gain = resampled_balanced_accuracy(counts, tv, hits_p)
+        return {"difference": gain - resampled_balanced_accuracy(counts, tv, hits_q)}
+
+    return bootstrap_statistics(
+        t.index, statistic, groups=groups, n_resamples=n_resamples, seed=seed, level=level
+    )["difference"]
+
+
 def bootstrap_ci(
     truth: pd.DataFrame,
     predictions: pd.DataFrame,
