@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from zoo.cli.main import main
+from zoo.ensembles.combine import COMBINE_RULES, combiner_class
 from zoo.inference.target import decode_files, load_model
 
 MEMBER = "small_cnn.demo.s0"
@@ -465,3 +466,26 @@ def test_bad_export_options_are_one_line(trained_workspace, tmp_path, capsys, ex
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow  # builds and exports one ensemble per rule
+@pytest.mark.parametrize("rule", COMBINE_RULES)
+def test_every_rule_builds_and_exports_or_says_why(ensemble_workspace, tmp_path, capsys, rule):
+    """Each combination rule builds; a rule that works image by image exports and agrees with
+    zoo predict, the others are refused in one line."""
+    from zoo.inference.members import Member
+
+    spec = tmp_path / f"every-{rule}.toml"
+    spec.write_text(f'members = ["small_cnn.demo.s*"]\ncombine = "{rule}"\n')
+    argv = ["--workspace", ensemble_workspace, "--quiet"]
+    assert run(["ensemble", "build", spec, *argv], capsys)[0] == 0
+    out = tmp_path / "export"
+    code, _, err = run(["export", f"every-{rule}", "--out", out, *argv], capsys)
+    if not combiner_class(rule).works_per_image:
+        assert code == 2 and "image by image" in err and err.count("\n") == 1
+        return
+    assert code == 0, err
+    images = demo_images(ensemble_workspace)
+    expected = _predicted(f"every-{rule}", ensemble_workspace, images, tmp_path, capsys)
+    pixels = decode_files(images, Member(ensemble_workspace / "members" / MEMBER))
+    np.testing.assert_allclose(_artifact_output(out, "keras", pixels), expected, atol=1e-5)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zoo.ensembles.combine import PredictionSet
+from zoo.ensembles.combine import PredictionSet, combiner_class
 from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 from zoo.errors import ZooError
 from zoo.inference.members import Member, list_members
@@ -56,7 +56,6 @@ from zoo.store import (
 __all__ = ["build_command", "build_ensemble", "check_compatible", "correct_priors"]
 
 # Rules whose fit learns nothing from the data (uniform weights); they need no shared val split.
-_DATA_FREE_RULES = ("mean", "rank")
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def build_ensemble(
     available = {m.path.name: m.info for m in saved} if spec.select != Selection() else None
     names = resolve_members(spec, available or [m.path.name for m in saved])
     members = [Member(Layout(workspace).member(name)) for name in names]
-    check_compatible(members, shared_val=spec.combine not in _DATA_FREE_RULES)
+    check_compatible(members, shared_val=combiner_class(spec.combine).fits_on_validation)
     first = members[0]
     dataset = _DatasetLoader(first.info["data"], workspace)
     labels = _LabelsBySplit(dataset.labels(), first.classes, source=first.info["data"]["source"])
@@ -411,7 +410,7 @@ def _fit(combiner, spec: EnsembleSpec, inputs: list[_MemberInputs], val_ids: lis
     """Fit ``combiner`` on the shared validation images; return that set (None: none)."""
     names = tuple(item.member.path.name for item in inputs)
     if not val_ids:
-        if spec.combine not in _DATA_FREE_RULES:
+        if combiner_class(spec.combine).fits_on_validation:
             raise ZooError(
                 f"ensemble {spec.name!r}: members {', '.join(names)} have no validation images, "
                 f'and combine = {spec.combine!r} fits on them; use combine = "mean" or train '

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMBINE_RULES",
+    "combiner_class",
     "Combiner",
     "GreedyCombiner",
     "MeanCombiner",
@@ -230,10 +231,18 @@ class Combiner:
     """Base of all rules: parameters from ``__init__``, checked ``fit``/``predict``.
 
     Subclasses set ``rule`` and override ``_fit`` (default: uniform ``weights_``) and
-    ``_predict`` (default: the ``weights_``-weighted mean of the members).
+    ``_predict`` (default: the ``weights_``-weighted mean of the members). Their traits are
+    class attributes, read wherever a rule's kind matters: whether fitting needs validation
+    labels (``fits_on_validation``; without, an ensemble of members without a shared
+    validation split can still be built), whether a member of weight 0 can go unrun
+    (``skips_zero_weights``), and whether the rule works image by image, so that it can run
+    inside an exported graph (``works_per_image``).
     """
 
     rule: str = ""
+    fits_on_validation: bool = True
+    skips_zero_weights: bool = True
+    works_per_image: bool = True
 
     def get_params(self) -> dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
@@ -326,6 +335,7 @@ class MeanCombiner(Combiner):
     """Arithmetic mean of the members' probabilities (fit records uniform ``weights_``)."""
 
     rule = "mean"
+    fits_on_validation = False
 
     def __init__(self) -> None:
         pass
@@ -349,6 +359,8 @@ class RankCombiner(Combiner):
     """
 
     rule = "rank"
+    fits_on_validation = False
+    works_per_image = False  # ranks images across the batch
 
     def __init__(self, *, normalize: bool = True) -> None:
         self.normalize = normalize
@@ -540,14 +552,19 @@ _RULES: dict[str, type[Combiner]] = {
 COMBINE_RULES: tuple[str, ...] = tuple(_RULES)
 
 
-def make_combiner(rule: str, **options: Any) -> Combiner:
-    """A fresh combiner for ``rule`` (mean, rank, weighted, greedy) with its options."""
+def combiner_class(rule: str) -> type[Combiner]:
+    """The class of ``rule`` (mean, rank, weighted, greedy), its traits included."""
     if rule not in _RULES:
         raise ZooError(
             f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}."
             f"{close_matches(str(rule), list(COMBINE_RULES))}"
         )
-    cls = _RULES[rule]
+    return _RULES[rule]
+
+
+def make_combiner(rule: str, **options: Any) -> Combiner:
+    """A fresh combiner for ``rule`` (mean, rank, weighted, greedy) with its options."""
+    cls = combiner_class(rule)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = [k for k in options if k not in allowed]
     if unknown:

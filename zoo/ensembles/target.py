@@ -43,7 +43,6 @@ __all__ = ["EnsembleTarget"]
 
 # Rules whose prediction is the weights_-weighted mean of (a transform of) each member:
 # a member with weight 0 contributes nothing, so its model need not run.
-_WEIGHTED_RULES = ("mean", "rank", "weighted", "greedy")
 
 
 class EnsembleTarget:
@@ -235,7 +234,7 @@ class EnsembleTarget:
         placeholders that the combiner multiplies by 0).
         """
         weights = np.asarray(self.combiner.weights_, dtype=float)
-        skip = self.record.rule in _WEIGHTED_RULES
+        skip = type(self.combiner).skips_zero_weights
         runs = [not (skip and w == 0) for w in weights]
         outputs: list[np.ndarray | None] = []
         for member, run in zip(self.members, runs, strict=True):

@@ -20,12 +20,11 @@ from keras import ops
 
 from zoo.data import geometry
 from zoo.deploy.export import resample
+from zoo.ensembles.combine import COMBINE_RULES, combiner_class
 from zoo.errors import ZooError
 from zoo.inference.members import Member
 from zoo.inference.tta import TTAScheme
 from zoo.models.stock import rewrapped, with_stock_layers
-
-EXPORTABLE_RULES = ("mean", "weighted", "greedy")
 
 
 @dataclass(frozen=True)
@@ -196,10 +195,11 @@ def member_parts(target, *, prior_correction: bool) -> list[MemberPart]:
         members, weights = [target.member], [1.0]
     else:
         rule = target.info["rule"]
-        if rule not in EXPORTABLE_RULES:
+        if not combiner_class(rule).works_per_image:
+            exportable = [r for r in COMBINE_RULES if combiner_class(r).works_per_image]
             raise ZooError(
                 f"ensemble {target.name} combines with rule {rule!r}, which ranks images across "
-                f"a batch and cannot run image by image; export works for {', '.join(EXPORTABLE_RULES)}."
+                f"a batch and cannot run image by image; export works for {', '.join(exportable)}."
             )
         members = target.members
         weights = [float(w) for w in target.combiner.weights_]
