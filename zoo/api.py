@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from zoo.deploy.model import TOP_CLASS, Model, image_sources, load
-from zoo.deploy.model import import_tensorflow as _import_tensorflow
+from zoo.deploy.model import import_backend as _import_backend
 from zoo.deploy.model import quietly as _quietly
 from zoo.deploy.model import workspace_folder as _workspace
 from zoo.errors import ZooError
@@ -87,8 +87,11 @@ def train(
     ``data``: a data spec (``ham10000:DIR``, ``isic:CSV``, ``folder:DIR``, ``csv:FILE``;
     default the demo set). ``overrides``: the options of ``zoo train`` as keywords —
     ``epochs``, ``batch_size``, ``image_size``, ``weights``, ``seed``, ``name``, ``resume``, …
-    (:class:`zoo.training.trainer.TrainOptions`)."""
-    _import_tensorflow()
+    (:class:`zoo.training.trainer.TrainOptions`). Training needs the TensorFlow backend."""
+    from zoo.console import require_tensorflow
+
+    _import_backend()
+    require_tensorflow("zoo.train")
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training
 
@@ -126,7 +129,7 @@ def evaluate(
     ``metrics.json``."""
     import inspect
 
-    _import_tensorflow()
+    _import_backend()
     from zoo.evaluation.evaluate import evaluate_target, load_evaluation_data
 
     accepted = [

@@ -122,20 +122,51 @@ def progress(**extra_columns) -> contextlib.AbstractContextManager[Progress]:
     )
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 silenced: its C++ start-up lines (oneDNN,
-    absl) ignore TF_CPP_MIN_LOG_LEVEL. A failed import still raises as usual."""
-    if "tensorflow" in sys.modules:
-        return
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null within (nothing to silence if there is none)."""
     sys.stderr.flush()
     try:
         saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     except OSError:  # no file descriptor 2 to silence
+        yield
         return
     os.dup2(null, 2)
     try:
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def import_backend_quietly() -> None:
+    """Import Keras and its backend (``KERAS_BACKEND``, else ``~/.keras/keras.json``) with file
+    descriptor 2 silenced: TensorFlow's C++ start-up lines (oneDNN, absl) ignore
+    TF_CPP_MIN_LOG_LEVEL. TensorFlow is imported only when it is the backend. A failed import
+    still raises as usual."""
+    if "keras" in sys.modules:
+        return
+    with _stderr_silenced():
+        import keras  # noqa: F401
+
+
+def keras_backend() -> str:
+    """The name of the backend Keras runs on: ``tensorflow``, ``jax``, ``torch``, ``numpy``."""
+    import_backend_quietly()
+    import keras
+
+    return keras.backend.backend()
+
+
+def require_tensorflow(what: str) -> None:
+    """A one-line :class:`~zoo.errors.ZooError` when Keras does not run on TensorFlow: for
+    what only TensorFlow does (training for now, ``zoo export``, tf.distribute)."""
+    from zoo.errors import ZooError
+
+    backend = keras_backend()
+    if backend != "tensorflow":
+        raise ZooError(
+            f"{what} needs Keras' TensorFlow backend; this process runs on {backend} "
+            "(KERAS_BACKEND). Run it with KERAS_BACKEND=tensorflow."
+        )

@@ -320,8 +320,11 @@ def test_combined_training_records_sources_duplicates_and_priors(
     assert (demo["count"], copies["count"], copies["weight"], other["count"]) == (420, 60, 2.0, 16)
     assert info["classes"][-1] == UNKNOWN_CLASS and data["class_counts"][UNKNOWN_CLASS] == 16
     assert other["unknown"] and other["split_counts"]["test"] > 0
-    for source in (demo, copies, other):
+    for source in (demo, copies, other):  # recounted from the split's ids, "<source>/<id>"
         assert sum(source["split_counts"].values()) == source["count"]
+        for part, ids in info["split"]["ids"].items():
+            mine = sum(i.startswith(f"{source['name']}/") for i in ids)
+            assert source["split_counts"][part] == mine, (source["name"], part)
     assert data["duplicates"]["across_sources"] == 60
     part = {i: p for p, ids in info["split"]["ids"].items() for i in ids}
     for i in data["duplicates"]["examples"]:

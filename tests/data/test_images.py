@@ -295,3 +295,156 @@ def test_inference_dataset_keeps_order():
     batches = [np.asarray(b) for b in inference_dataset(pixels, batch_size=4)]
     assert [len(b) for b in batches] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate(batches), pixels.astype(np.float32))
+
+
+# --- bounds: sizes checked before any work, large images reduced while decoding -------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("batch_size", 0),
+        ("batch_size", images.MAX_BATCH_SIZE + 1),
+        ("batch_size", 100_000_000_000),
+        ("batch_size", True),
+        ("batch_size", 32.0),
+        ("image_size", images.MAX_IMAGE_SIZE + 1),
+        ("image_size", "224"),
+    ],
+)
+def test_sizes_over_the_limits_are_one_line_errors(name, value):
+    with pytest.raises(ZooError) as info:
+        images.check_bound(name, value)
+    message = str(info.value)
+    assert message.startswith(f"{name} must be a whole number") and "\n" not in message
+    assert repr(value) in message and "Limits in docs/usage.md" in message
+
+
+def test_the_limits_are_above_every_recipe():
+    from zoo.recipes.recipe import load_registry
+
+    for recipe in load_registry():
+        assert recipe.input.size <= images.MAX_IMAGE_SIZE, recipe.name
+        assert recipe.batch_size <= images.MAX_BATCH_SIZE, recipe.name
+        images.check_bounds(batch_size=recipe.batch_size, image_size=recipe.input.size)
+
+
+def test_a_huge_image_size_is_refused_before_any_allocation(tmp_path, write_images, monkeypatch):
+    (path,) = write_images(tmp_path, ["a"])
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("allocated before checking the size")
+
+    monkeypatch.setattr(images.np, "zeros", no_allocation)
+    for decode in (
+        lambda: read_image(path, size=100_000),
+        lambda: images.decode_many([str(path)], size=100_000),
+    ):
+        with pytest.raises(ZooError, match="image_size must be a whole number of pixels from 1 to"):
+            decode()
+
+
+def _png_header(path, width: int, height: int):
+    """A PNG claiming ``width`` × ``height`` pixels with a tiny body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    )
+    return path
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    # over PIL's own decompression-bomb limit: PIL's refusal, reported as too large
+    bomb = _png_header(tmp_path / "bomb.png", 20_000, 20_000)
+    with pytest.raises(images.ImageTooLarge, match="DecompressionBombError"):
+        read_image(bomb, size=32)
+    # zoo's limit holds whatever PIL is set to: checked from the header, before decoding
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    claimed = _png_header(tmp_path / "claimed.png", 15_000, 15_000)
+    with pytest.raises(images.ImageTooLarge, match="15000 × 15000 = 225,000,000 pixels, over"):
+        read_image(claimed, size=32)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 1000)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 40)).save(small)
+    with pytest.raises(images.ImageTooLarge, match="1,600 pixels"):
+        read_image(small, size=8)
+    with pytest.raises(images.ImageTooLarge):
+        read_image(np.zeros((40, 40, 3), np.uint8), size=8)
+
+
+def _smooth(height: int, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    blue = xx * yy * 255 // (width * height)
+    return np.dstack([xx * 255 // width, yy * 255 // height, blue]).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("suffix", "crop"), [(".png", False), (".png", True), (".jpg", False)])
+def test_a_large_image_is_decoded_reduced(tmp_path, monkeypatch, suffix, crop):
+    """A 3000 × 2400 image for a 32 px input: the picture zoo converts and keeps is a few
+    times the input size, never the full 7.2 million pixels (21 MB); a JPEG is even decoded
+    small by libjpeg."""
+    import tracemalloc
+
+    path = tmp_path / f"large{suffix}"
+    Image.fromarray(_smooth(2400, 3000)).save(path)
+    seen = []
+    convert = images.to_rgb
+
+    def spy(image):
+        seen.append(image.size)
+        return convert(image)
+
+    monkeypatch.setattr(images, "to_rgb", spy)
+    tracemalloc.start()
+    try:
+        pixels = read_image(path, size=32, crop_borders=crop)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pixels.shape == (32, 32, 3)
+    multiple = images.CROP_DRAFT if crop else images.DRAFT
+    (size,) = seen
+    assert min(size) < 2 * multiple * 32, size  # reduced before the conversion
+    assert peak < 2_000_000, peak  # numpy never held the full picture (21.6 MB)
+    # the same picture as decoding in full, within the reduction's rounding
+    monkeypatch.setattr(images, "to_rgb", convert)
+    full = np.asarray(images.open_rgb(path))
+    if crop:
+        full = images.crop_black_border(full)
+    want = np.asarray(Image.fromarray(full).resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.abs(pixels.astype(int) - want.astype(int)).mean() < 3
+
+
+def test_at_most_two_large_images_are_decoded_at_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(_smooth(60, 80)).save(paths[-1])
+    monkeypatch.setattr(images, "LARGE_IMAGE_PIXELS", 100)  # every one of them is "large"
+    active, most, guard = [0], [0], threading.Lock()
+    picture = images._picture
+
+    def slow(*args, **kwargs):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.1)
+        with guard:
+            active[0] -= 1
+        return picture(*args, **kwargs)
+
+    monkeypatch.setattr(images, "_picture", slow)
+    pixels, problems = images.decode_many([str(p) for p in paths], size=16)
+    assert not problems and pixels.shape == (6, 16, 16, 3)
+    assert most[0] == 2

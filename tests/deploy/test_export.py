@@ -395,7 +395,8 @@ def test_signature_records_members_tta_priors_and_operating_point(
     assert signature["combine"]["weights"] == pytest.approx(ensemble["weights"])
     assert signature["operating_point"] == ensemble["operating_point"]
     assert signature["input"]["shape"] == [None, None, None, 3]
-    assert signature["artifact"]["file"] == "model.keras" and signature["artifact"]["bytes"] > 0
+    assert signature["artifact"]["file"] == "model.keras"
+    assert signature["artifact"]["bytes"] == (out / "model.keras").stat().st_size
     assert not list(out.parent.glob(".sig.*"))  # no temporary folder left behind
 
 

@@ -77,6 +77,20 @@ def test_predict_folder_writes_an_isic_csv(trained_workspace, test_images, tmp_p
     values = frame[CLASSES].to_numpy()
     assert ((values >= 0) & (values <= 1)).all()
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-9)
+    # what zoo serves: the member's cached test outputs, prior-corrected, then calibrated as
+    # its calibration.json says (the files are copies of test images, named by their ids)
+    member = Member(trained_workspace / "members" / NAME)
+    cached = read_predictions(member.predictions_file("test"))
+    served = PriorCorrection().fit(pd.Series(member.effective_priors, index=CLASSES))
+    served = served.transform(cached)[CLASSES].to_numpy()
+    stored = json.loads((trained_workspace / "members" / NAME / "calibration.json").read_text())
+    assert stored["method"] in ("none", "temperature"), stored["method"]
+    if stored["method"] == "temperature":
+        z = np.log(np.clip(served, 1e-12, None)) / stored["parameters"]["temperature"]
+        served = np.exp(z - z.max(axis=1, keepdims=True))
+        served /= served.sum(axis=1, keepdims=True)
+    rows = [cached.index.get_loc(name.rsplit("/", 1)[-1]) for name in frame["image"]]
+    np.testing.assert_allclose(values, served[rows], atol=1e-5)
 
 
 def test_predict_equals_the_evaluated_probabilities(trained_workspace, test_images, capsys):

@@ -11,6 +11,8 @@ import isic_challenge_scoring as isic  # a test dependency: missing means failin
 import numpy as np
 import pandas as pd
 import pytest
+from scoringkit import least_nll_temperature
+from sklearn.metrics import log_loss, roc_auc_score
 
 from zoo.cli.main import main
 from zoo.data import Dataset, load_dataset
@@ -19,7 +21,6 @@ from zoo.errors import ZooError
 from zoo.evaluation.evaluate import apply_label_map, evaluate_target
 from zoo.inference import target as inference
 from zoo.inference.members import Member
-from zoo.scoring.calibration import TemperatureScaling
 from zoo.scoring.priors import PriorCorrection
 from zoo.store import read_predictions
 
@@ -48,13 +49,37 @@ def read_frame(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"image": str}).set_index("image")
 
 
-def calibrated(expected: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """``expected`` after the temperature scaling recorded in ``out/metrics.json``."""
-    calibration = json.loads((out / "metrics.json").read_text())["calibration"]
+def temperature_scaled(probabilities: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """``softmax(log p / T)`` by hand (``p`` clipped at 1e-12 before the log, as documented)."""
+    z = np.log(np.clip(probabilities.to_numpy(dtype=float), 1e-12, None)) / temperature
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return pd.DataFrame(
+        e / e.sum(axis=1, keepdims=True), index=probabilities.index, columns=probabilities.columns
+    )
+
+
+def calibrated(expected: pd.DataFrame, out: Path, correction, data: Dataset) -> pd.DataFrame:
+    """``expected`` after the temperature scaling recorded in ``out/metrics.json``, whose
+    temperature is checked against an independent fit: the least-NLL temperature on the
+    member's ``predictions/val.csv`` after ``correction`` (the prior correction the caller
+    applied to ``expected``), with the labels of ``data``. Where the target's stored choice
+    (``calibration.json``, chosen by cross-validation when the member was trained) is no
+    calibration and the evaluation applied it, ``expected`` is returned as it is."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    if not calibration["applied"] and metrics["served_calibration"].get("method") == "none":
+        assert calibration["temperature"] is None and calibration["after"] is None
+        return expected
     assert calibration["applied"] is True and calibration["fitted_on"] == "val"
-    scaler = TemperatureScaling()
-    scaler.temperature_ = calibration["temperature"]
-    return scaler.transform(expected)
+    member = Path(metrics["target"]["path"])
+    val = correction.transform(read_predictions(member / "predictions" / "val.csv").sort_index())
+    labels = data.records.loc[val.index, "label"].map(list(val.columns).index).to_numpy()
+    assert calibration["n_fit"] == len(val) == 42
+    oracle = least_nll_temperature(np.log(np.clip(val.to_numpy(), 1e-12, None)), labels)
+    assert calibration["temperature"] == pytest.approx(oracle, rel=1e-4)
+    reported = temperature_scaled(expected, calibration["temperature"])
+    np.testing.assert_allclose(reported, temperature_scaled(expected, oracle), rtol=1e-3, atol=1e-9)
+    return reported
 
 
 def official(folder: Path) -> dict:
@@ -150,7 +175,7 @@ def test_metrics_match_the_official_scorer(workspace, demo):
         assert (out / name).is_file(), name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == PNG_MAGIC
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".zoo-output.json"]
     truth, predictions = read_frame(out / "truth.csv"), read_frame(out / "predictions.csv")
     assert list(truth.columns) == list(predictions.columns) == CLASSES
     assert truth.index.is_monotonic_increasing and predictions.index.is_monotonic_increasing
@@ -212,9 +237,13 @@ def test_prior_correction_on_and_off(workspace, demo, monkeypatch):
     raw = read_frame(raw_out / "predictions.csv")
     pd.testing.assert_frame_equal(raw, cached, check_names=False)
     priors = pd.Series(target.member.effective_priors, index=CLASSES)
-    expected = PriorCorrection().fit(priors).transform(cached)
+    correction = PriorCorrection().fit(priors)
+    expected = correction.transform(cached)
     got = read_frame(fixed_out / "predictions.csv")
-    np.testing.assert_allclose(got, calibrated(expected, fixed_out), rtol=1e-12)
+    np.testing.assert_allclose(got, calibrated(expected, fixed_out, correction, demo), rtol=1e-12)
+    calibration = json.loads((fixed_out / "metrics.json").read_text())["calibration"]
+    method = json.loads((target.path / "calibration.json").read_text())["method"]
+    assert calibration["stored"] is (method != "none")  # calibration.json, as zoo serves it
     assert not np.allclose(raw, expected, rtol=1e-6)
 
 
@@ -224,7 +253,7 @@ def test_failed_evaluation_keeps_the_previous_one(workspace, demo, monkeypatch):
     target = resolve_target(NAME, workspace)
     out = evaluate_target(target, demo, bootstrap=0, workspace=workspace)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == set(FILES)
+    assert set(before) == {*FILES, ".zoo-output.json"}  # and zoo's marker
 
     import zoo.scoring.plots
 
@@ -266,9 +295,10 @@ def test_target_priors(workspace, demo, tmp_path, monkeypatch, capsys):
     cached = read_predictions(target.path / "predictions" / "test.csv").sort_index()
     trained = pd.Series(target.member.effective_priors, index=CLASSES)
     wanted = pd.Series({c: (0.5 if c == "nv" else 1 / 12) for c in CLASSES})
-    expected = PriorCorrection(target_priors=wanted).fit(trained).transform(cached)
+    correction = PriorCorrection(target_priors=wanted).fit(trained)
+    expected = correction.transform(cached)
     np.testing.assert_allclose(
-        read_frame(out / "predictions.csv"), calibrated(expected, out), rtol=1e-9
+        read_frame(out / "predictions.csv"), calibrated(expected, out, correction, demo), rtol=1e-9
     )
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -279,6 +309,7 @@ def test_target_priors(workspace, demo, tmp_path, monkeypatch, capsys):
     assert priors["target_priors"] == pytest.approx(wanted.to_dict())
     assert priors["training_priors"] == pytest.approx(trained.to_dict())
     assert any("summed to 12; normalised to 1" in n for n in metrics["notes"])
+    assert metrics["calibration"]["stored"] is False  # the stored one is for uniform priors
 
     # uniform: the default correction, the default folder
     plain = evaluate_target(target, demo, bootstrap=0, target_priors="uniform", workspace=workspace)
@@ -347,8 +378,13 @@ def test_second_evaluate_with_tta_uses_the_cache(workspace, demo, monkeypatch):
     forbid_model(monkeypatch)
     again = evaluate_target(target, demo, tta="rotations:4", bootstrap=0, workspace=workspace)
     assert (again / "predictions.csv").read_text() == before
-    metrics = json.loads((again / "metrics.json").read_text())
-    assert metrics["inference"]["cached"] is True and metrics["inference"]["model_seconds"] > 0
+    again_metrics = json.loads((again / "metrics.json").read_text())
+    assert again_metrics["inference"]["cached"] is True
+    # the model time of a cached answer is the one its sidecar recorded when the model ran
+    sidecar = json.loads((target.path / "predictions" / "test.rotations-4.json").read_text())
+    assert sidecar["n_images"] == 84
+    model_seconds = metrics["inference"]["model_seconds"]
+    assert again_metrics["inference"]["model_seconds"] == model_seconds == sidecar["seconds"]
 
 
 @pytest.mark.slow
@@ -404,7 +440,14 @@ def test_task_on_the_demo_member(workspace, capsys):
     task = metrics["task"]
     assert task["task"] == "melanocytic" and task["threshold"] == 0.5
     assert task["n_positive"] == 12 and task["n_negative"] == 30  # mel and nv of the test split
-    assert 0.5 <= task["auc"] <= 1.0
+    # the task's score, from the files beside metrics.json: melanoma's share of mel + nv
+    truth, predictions = read_frame(out / "truth.csv"), read_frame(out / "predictions.csv")
+    y = truth.loc[predictions.index, "mel"].to_numpy() > 0.5
+    s = (predictions["mel"] / (predictions["mel"] + predictions["nv"])).to_numpy()
+    assert task["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert task["sensitivity"] == pytest.approx((s[y] > 0.5).mean(), abs=1e-12)
+    assert task["specificity"] == pytest.approx((s[~y] <= 0.5).mean(), abs=1e-12)
+    assert task["auc"] >= 0.5  # and the member learned something in its one epoch
     low, high = task["auc_ci95"]
     assert low <= task["auc"] <= high and metrics["ci95"]["task_auc"] == task["auc_ci95"]
     assert task["sensitivity"] is not None and task["specificity"] is not None
@@ -454,7 +497,25 @@ def point_threshold(metrics: dict, k: int) -> float:
     return metrics["operating_points"][k]["threshold"]
 
 
-def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write_images):
+def calibration_by_hand(truth: pd.DataFrame, probs: pd.DataFrame) -> dict[str, float]:
+    """ECE and MCE over the 15 equal-width bins ``(k/15, (k+1)/15]`` of the top-label
+    confidence, the multi-class Brier score, and the NLL (scikit-learn's ``log_loss``)."""
+    p = probs.loc[truth.index, truth.columns].to_numpy()
+    y = truth.to_numpy().argmax(axis=1)
+    confidence, correct = p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
+    bins = np.digitize(confidence, np.linspace(0, 1, 16), right=True) - 1
+    used = [k for k in range(15) if (bins == k).any()]
+    gaps = np.array([abs(correct[bins == k].mean() - confidence[bins == k].mean()) for k in used])
+    shares = np.array([(bins == k).mean() for k in used])
+    return {
+        "ece": float(shares @ gaps),
+        "mce": float(gaps.max()),
+        "brier": float(((p - np.eye(p.shape[1])[y]) ** 2).sum(axis=1).mean()),
+        "nll": float(log_loss(y, p / p.sum(axis=1, keepdims=True), labels=range(p.shape[1]))),
+    }
+
+
+def test_calibration_operating_points_and_ood(workspace, demo, tmp_path, capsys, write_images):
     """``--calibrate``: a temperature fitted on val and applied; melanoma points at 90/95 %
     sensitivity and at least 90 % (a threshold no higher than the 90 % point's)."""
     write_images(tmp_path / "ood" / "photo", [f"p{i}" for i in range(6)], size=40)
@@ -469,10 +530,19 @@ def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write
     metrics = json.loads((out / "metrics.json").read_text())
     assert_same(official(out), metrics)
     cal = metrics["calibration"]
-    assert cal["applied"] and cal["n_bins"] == 15 and cal["temperature"] > 0
-    for when in ("before", "after"):
+    assert cal["applied"] and cal["n_bins"] == 15 and cal["stored"] is False
+    # the temperature: the least-NLL one on the prior-corrected validation predictions
+    target = resolve_target(NAME, workspace)
+    correction = PriorCorrection().fit(pd.Series(target.member.effective_priors, index=CLASSES))
+    cached = read_predictions(target.path / "predictions" / "test.csv").sort_index()
+    truth, before = read_frame(out / "truth.csv"), correction.transform(cached)
+    after = read_frame(out / "predictions.csv")
+    np.testing.assert_allclose(after, calibrated(before, out, correction, demo), rtol=1e-12)
+    for when, probs in (("before", before), ("after", after)):
+        by_hand = calibration_by_hand(truth, probs)
         for key in ("ece", "mce", "brier", "nll"):
-            assert cal[when][key] >= 0 and len(cal[when]["ci95"][key]) == 2
+            assert cal[when][key] == pytest.approx(by_hand[key], rel=1e-9, abs=1e-12), (when, key)
+            assert len(cal[when]["ci95"][key]) == 2
     assert (out / "reliability.png").read_bytes()[:8] == PNG_MAGIC
     specs = [p["spec"] for p in metrics["operating_points"]]
     assert specs == [
@@ -486,13 +556,28 @@ def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write
     point = metrics["operating_points"][1]
     assert point["chosen_on"] == "val" and point["val"]["sensitivity"] >= 0.9
     assert point["n_positive"] == metrics["class_counts"]["mel"]
+    for p in metrics["operating_points"]:  # what each validation threshold does on the test
+        positive = truth[p["class"]].to_numpy() > 0.5
+        flagged = after[p["class"]].to_numpy() >= p["threshold"]
+        assert p["sensitivity"] == pytest.approx(flagged[positive].mean()), p["spec"]
+        assert p["specificity"] == pytest.approx((~flagged[~positive]).mean()), p["spec"]
     ood = metrics["ood"]
     assert ood["n_out"] == 6 and set(ood["scores"]) == {"msp", "energy", "mahalanobis"}
-    assert 0 <= ood["scores"]["msp"]["auroc"] <= 1
+    scores = pd.read_csv(out / "ood.csv", dtype={"image": str})
+    assert len(scores) == 84 + 6
+    inside = scores["set"] == "in"
+    assert inside.sum() == 84 and (scores.loc[~inside, "set"] == "ood").all()
+    msp = scores[inside].set_index("image")["msp"]
+    np.testing.assert_allclose(msp.loc[after.index], after.max(axis=1), rtol=1e-12)
+    for name, separation in ood["scores"].items():  # in-distribution is the positive class
+        auroc = roc_auc_score(inside, scores[name])
+        assert separation["auroc"] == pytest.approx(auroc, abs=1e-12), name
     flag = ood["flag"]
-    assert flag["score"] == "mahalanobis" and 0 <= flag["ood_flagged"] <= 1
+    assert flag["score"] == "mahalanobis"
+    below = scores["mahalanobis"] < flag["threshold"]
+    assert flag["ood_flagged"] == pytest.approx(below[~inside].mean(), abs=1e-12)
+    assert flag["in_flagged"] == pytest.approx(below[inside].mean(), abs=1e-12)
     assert "OOD flag (mahalanobis below" in stdout
-    assert len(pd.read_csv(out / "ood.csv")) == 84 + 6
 
     code, _, _ = run(
         capsys, "evaluate", NAME, "--workspace", workspace, "--bootstrap", 0, "--no-calibration"
@@ -502,6 +587,52 @@ def test_calibration_operating_points_and_ood(workspace, tmp_path, capsys, write
         code == 0
         and json.loads((plain / "metrics.json").read_text())["calibration"]["applied"] is False
     )
+
+
+def test_calibrate_fits_a_temperature_for_this_evaluation(
+    workspace, demo, tmp_path, monkeypatch, capsys
+):
+    """Without ``--calibrate`` the stored temperature is applied, as zoo serves it; with it a
+    temperature is fitted on validation for this evaluation alone, and the note says so."""
+    forbid_model(monkeypatch)  # the trainer's val.csv and test.csv answer
+    target = resolve_target(NAME, workspace)
+    stored = target.path / "calibration.json"
+    record = json.loads(stored.read_text())
+    record["method"], record["parameters"] = "temperature", {"temperature": 3.0}
+    stored.write_text(json.dumps(record))
+    text = stored.read_text()
+    correction = PriorCorrection().fit(pd.Series(target.member.effective_priors, index=CLASSES))
+    cached = read_predictions(target.path / "predictions" / "test.csv").sort_index()
+    expected = correction.transform(cached)
+    base = ["evaluate", NAME, "--workspace", workspace, "--bootstrap", 0]
+
+    code, _, err = run(capsys, *base, "--out", tmp_path / "served")
+    assert code == 0, err
+    served = json.loads((tmp_path / "served" / "metrics.json").read_text())
+    assert served["calibration"]["stored"] is True and served["calibration"]["temperature"] == 3.0
+    got = read_frame(tmp_path / "served" / "predictions.csv")
+    np.testing.assert_allclose(got, temperature_scaled(expected, 3.0), rtol=1e-12)
+    assert not any("fitted for this evaluation" in n for n in served["notes"])
+
+    out = tmp_path / "fitted"
+    code, stdout, err = run(capsys, *base, "--calibrate", "--out", out)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    cal = metrics["calibration"]
+    assert cal["stored"] is False and cal["method"] == "temperature"
+    got = read_frame(out / "predictions.csv")
+    np.testing.assert_allclose(got, calibrated(expected, out, correction, demo), rtol=1e-12)
+    assert cal["temperature"] != pytest.approx(3.0, rel=0.1)  # not the stored one
+    note = (
+        "the temperature was fitted for this evaluation only; zoo predict serves the stored "
+        f"calibration (zoo calibrate {NAME} stores one)"
+    )
+    assert note in metrics["notes"]
+    assert metrics["served_calibration"]["parameters"] == {"temperature": 3.0}
+    printed = " ".join(stdout.split())  # rich wraps long lines
+    assert f"calibration after (T = {cal['temperature']:.3f}, fitted here)" in printed
+    assert "fitted for this evaluation only" in printed
+    assert stored.read_text() == text  # what zoo serves is left as it was
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,9 @@ def test_parallel_evaluations_and_ensemble_builds(workspace, tmp_path):
     assert [p.returncode for p in processes[:2]].count(0) >= 1
     assert [p.returncode for p in processes[2:]].count(0) >= 1
     (evaluation,) = (workspace / "evaluations").iterdir()
-    assert json.loads((evaluation / "metrics.json").read_text())["n_images"] > 0
+    member = json.loads((workspace / "members" / MEMBER / "member.json").read_text())
+    truth = (evaluation / "truth.csv").read_text().splitlines()[1:]
+    n_images = json.loads((evaluation / "metrics.json").read_text())["n_images"]
+    assert n_images == len(truth) == len(member["split"]["ids"]["test"])
     assert json.loads((workspace / "ensembles" / "pair" / "ensemble.json").read_text())["members"]
     assert half_written(workspace) == []

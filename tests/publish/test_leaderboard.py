@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 from browserkit import set_width
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from zoo.cli.main import main
 
@@ -77,6 +79,10 @@ def evaluated_workspace(tmp_path_factory) -> Path:
     return root
 
 
+def read_frame(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image": str}).set_index("image")
+
+
 def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path: Path):
     out = tmp_path / "board"
     assert (
@@ -91,7 +97,19 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     calibrated = table[table["calibrated"]]
     assert len(calibrated) == 3 and (calibrated["temperature"] > 0).all()
     assert table["ece"].notna().all() and (table["ece_low"] <= table["ece_high"]).all()
-    assert table["mel_spec_at_sens_90"].between(0, 1).all()
+    for row in table.itertuples():  # recomputed from each evaluation's files (6 digits)
+        folder = evaluated_workspace / "evaluations" / row.folder
+        truth, predictions = (read_frame(folder / f) for f in ("truth.csv", "predictions.csv"))
+        (point,) = [
+            p
+            for p in json.loads((folder / "metrics.json").read_text())["operating_points"]
+            if p["spec"] == "mel:sensitivity=0.9"
+        ]
+        mel = truth.loc[predictions.index, "mel"].to_numpy() > 0.5
+        flagged = predictions["mel"].to_numpy() >= point["threshold"]
+        assert row.mel_threshold_at_sens_90 == pytest.approx(point["threshold"], rel=1e-5)
+        assert row.mel_spec_at_sens_90 == pytest.approx((~flagged[~mel]).mean(), rel=1e-5)
+        assert row.mel_sens_at_sens_90 == pytest.approx(flagged[mel].mean(), rel=1e-5)
     assert (table["mel_sens_at_sens_95"] >= 0).all()
     assert table["auc_mel"].notna().all() and (table["n_mel"] > 0).all()
     assert table.loc[table["kind"] == "ensemble", "weights"].str.contains(":0.5").all()
@@ -101,7 +119,15 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     assert (table["kind"] == "ensemble").sum() == 1
     assert table[["balanced_accuracy", "macro_auc", "mel_auc"]].notna().all().all()
     ensemble = table[table["kind"] == "ensemble"].iloc[0]
-    assert 0 <= ensemble["ood_auroc_mahalanobis"] <= 1 and 0 <= ensemble["ood_flagged"] <= 1
+    folder = evaluated_workspace / "evaluations" / ensemble["folder"]
+    scores = pd.read_csv(folder / "ood.csv")
+    inside = (scores["set"] == "in").to_numpy()
+    auroc = roc_auc_score(inside, scores["mahalanobis"])  # in-distribution is the positive
+    assert ensemble["ood_auroc_mahalanobis"] == pytest.approx(auroc, rel=1e-5)
+    threshold = json.loads((folder / "metrics.json").read_text())["ood"]["flag"]["threshold"]
+    flagged = (scores["mahalanobis"] < threshold).to_numpy()
+    assert ensemble["ood_flagged"] == pytest.approx(flagged[~inside].mean(), rel=1e-5, abs=1e-12)
+    assert ensemble["in_flagged"] == pytest.approx(flagged[inside].mean(), rel=1e-5, abs=1e-12)
     assert ensemble["ood_data"] == "elsewhere"  # the OOD data set's name
     assert table.loc[table["kind"] == "member", "ood_auroc_mahalanobis"].isna().all()
     assert "OOD AUROC" in (out / "index.html").read_text()

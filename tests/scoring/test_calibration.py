@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import softmax
+from scoringkit import least_nll_temperature
 
 from zoo.errors import ZooError
 from zoo.inference.ood import (
@@ -40,11 +41,20 @@ def synthetic(temperature: float, *, n: int = 20000, k: int = 5, seed: int = 0):
     return z * temperature, y
 
 
+def nll_by_hand(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    return float(-np.log(softmax(logits / temperature, axis=1)[np.arange(len(y)), y]).mean())
+
+
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.5])
 def test_temperature_scaling_recovers_a_known_temperature(temperature):
     logits, y = synthetic(temperature)
     scaler = TemperatureScaling().fit(logits, y)
-    assert scaler.temperature_ == pytest.approx(temperature, rel=0.05)
+    assert scaler.temperature_ == pytest.approx(temperature, rel=0.05)  # the population's
+    # and exactly the sample's least-NLL temperature, found by brute force without zoo
+    best = least_nll_temperature(logits, y)
+    assert scaler.temperature_ == pytest.approx(best, rel=1e-4)
+    assert scaler.nll_before_ == pytest.approx(nll_by_hand(logits, y, 1.0), rel=1e-12)
+    assert scaler.nll_after_ == pytest.approx(nll_by_hand(logits, y, best), rel=1e-9)
     assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12
 
 
@@ -53,6 +63,11 @@ def test_temperature_scaling_on_probabilities_keeps_argmax_and_frame():
     probs = pd.DataFrame(softmax(logits, axis=1), columns=list("abcde"))
     scaler = TemperatureScaling().fit(as_logits(probs.to_numpy()), y)
     out = scaler.transform(probs)
+    log_p = np.log(np.clip(probs.to_numpy(), 1e-12, None))  # clipped as documented
+    best = least_nll_temperature(log_p, y)  # brute force, without zoo
+    assert scaler.temperature_ == pytest.approx(best, rel=1e-4)
+    by_hand = softmax(log_p / best, axis=1)
+    np.testing.assert_allclose(out.to_numpy(), by_hand, rtol=1e-4, atol=1e-12)
     assert list(out.columns) == list("abcde") and out.index.equals(probs.index)
     assert (out.to_numpy().argmax(axis=1) == probs.to_numpy().argmax(axis=1)).all()
     assert np.allclose(out.sum(axis=1), 1.0)

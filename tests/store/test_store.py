@@ -163,8 +163,9 @@ def test_prediction_csv_is_pandas_text_and_reads_back(tmp_path, ids):
     assert list(back.index) == ids and np.allclose(back.to_numpy(), values, atol=1e-8)
 
 
-def test_a_damaged_prediction_csv_is_one_line(tmp_path):
-    (tmp_path / "p.csv").write_text("image,mel\na,not-a-number\n")
+@pytest.mark.parametrize("value", ["not-a-number", "nan", "inf", "-inf"])
+def test_a_damaged_prediction_csv_is_one_line(tmp_path, value):
+    (tmp_path / "p.csv").write_text(f"image,mel\na,{value}\n")
     with pytest.raises(ZooError, match=r"p\.csv is not a predictions file") as caught:
         read_predictions(tmp_path / "p.csv")
     assert "\n" not in str(caught.value)
@@ -240,3 +241,96 @@ def test_the_store_imports_no_keras_or_tensorflow():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
+
+
+# --- every value is checked at load ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        ({"input": {"size": -5}}, "'input.size' must be a whole number from 1 to 8192; got -5"),
+        ({"input": {"size": "big"}}, "'input.size' must be a whole number"),
+        ({"priors": {"effective": [0.5, 0.5]}}, "'priors.effective' must hold 7 entries"),
+        ({"priors": {"effective": [float("nan")] * 7}}, "'priors.effective[0]'"),
+        ({"classes": []}, "'classes' must be at least two class names; got []"),
+        ({"name": "/etc/x"}, "'name' must be letters, digits"),
+        ({"name": "../../x"}, "got '../../x'"),
+    ],
+)
+def test_member_json_is_checked_whole_naming_the_field(tmp_path, edit, field):
+    info = json.loads((FIXTURE / "member.json").read_text()) | edit
+    file = tmp_path / "member.json"
+    file.write_text(json.dumps(info))
+    with pytest.raises(ZooError) as caught:
+        MemberRecord.load(file)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{file} is damaged"), message
+    assert field in message, message
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "field"),
+    [
+        (EvaluationRecord, {**EVALUATION, "aggregate": {"balanced_accuracy": "high"}}, "aggregate"),
+        (EvaluationRecord, {**EVALUATION, "n_images": -3}, "'n_images'"),
+        (
+            EvaluationRecord,
+            {**EVALUATION, "target": {**EVALUATION["target"], "name": ".."}},
+            "target.name",
+        ),
+        (
+            EvaluationRecord,
+            {
+                **EVALUATION,
+                "operating_points": [
+                    {
+                        "class": "mel",
+                        "metric": "sensitivity",
+                        "target": 0.9,
+                        "threshold": float("nan"),
+                    }
+                ],
+            },
+            "'operating_points[0].threshold'",
+        ),
+        (
+            EvaluationRecord,
+            {**EVALUATION, "class_counts": {"mel": 1}},
+            "'class_counts' has no entry",
+        ),
+        (
+            EnsembleRecord,
+            {**ENSEMBLE, "operating_point": {"class": "mel", "threshold": -1}},
+            "operating_point.threshold",
+        ),
+        (EnsembleRecord, {**ENSEMBLE, "weights": {"m1": float("nan")}}, "'weights.m1'"),
+        (
+            EnsembleRecord,
+            {**ENSEMBLE, "members": [{"name": "/abs", "sha256": {}}]},
+            "members[0].name",
+        ),
+        (CacheRecord, {**SIDECAR, "key": "../up"}, "'key'"),
+        (CacheRecord, {**SIDECAR, "tta": "flips"}, "'tta' must be a TTA scheme"),
+    ],
+)
+def test_records_are_checked_whole_naming_the_field(tmp_path, kind, data, field):
+    file = tmp_path / "r.json"
+    file.write_text(json.dumps(data))
+    with pytest.raises(ZooError) as caught:
+        kind.load(file)
+    assert "\n" not in str(caught.value) and field in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("pid", [2**70, 0, -1, "1", 1.5, float("nan")])
+def test_a_lock_with_an_impossible_pid_is_refused_naming_it(tmp_path, pid):
+    from zoo.store import locks
+
+    folder = tmp_path / "evaluation"
+    lock = locks.lock_file(folder)
+    lock.write_text(json.dumps({"pid": pid, "host": "h"}))
+    with pytest.raises(ZooError) as caught:
+        locks.acquire(folder, what="test")
+    message = str(caught.value)
+    assert "\n" not in message and str(lock) in message and "'pid'" in message, message
+    assert lock.exists()  # a fresh lock may be one being written: left alone

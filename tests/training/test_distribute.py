@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -54,10 +55,24 @@ def test_mirrored_over_two_logical_cpus(tmp_path: Path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    info = json.loads((tmp_path / "members" / "small_cnn.demo.s0" / "member.json").read_text())
+    member = tmp_path / "members" / "small_cnn.demo.s0"
+    info = json.loads((member / "member.json").read_text())
     assert info["training"]["replicas"] == 2
     assert info["config"]["options"]["strategy"] == "mirrored"
-    assert info["metrics"]["val"]["n_images"] > 0
+    # the validation scores are those of the predictions written beside
+    from sklearn.metrics import balanced_accuracy_score
+
+    from zoo.data import load_dataset
+    from zoo.store import read_predictions
+
+    val = read_predictions(member / "predictions" / "val.csv")
+    assert list(val.index) == info["split"]["ids"]["val"]
+    labels = load_dataset("demo", workspace=tmp_path).records.loc[val.index, "label"]
+    predicted = np.asarray(info["classes"])[val.to_numpy().argmax(axis=1)]
+    assert info["metrics"]["val"]["n_images"] == len(val) > 0
+    assert info["metrics"]["val"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels, predicted), abs=1e-12
+    )
 
 
 def test_multi_worker_over_loopback(tmp_path: Path):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from zoo.data import images
 from zoo.data.images import load_images
@@ -141,10 +142,23 @@ def test_member_json(member, demo_workspace):
     training = info["training"]
     assert training["seconds"] > 0 and training["epochs_run"] == 2
     assert training["best_epoch"] in (1, 2)
-    assert training["parameters"] > 0
-    for part in ("val", "test"):
-        assert 0 <= info["metrics"][part]["balanced_accuracy"] <= 1
-        assert info["metrics"][part]["n_images"] == len(split.ids(part))
+    import zoo.models.layers  # noqa: F401  (the custom layers the saved model uses)
+    import zoo.training.augment  # noqa: F401
+
+    model = keras.saving.load_model(path / "model.keras", safe_mode=True)
+    assert training["parameters"] == sum(int(np.prod(w.shape)) for w in model.weights)
+    for part in ("val", "test"):  # the headline scores of the predictions written beside
+        probs = read_predictions(path / "predictions" / f"{part}.csv")
+        labels = dataset.records.loc[probs.index, "label"].map(info["classes"].index)
+        predicted = probs.to_numpy().argmax(axis=1)
+        metrics = info["metrics"][part]
+        assert metrics["balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(labels, predicted), abs=1e-12
+        )
+        assert metrics["accuracy"] == pytest.approx(np.mean(predicted == labels), abs=1e-12)
+        aucs = [roc_auc_score(labels == c, probs.iloc[:, c]) for c in sorted(set(labels))]
+        assert metrics["macro_auc"] == pytest.approx(np.mean(aucs), abs=1e-12)
+        assert metrics["n_images"] == len(split.ids(part)) == len(probs)
 
 
 @pytest.mark.slow
@@ -253,6 +267,48 @@ def test_resume_after_an_interruption(tmp_path, demo_workspace, monkeypatch, cap
 
 
 @pytest.mark.slow
+def test_early_stopping_ends_training_when_validation_does_not_improve(
+    tmp_path, demo_workspace, monkeypatch, capsys
+):
+    """``early_stopping = 1`` on a 3-epoch recipe: epoch 2 scores no better than epoch 1 (a
+    tie is no improvement), so training stops there and the member keeps epoch 1's weights.
+    The monitor's validation score is forced, so the outcome does not hang on training."""
+    from zoo.training import monitor
+
+    workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
+    (workspace / "recipes").mkdir()
+    text = TINY.format(name="tiny_patient") + ONE_STAGE
+    text = text.replace(
+        'class_weight = "effective"\n', 'class_weight = "effective"\nearly_stopping = 1\n'
+    )
+    (workspace / "recipes" / "tiny_patient.toml").write_text(text)
+    scores, predicted = iter([0.5, 0.5, 0.9]), []
+
+    def forced(labels, labels_predicted):
+        predicted.append(np.asarray(labels_predicted).copy())
+        return next(scores)
+
+    monkeypatch.setattr(monitor, "balanced_accuracy", forced)
+    capsys.readouterr()
+    options = TrainOptions(recipe="tiny_patient", workspace=workspace, image_size=32, epochs=3)
+    path = train(options)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "early stop: no better validation balanced accuracy for 1 epochs" in out
+    assert len(predicted) == 2  # validated twice: epoch 3 never ran
+    info = json.loads((path / "member.json").read_text())
+    assert info["config"]["recipe"]["early_stopping"] == 1
+    assert sum(s["epochs"] for s in info["config"]["recipe"]["stages"]) == 3
+    assert info["training"]["epochs_run"] == 2 and info["training"]["best_epoch"] == 1
+    history = pd.read_csv(path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["val_balanced_accuracy"].tolist() == [0.5, 0.5]
+    assert history["best"].tolist() == [True, False]
+    # the member is epoch 1's model: its validation predictions are the ones epoch 1 scored
+    val = read_predictions(path / "predictions" / "val.csv")
+    np.testing.assert_array_equal(val.to_numpy().argmax(axis=1), predicted[0])
+
+
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_two_stage_recipe_with_feature_cache(tmp_path, demo_workspace, capsys):
     workspace = _workspace_with_demo(tmp_path / "ws", demo_workspace)
@@ -323,7 +379,8 @@ def test_headline_metrics():
     metrics = headline_metrics(labels, probs)
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
-    assert metrics["n_images"] == 5 and 0 < metrics["macro_auc"] <= 1
+    auc = roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    assert metrics["n_images"] == 5 and metrics["macro_auc"] == pytest.approx(auc, abs=1e-12)
     assert headline_metrics(np.array([1, 1]), probs[:2])["macro_auc"] is None
 
 

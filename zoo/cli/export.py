@@ -51,6 +51,9 @@ def add_options(sub) -> None:
 
 
 def run(args, workspace: Path) -> int:
+    from zoo.console import require_tensorflow
+
+    require_tensorflow("zoo export")  # SavedModel, LiteRT and ONNX are TensorFlow graphs
     from zoo.deploy.export.writer import export_command
 
     return export_command(

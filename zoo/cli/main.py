@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = COMMANDS[args.command]
     if command.NEEDS_TENSORFLOW or getattr(args, "params", False):
-        console.import_tensorflow_quietly()
+        console.import_backend_quietly()
 
     was_quiet = console.is_quiet()
     console.set_quiet(args.quiet)

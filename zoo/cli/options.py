@@ -1,9 +1,13 @@
 """What every command's options share: the help format, ``--workspace``/``--out``/``--quiet``,
-and the value types (positive integers, ports, seeds)."""
+and the value types (positive integers, ports, seeds, batch and image sizes within zoo's
+limits)."""
 
 from __future__ import annotations
 
 import argparse
+
+from zoo.data.images import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, check_bound
+from zoo.errors import ZooError
 
 
 def positive_int(text: str) -> int:
@@ -28,6 +32,32 @@ def non_negative_int(text: str) -> int:
             f"expected a non-negative integer (0, 1, 2, …), got {text!r}"
         )
     return value
+
+
+def _bounded(name: str, option: str, text: str) -> int:
+    """A positive integer within zoo's limit for ``name``; the library's own message otherwise."""
+    value = positive_int(text)
+    try:
+        return check_bound(name, value, option=option)
+    except ZooError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def batch_size(text: str) -> int:
+    """``--batch-size``: 1 to :data:`zoo.data.images.MAX_BATCH_SIZE` images."""
+    return _bounded("batch_size", "--batch-size", text)
+
+
+def image_size(text: str) -> int:
+    """``--image-size``: 1 to :data:`zoo.data.images.MAX_IMAGE_SIZE` pixels."""
+    return _bounded("image_size", "--image-size", text)
+
+
+BATCH_SIZE_HELP = f"global batch size, at most {MAX_BATCH_SIZE} (default: the recipe's)"
+IMAGE_SIZE_HELP = (
+    f"input size in pixels, at most {MAX_IMAGE_SIZE} (default: the recipe's; 64 on demo data, "
+    "or the backbone's minimum)"
+)
 
 
 def port(text: str) -> int:

@@ -6,8 +6,12 @@ import argparse
 from pathlib import Path
 
 from zoo.cli.options import (
+    BATCH_SIZE_HELP,
+    IMAGE_SIZE_HELP,
     add_command,
     add_common,
+    batch_size,
+    image_size,
     positive_int,
     seed,
 )
@@ -46,16 +50,8 @@ def add_options(sub) -> None:
         help="total epochs, shared among the recipe's stages (default: the recipe's; 6 on "
         "demo data)",
     )
-    p.add_argument(
-        "--batch-size", type=positive_int, help="global batch size (default: the recipe's)"
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        metavar="PX",
-        help="input size in pixels (default: the recipe's; 64 on demo data, or the "
-        "backbone's minimum)",
-    )
+    p.add_argument("--batch-size", type=batch_size, help=BATCH_SIZE_HELP)
+    p.add_argument("--image-size", type=image_size, metavar="PX", help=IMAGE_SIZE_HELP)
     p.add_argument(
         "--crop-borders",
         action=argparse.BooleanOptionalAction,
@@ -125,6 +121,9 @@ def runtime_options(p) -> None:
 
 
 def run(args, workspace: Path) -> int:
+    from zoo.console import require_tensorflow
+
+    require_tensorflow("zoo train")  # training on JAX is the next slice
     from zoo.data.combined import join_specs
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training

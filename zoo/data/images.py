@@ -1,7 +1,23 @@
 """Decode, convert, border-crop and resize images once; cache the pixels per data set.
 
-Any PIL-readable file is converted to RGB (grayscale, RGBA, CMYK, palette, 16-bit), so such
-images are accepted, not rejected. Decoded arrays are kept on disk in
+Every image is decoded as the picture a person sees, or refused (:func:`to_rgb` handles each
+PIL mode explicitly): EXIF orientation applied; an embedded ICC profile converted to sRGB
+(one that does not describe the pixels' colour space, or cannot be read, is ignored, as web
+browsers do); transparency composited on black (:data:`BACKGROUND`, like a dermoscope's
+frame, which the border crop removes); 16-bit images scaled to 8 bits; 32-bit integer
+greyscale read on the 16-bit scale and float greyscale on [0, 1] (other ranges are refused);
+CMYK and CIELAB converted; the first frame of an animation or a multi-page file. A mode
+zoo cannot show faithfully is refused in one line naming it; a path that is not a regular
+file (a FIFO, a device, a socket, a folder) is refused without being opened.
+
+Bounds (see "Limits" in docs/usage.md): batch sizes up to :data:`MAX_BATCH_SIZE`, input
+sizes up to :data:`MAX_IMAGE_SIZE` px (:func:`check_bound`), images of at most
+:data:`MAX_IMAGE_PIXELS` pixels. A large image is reduced while it is decoded (JPEG by
+libjpeg's scaled decoding, others by ``Image.reduce`` right after), to no less than
+:data:`DRAFT` times the input size (:data:`CROP_DRAFT` times when the black border is
+cropped); at most two images over :data:`LARGE_IMAGE_PIXELS` are decoded at once.
+
+Decoded arrays are kept on disk in
 ``<workspace>/cache/images/`` keyed by the data fingerprint and the input settings, so that
 epochs after the first — and later runs — read no JPEG at all; the index records each file's
 size and modification time, and a file changed since it was decoded makes the set decode again. A part of a data set that fits
@@ -13,10 +29,16 @@ the memory-mapped cache (and such a data set is decoded straight into that file)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import io
 import json
 import math
+import numbers
 import os
+import stat
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +52,7 @@ from zoo.data.dataset import Dataset
 from zoo.errors import DataProblems, ZooError
 from zoo.store.workspace import atomic_path, atomic_write_json
 
-CACHE_VERSION = 2  # 2: the index records each file's size and time
+CACHE_VERSION = 3  # 2: the index records each file's size and time; 3: to_rgb, reduction
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -40,8 +62,52 @@ RESAMPLING = {
 }
 
 
+MAX_BATCH_SIZE = 4096  # images a batch; the recipes use 12 to 64
+MAX_IMAGE_SIZE = 1024  # input pixels a side; the recipes use 64 to 456 (EfficientNet-B7: 600)
+# pixels an image, checked before decoding: PIL's decompression-bomb limit (Image.open refuses
+# twice its default Image.MAX_IMAGE_PIXELS), fixed here whatever PIL is set to
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+LARGE_IMAGE_PIXELS = 5000 * 5000  # images this large are decoded at most two at a time
+DRAFT, CROP_DRAFT = 2, 8  # decode at least this many times the input size (with a border crop)
+BACKGROUND = (0, 0, 0)  # what transparent pixels are composited on
+_LARGE_DECODES = threading.BoundedSemaphore(2)
+# zoo refuses images over MAX_IMAGE_PIXELS itself (naming the file); PIL's warning about images
+# over half that limit would only repeat itself on stderr for images zoo accepts
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_BOUNDS = {"batch_size": (MAX_BATCH_SIZE, "images"), "image_size": (MAX_IMAGE_SIZE, "pixels")}
+
+
+def check_bound(name: str, value, *, option: str | None = None) -> int:
+    """``value`` of ``batch_size`` or ``image_size`` when it is a whole number from 1 to its
+    limit; else a one-line :class:`ZooError` naming ``option`` (default: ``name``)."""
+    limit, unit = _BOUNDS[name]
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or not 1 <= value <= limit:
+        raise ZooError(
+            f"{option or name} must be a whole number of {unit} from 1 to {limit}; got "
+            f"{value!r} (zoo's limit, far above any recipe's: see Limits in docs/usage.md)."
+        )
+    return int(value)
+
+
+def check_bounds(*, batch_size=None, image_size=None) -> None:
+    """:func:`check_bound` for each value given (``None``: not given)."""
+    for name, value in (("batch_size", batch_size), ("image_size", image_size)):
+        if value is not None:
+            check_bound(name, value)
+
+
 class ImageProblem(Exception):
     """An image that cannot be used, with the reason."""
+
+
+class ImageTooLarge(ImageProblem):
+    """An image of more pixels than :data:`MAX_IMAGE_PIXELS` (refused before decoding)."""
+
+
+class UnsupportedImage(ImageProblem):
+    """An image zoo cannot show faithfully as RGB (its mode, or its range of values)."""
 
 
 def crop_black_border(pixels: np.ndarray, *, threshold: int = 25, keep: float = 0.5) -> np.ndarray:
@@ -63,20 +129,230 @@ def crop_black_border(pixels: np.ndarray, *, threshold: int = 25, keep: float = 
 
 
 def open_rgb(path, *, draft: int | None = None) -> Image.Image:
-    """One image file (a path or a binary file object), decoded and converted to RGB (JPEGs at
-    no less than ``draft`` pixels when given); raises :class:`ImageProblem`."""
+    """One image file (a path or a binary file object) as the RGB picture :func:`to_rgb`
+    makes, reduced while decoding to no less than ``draft`` pixels a side when given; raises
+    :class:`ImageProblem`. A path that is not a regular file is refused without opening it."""
     try:
-        with Image.open(path) as image:
-            if draft and image.format == "JPEG":
-                image.draft("RGB", (draft, draft))
-            image.load()
-            return image.convert("RGB")
+        with _opened(path) as image:
+            _check_pixels(image.width, image.height)
+            orientation = _orientation(image)
+            if draft:
+                image.draft(None, (draft, draft))  # JPEG: libjpeg's scaled decoding
+            with _decode_slot(image.width * image.height):
+                image.load()
+                return _picture(image, draft=draft, orientation=orientation)
     except FileNotFoundError:
         raise ImageProblem("file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(
+            f"too many pixels to decode ({exc.__class__.__name__}: {exc}); zoo decodes at most "
+            f"{MAX_IMAGE_PIXELS:,} pixels an image: downscale it first"
+        ) from None
+    except UnidentifiedImageError as exc:
         raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageProblem(f"unreadable or truncated image ({exc})") from None
+
+
+_KINDS = [
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+]
+
+
+def _not_regular(mode: int) -> ImageProblem | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((text for test, text in _KINDS if test(mode)), "a special file")
+    return ImageProblem(f"{kind}, not a regular file: skipped without opening it")
+
+
+@contextlib.contextmanager
+def _opened(source):
+    """``Image.open`` of a file object, or of a path once it is known to be a regular file
+    (checked before opening, and again on the open descriptor, which never blocks)."""
+    if not isinstance(source, str | os.PathLike):
+        with Image.open(source) as image:
+            yield image
+        return
+    problem = _not_regular(os.stat(source).st_mode)
+    if problem:
+        raise problem
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as file:
+        problem = _not_regular(os.fstat(fd).st_mode)  # replaced since the check
+        if problem:
+            raise problem
+        with Image.open(file) as image:
+            yield image
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(
+            f"{width} × {height} = {width * height:,} pixels, over zoo's limit of "
+            f"{MAX_IMAGE_PIXELS:,} an image (PIL's decompression-bomb limit); downscale it first"
+        )
+
+
+@contextlib.contextmanager
+def _decode_slot(pixels: int):
+    """One of the two slots for decoding an image over :data:`LARGE_IMAGE_PIXELS`."""
+    if pixels <= LARGE_IMAGE_PIXELS:
+        yield
+        return
+    with _LARGE_DECODES:
+        yield
+
+
+_TRANSPOSE = {  # EXIF orientation → the transposition that shows the picture upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1–8) of an image; 1 when it has none, or damaged EXIF data
+    (which viewers ignore too)."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+# modes whose pixels Image.reduce may average (palettes, bits and 16-bit ints it cannot)
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F")
+
+
+def _reduced(image: Image.Image, draft: int | None) -> Image.Image:
+    """``image`` shrunk by a whole factor (box averages) to no less than ``draft`` a side."""
+    factor = min(image.size) // draft if draft else 1
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _picture(image: Image.Image, *, draft: int | None, orientation: int) -> Image.Image:
+    """A loaded image reduced towards ``draft``, turned upright and converted to RGB."""
+    if image.mode in _REDUCIBLE and "transparency" not in image.info:
+        image = _reduced(image, draft)  # before converting: the conversion sees fewer pixels
+    if orientation in _TRANSPOSE:
+        image = image.transpose(_TRANSPOSE[orientation])
+    return _reduced(to_rgb(image), draft)
+
+
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image``, of any PIL mode, as the RGB picture a person sees; raises
+    :class:`UnsupportedImage` for what zoo cannot show faithfully.
+
+    ======================  =================================================================
+    1, L, RGB               as they are (a transparent colour or palette entry: see alpha)
+    P, PA                   through the palette, with its transparency
+    LA, RGBA, La, RGBa      composited on :data:`BACKGROUND` (black)
+    CMYK, YCbCr, HSV, LAB   converted (CMYK by its ICC profile when it has one, else by
+                            PIL's formulas)
+    I;16, I;16L/B/N         16-bit greyscale, scaled to 8 bits (v / 257)
+    I                       32-bit integer greyscale on the 16-bit scale (0–65535, as PIL
+                            keeps 16-bit PNG, PGM and TIFF data); other values are refused
+    F                       floating-point greyscale on [0, 1]; other values are refused
+    others                  refused, naming the mode
+    ======================  =================================================================
+
+    An embedded ICC profile of the pixels' colour space (RGB, CMYK, grey) is converted to sRGB.
+    """
+    colour, alpha = _colour_and_alpha(image)
+    rgb = _in_srgb(colour, image.info.get("icc_profile"))
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        rgb = Image.composite(rgb, Image.new("RGB", rgb.size, BACKGROUND), alpha)
+    return rgb
+
+
+def _colour_and_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """The colour of ``image`` (mode L, RGB or CMYK) and its alpha band (or None)."""
+    mode = image.mode
+    if mode in ("La", "RGBa"):  # premultiplied alpha
+        return _colour_and_alpha(image.convert(mode.upper()))
+    if mode == "PA":
+        return _colour_and_alpha(image.convert("RGBA"))
+    if mode in ("LA", "RGBA"):
+        return image.convert(mode[:-1]), image.getchannel("A")
+    if mode in ("1", "L", "P", "RGB") and image.has_transparency_data:
+        return _colour_and_alpha(image.convert("LA" if mode in ("1", "L") else "RGBA"))
+    if mode in ("L", "RGB", "CMYK"):
+        return image, None
+    if mode == "1":
+        return image.convert("L"), None
+    if mode in ("P", "RGBX", "YCbCr", "HSV", "LAB"):
+        return image.convert("RGB"), None
+    if mode in (*SIXTEEN_BIT, "I", "F"):
+        return _eight_bit(image)
+    raise UnsupportedImage(
+        f"colour mode {mode!r} cannot be shown faithfully as RGB; save it as an RGB JPEG or PNG"
+    )
+
+
+def _eight_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """A 16-bit, 32-bit integer or float greyscale image as 8-bit L (and its transparent
+    value as an alpha band)."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        finite = np.isfinite(pixels).all()
+        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+        if not finite or low < 0 or high > 1:
+            shown = f"values from {low:g} to {high:g}" if finite else "NaN or infinite values"
+            raise UnsupportedImage(
+                f"floating-point greyscale (mode 'F') with {shown}: zoo shows float images "
+                "on [0, 1] only; save it as an 8- or 16-bit image"
+            )
+        scaled = np.rint(pixels * 255)
+    else:
+        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise UnsupportedImage(
+                f"32-bit greyscale (mode 'I') with values from {low} to {high}, outside the "
+                "16-bit range 0–65535 zoo shows; save it as an 8- or 16-bit image"
+            )
+        scaled = (pixels.astype(np.uint32) * 255 + 32767) // 65535  # round(v / 257)
+    grey = Image.fromarray(scaled.astype(np.uint8))
+    key = image.info.get("transparency")
+    if not isinstance(key, int):
+        return grey, None
+    return grey, Image.fromarray(np.where(pixels == key, 0, 255).astype(np.uint8))
+
+
+@functools.cache
+def _srgb():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+_PROFILE_SPACES = {"RGB": "RGB", "CMYK": "CMYK", "GRAY": "L"}
+
+
+def _in_srgb(colour: Image.Image, profile: bytes | None) -> Image.Image:
+    """``colour`` (L, RGB or CMYK) in sRGB: through its ICC profile when that describes its
+    colour space and can be read, else as PIL converts it."""
+    from PIL import ImageCms
+
+    if profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            if _PROFILE_SPACES.get(source.profile.xcolor_space.strip()) == colour.mode:
+                return ImageCms.profileToProfile(colour, source, _srgb(), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a damaged profile: the pixels taken as sRGB, as web browsers take them
+    return colour.convert("RGB")
 
 
 def for_each_file(paths: list, read, *, description: str) -> dict[int, str]:
@@ -111,21 +387,26 @@ def read_image(
     """One image as uint8 RGB ``size × size × 3``; raises :class:`ImageProblem`.
 
     ``path`` is a file path or a binary file object, else an image already in memory: a PIL
-    image or a uint8 ``H × W × 3`` array, which gets the same conversion, crop and resize (without
-    ``crop_borders`` a JPEG file over twice ``size`` is decoded by libjpeg at a reduced scale,
-    so the same picture decoded at full size can differ slightly)."""
+    image or a uint8 ``H × W × 3`` array, which gets the same conversion, reduction, crop and
+    resize. An image over :data:`DRAFT` times ``size`` (:data:`CROP_DRAFT` times with
+    ``crop_borders``) is reduced while decoding (a JPEG file by libjpeg, so the same picture
+    decoded at full size can differ slightly)."""
+    check_bound("image_size", size)
+    draft = size * (CROP_DRAFT if crop_borders else DRAFT)
     if isinstance(path, np.ndarray | Image.Image):
-        return _resized(_in_memory_rgb(path), size, crop_borders, interpolation)
-    return _resized(
-        open_rgb(path, draft=None if crop_borders else size * 2), size, crop_borders, interpolation
-    )
+        rgb = _in_memory_rgb(path, draft=draft)
+    else:
+        rgb = open_rgb(path, draft=draft)
+    return _resized(rgb, size, crop_borders, interpolation)
 
 
-def _in_memory_rgb(image) -> Image.Image:
-    """A PIL image or a uint8 ``H × W × 3`` array as an RGB PIL image."""
+def _in_memory_rgb(image, *, draft: int | None = None) -> Image.Image:
+    """A PIL image or a uint8 ``H × W × 3`` array as an RGB PIL image (as :func:`open_rgb`
+    makes it, from the picture in memory)."""
     if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height)
         try:
-            return image.convert("RGB")
+            return _picture(image, draft=draft, orientation=_orientation(image))
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageProblem(f"unreadable or truncated image ({exc})") from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
@@ -133,14 +414,14 @@ def _in_memory_rgb(image) -> Image.Image:
             f"an array image must be uint8 of shape (height, width, 3); got {image.dtype} "
             f"{image.shape}"
         )
-    return Image.fromarray(np.ascontiguousarray(image), "RGB")
+    _check_pixels(image.shape[1], image.shape[0])
+    return _reduced(Image.fromarray(np.ascontiguousarray(image), "RGB"), draft)
 
 
 def _resized(rgb: Image.Image, size: int, crop_borders: bool, interpolation: str) -> np.ndarray:
-    pixels = np.asarray(rgb)
     if crop_borders:
-        pixels = crop_black_border(pixels)
-    resized = Image.fromarray(pixels).resize((size, size), RESAMPLING[interpolation])
+        rgb = Image.fromarray(crop_black_border(np.asarray(rgb)))
+    resized = rgb.resize((size, size), RESAMPLING[interpolation])
     return np.asarray(resized, dtype=np.uint8)
 
 
@@ -155,6 +436,7 @@ def decode_many(
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Decode ``paths`` (or other sources :func:`read_image` takes) in parallel threads into
     ``out`` (default: a new array); returns the pixels and {position: problem}."""
+    check_bound("image_size", size)
     if out is None:
         out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
 
@@ -287,6 +569,7 @@ def load_images(
 
     Raises :class:`DataProblems` listing the reader's problems and every unreadable image.
     """
+    check_bound("image_size", size)
     key = cache_key(dataset, size=size, crop_borders=crop_borders, interpolation=interpolation)
     paths = list(dataset.records["path"])
     stats = file_stats(paths)

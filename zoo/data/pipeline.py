@@ -1,24 +1,36 @@
-"""tf.data pipelines over decoded pixels: shuffled, augmented in-graph, batched, prefetched.
+"""Pipelines over decoded pixels: shuffled, augmented in-graph, batched, prefetched.
 
 Pixels come from :mod:`zoo.data.images` (uint8, already resized), so an epoch reads no file:
 an in-memory array becomes one constant tensor; :class:`~zoo.data.images.DiskRows` (a data set
 larger than the memory budget) is read batch by batch from the memory-mapped cache.
 Augmentation runs on whole batches inside the tf.data graph with Keras preprocessing layers,
 in parallel with the model, and batches are prefetched.
+
+On the TensorFlow backend both pipelines are ``tf.data``; on any other backend (JAX, …)
+:func:`inference_dataset` is a :class:`keras.utils.PyDataset` of NumPy batches, which
+``model.predict`` takes on every backend, and :func:`training_dataset` is TensorFlow's alone
+for now. TensorFlow is imported only where it is used.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from zoo.data.images import DiskRows
+from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def _gather(pixels):
     """A graph function: a batch of row indices → the uint8 images of those rows."""
+    import tensorflow as tf
+
     if isinstance(pixels, DiskRows):
         shape = (None, *pixels.shape[1:])
 
@@ -46,7 +58,15 @@ def training_dataset(
     """An endless dataset of ``(images, one_hot, weights)`` batches and the steps per epoch.
 
     ``balanced`` draws every class equally often (the effective training prior is uniform).
+    TensorFlow backend only (``tf.data``).
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ZooError(
+            "training needs Keras' TensorFlow backend (its tf.data pipeline); this process runs "
+            f"on {keras.backend.backend()}. Run it with KERAS_BACKEND=tensorflow."
+        )
+    import tensorflow as tf
+
     n = len(labels)
     read = _gather(pixels)
     targets = tf.one_hot(tf.constant(labels, tf.int32), num_classes)
@@ -80,8 +100,13 @@ def training_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
 
 
-def inference_dataset(pixels: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
-    """Batches of float32 images in order, prefetched (no labels)."""
+def inference_dataset(pixels: np.ndarray, *, batch_size: int) -> tf.data.Dataset | PixelBatches:
+    """Batches of float32 images in order (no labels), for ``model.predict``: ``tf.data``,
+    prefetched, on the TensorFlow backend; a :class:`PixelBatches` on any other."""
+    if keras.backend.backend() != "tensorflow":
+        return PixelBatches(pixels, batch_size=batch_size)
+    import tensorflow as tf
+
     read = _gather(pixels)
     return (
         tf.data.Dataset.range(len(pixels))
@@ -92,3 +117,19 @@ def inference_dataset(pixels: np.ndarray, *, batch_size: int) -> tf.data.Dataset
         )
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+class PixelBatches(keras.utils.PyDataset):
+    """Decoded uint8 ``pixels`` (an array or :class:`~zoo.data.images.DiskRows`) as float32
+    NumPy batches in order: what ``model.predict`` reads on a backend without ``tf.data``."""
+
+    def __init__(self, pixels, *, batch_size: int):
+        super().__init__()
+        self.pixels, self.batch_size = pixels, int(batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.pixels) / self.batch_size)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        start = index * self.batch_size
+        return np.asarray(self.pixels[start : start + self.batch_size], dtype=np.float32)

@@ -27,12 +27,13 @@ def workspace_folder(workspace: str | os.PathLike | None) -> Path:
     return resolve_workspace(workspace, given_as=given_as)
 
 
-def import_tensorflow() -> None:
-    """TensorFlow without its C++ start-up lines; called before any module that imports it."""
-    from zoo.console import import_tensorflow_quietly
+def import_backend() -> None:
+    """Keras and its backend (TensorFlow without its C++ start-up lines); called before any
+    module that imports Keras."""
+    from zoo.console import import_backend_quietly
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import_tensorflow_quietly()
+    import_backend_quietly()
 
 
 def quietly(progress: bool):
@@ -148,7 +149,7 @@ class Model:
         file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
         predict`` does), so pixels decoded from it at full size can differ slightly.
         """
-        import_tensorflow()
+        import_backend()
         from zoo.deploy.predict import target_predictions
         from zoo.evaluation.evaluate import prior_settings
         from zoo.inference.tta import parse_tta
@@ -182,7 +183,7 @@ def load(name_or_path: str | os.PathLike, workspace: str | os.PathLike | None = 
     ``$ZOO_HOME``, else ``./zoo-runs``) or by its directory, ready to :meth:`Model.predict`.
 
     An unknown name is a :class:`zoo.errors.ZooError` listing close matches."""
-    import_tensorflow()
+    import_backend()
     from zoo.ensembles.targets import resolve_target
 
     folder = workspace_folder(workspace)

@@ -22,6 +22,7 @@ from zoo.data.sources import IMAGE_EXTENSIONS, collect_images
 from zoo.ensembles.targets import Target, resolve_target
 from zoo.errors import ZooError
 from zoo.evaluation.evaluate import PriorSettings, prior_settings, tta_record
+from zoo.store.outputs import claim_output_file
 from zoo.store.workspace import atomic_write_json, atomic_write_text
 
 
@@ -57,7 +58,7 @@ def predict_command(
     )
     files = collect_images(paths)
     if out is not None:
-        check_out(Path(out), files)
+        check_out(Path(out), files, workspace=workspace)
     to_stdout = out is None
     with console.stdout_reserved(to_stdout):  # stdout carries the CSV alone
         frame = target_predictions(
@@ -165,9 +166,11 @@ def flag_operating_point(target: Target, scheme, priors: PriorSettings):
     return point
 
 
-def check_out(out: Path, inputs: Sequence[Path]) -> None:
+def check_out(out: Path, inputs: Sequence[Path], *, workspace: Path | None = None) -> None:
     """Refuse, before any work, an ``--out`` that cannot be written or would replace an input
-    image (or its settings file would)."""
+    image (or its settings file would), or that zoo may not write
+    (:func:`zoo.store.outputs.claim_output_file`: inside the workspace's own folders, not a
+    regular file, or an existing file that zoo did not write)."""
     out = out.expanduser()
     if not out.name or out.name in (".", ".."):
         raise ZooError(f"--out {str(out)!r}: give a file name such as predictions.csv.")
@@ -190,6 +193,7 @@ def check_out(out: Path, inputs: Sequence[Path]) -> None:
             f"--out {out}: cannot write in {folder} ({'not a folder' if not folder.is_dir() else 'permission denied'}); "
             "pass a path in a folder you can write to."
         )
+    claim_output_file(out, sidecar=sidecar_path(out), workspace=workspace)
 
 
 def sidecar_path(csv: Path) -> Path:

@@ -11,12 +11,13 @@ sum 1 and resized to the largest input size), explaining the ensemble's class.
 
 Per image, ``<out>/<image>.<method>.npy`` holds the raw map (float32, input size of the model)
 and ``<out>/<image>.<method>.png`` the overlay; ``<out>/explain.csv`` lists image, method, class and
-its probability (the target's output with its prior correction, without TTA).
+its probability (the target's output with its prior correction, without TTA). The folder is
+replaced whole and marked as zoo's (``.zoo-output.json``); one that holds anything else is
+refused (:mod:`zoo.store.outputs`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,18 +35,47 @@ def check_method(method: str) -> str:
     return method
 
 
+def input_gradient(function, x: np.ndarray) -> np.ndarray:
+    """``d sum(function(x)) / dx`` for a float32 array ``x``, by the backend's own automatic
+    differentiation: ``tf.GradientTape`` on TensorFlow, ``jax.grad`` on JAX."""
+    import keras
+    from keras import ops
+
+    x = np.asarray(x, dtype=np.float32)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = ops.sum(function(x))
+        return tape.gradient(total, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: ops.sum(function(v)))(x))
+    raise ZooError(
+        f"zoo explain computes gradients on the TensorFlow or JAX backend; this process runs "
+        f"on {backend}. Run it with KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
+    )
+
+
+def _chosen(probs, class_index: np.ndarray):
+    """``probs[i, class_index[i]]`` for each row ``i``."""
+    from keras import ops
+
+    return ops.take_along_axis(probs, np.asarray(class_index)[:, None], axis=1)[:, 0]
+
+
 def saliency_maps(model, pixels: np.ndarray, class_index: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` L1 norms over RGB of ``d(-log p[class]) / d pixels``."""
-    import tensorflow as tf
+    from keras import ops
 
-    x = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        probs = model(x, training=False)
-        chosen = tf.gather(probs, np.asarray(class_index), axis=1, batch_dims=1)
-        loss = -tf.math.log(tf.maximum(chosen, 1e-12))
-    grads = tape.gradient(loss, x)
-    return tf.reduce_sum(tf.abs(grads), axis=-1).numpy()
+    def loss(x):
+        return -ops.log(ops.maximum(_chosen(model(x, training=False), class_index), 1e-12))
+
+    return np.abs(input_gradient(loss, pixels)).sum(axis=-1)
 
 
 def _last_4d(layers):
@@ -62,8 +92,8 @@ def _last_4d(layers):
     return found
 
 
-def _gradcam_forward(model):
-    """``pixels → (feature maps, probabilities)`` through the last convolutional layer.
+def _gradcam_parts(model):
+    """``(to_maps, from_maps)``: pixels → the last convolutional feature maps → probabilities.
 
     A zoo member is ``features`` (preprocess → backbone) then ``head``: the backbone is
     probed for its last spatial output; any other model is probed at its own top level."""
@@ -74,37 +104,50 @@ def _gradcam_forward(model):
         features, head = model.get_layer("features"), model.get_layer("head")
         backbone = features.layers[-1]
         # everything before the backbone (colour constancy, normalisation: layers or ops)
-        before = keras.Model(features.inputs, features.get_layer("preprocess").output)
+        before = keras.Model(features.input, features.get_layer("preprocess").output)
         conv = _last_4d(getattr(backbone, "layers", []))
         if conv is None:
             raise ZooError(f"{model.name}: no convolutional layer found; use --method saliency.")
-        probe = keras.Model(backbone.inputs, [conv.output, backbone.output])
+        maps, rest = _split_at(model, backbone, conv)
 
-        def forward(x):
-            fmap, pooled = probe(before(x, training=False), training=False)
-            return fmap, head(pooled, training=False)
+        def to_maps(x):
+            return maps(before(x, training=False), training=False)
 
-        return forward
+        def from_maps(fmap):
+            return head(rest(fmap, training=False), training=False)
+
+        return to_maps, from_maps
     conv = _last_4d(model.layers)
     if conv is None:
         raise ZooError(f"{model.name}: no convolutional layer found; use --method saliency.")
-    probe = keras.Model(model.inputs, [conv.output, model.output])
-    return lambda x: probe(x, training=False)
+    maps, rest = _split_at(model, model, conv)
+    return (lambda x: maps(x, training=False)), (lambda fmap: rest(fmap, training=False))
+
+
+def _split_at(model, network, conv):
+    """``network`` as two models: its inputs → ``conv``'s output → its outputs."""
+    import keras
+
+    try:
+        rest = keras.Model(conv.output, network.output)
+    except ValueError:
+        raise ZooError(
+            f"{model.name}: the layers after {conv.name} also read earlier layers, so Grad-CAM "
+            "cannot start there; use --method saliency."
+        ) from None
+    return keras.Model(network.input, conv.output), rest
 
 
 def gradcam_maps(model, pixels: np.ndarray, class_index: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` Grad-CAM maps of the last convolutional layer, resized to the input."""
-    import tensorflow as tf
+    from keras import ops
 
-    forward = _gradcam_forward(model)
-    images = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
-    with tf.GradientTape() as tape:
-        features, probs = forward(images)
-        chosen = tf.gather(probs, np.asarray(class_index), axis=1, batch_dims=1)
-    grads = tape.gradient(chosen, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
-    return tf.image.resize(cam, pixels.shape[1:3], method="bilinear")[..., 0].numpy()
+    to_maps, from_maps = _gradcam_parts(model)
+    maps = ops.convert_to_numpy(to_maps(np.asarray(pixels, dtype=np.float32)))
+    grads = input_gradient(lambda fmap: _chosen(from_maps(fmap), class_index), maps)
+    weights = grads.mean(axis=(1, 2), keepdims=True)
+    cam = np.maximum((weights * maps).sum(axis=-1), 0.0)
+    return _resized(cam, tuple(pixels.shape[1:3]))
 
 
 def explain_model(model, pixels: np.ndarray, *, method: str, class_index=None):
@@ -115,12 +158,20 @@ def explain_model(model, pixels: np.ndarray, *, method: str, class_index=None):
     return compute(model, pixels, index), index, probs
 
 
-def _resize(maps: np.ndarray, size: int) -> np.ndarray:
-    import tensorflow as tf
+def _resized(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(N, h, w)`` maps resized bilinearly to ``(N, *shape)`` (float32)."""
+    from keras import ops
 
-    if maps.shape[1] == size:
-        return maps
-    return tf.image.resize(maps[..., None], (size, size), method="bilinear")[..., 0].numpy()
+    if tuple(maps.shape[1:3]) == tuple(shape):
+        return np.asarray(maps, dtype=np.float32)
+    resized = ops.image.resize(
+        np.asarray(maps, dtype=np.float32)[..., None], shape, interpolation="bilinear"
+    )
+    return ops.convert_to_numpy(resized)[..., 0]
+
+
+def _resize(maps: np.ndarray, size: int) -> np.ndarray:
+    return _resized(maps, (size, size))
 
 
 def _normalised(maps: np.ndarray) -> np.ndarray:
@@ -173,21 +224,28 @@ def explain_target(target, paths: Sequence[Path], *, method: str, class_name: st
     return np.asarray(maps, dtype=np.float32), shown, frame
 
 
-def write_explanations(maps, images, frame: pd.DataFrame, *, method: str, out: Path) -> list[Path]:
-    """The ``.npy`` map and the overlay ``.png`` of every image, and ``explain.csv``."""
+def write_explanations(
+    maps, images, frame: pd.DataFrame, *, method: str, out: Path, workspace: Path | None = None
+) -> list[Path]:
+    """The ``.npy`` map and the overlay ``.png`` of every image, and ``explain.csv``, in ``out``:
+    the folder is replaced whole (:func:`zoo.store.outputs.output_folder`), so it must be new,
+    empty or an earlier ``zoo explain`` folder. Returns the overlays' paths."""
     from zoo.scoring.plots import plot_overlay
+    from zoo.store.outputs import output_folder
     from zoo.store.workspace import atomic_write_csv
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).expanduser().resolve()
     written = []
-    for i, row in frame.iterrows():
-        name = f"{str(row['image']).replace('/', '__')}.{method}"
-        tmp = out / f".{name}.tmp.npy"
-        np.save(tmp, maps[i])
-        os.replace(tmp, out / f"{name}.npy")
-        title = f"{row['image']}: {method} for {row['class']} (p = {row['probability']:.3f})"
-        written.append(plot_overlay(images[i], maps[i], out / f"{name}.png", title=title))
-    atomic_write_csv(out / "explain.csv", frame, index=False)
+    with output_folder(
+        out, "explain", written_by=f"zoo explain --method {method}", workspace=workspace
+    ) as tmp:
+        for i, row in frame.iterrows():
+            name = f"{str(row['image']).replace('/', '__')}.{method}"
+            np.save(tmp / f"{name}.npy", maps[i])
+            title = f"{row['image']}: {method} for {row['class']} (p = {row['probability']:.3f})"
+            plot_overlay(images[i], maps[i], tmp / f"{name}.png", title=title)
+            written.append(out / f"{name}.png")
+        atomic_write_csv(tmp / "explain.csv", frame, index=False)
     return written
 
 
@@ -204,13 +262,15 @@ def explain_command(
     from zoo import console
     from zoo.data.sources import collect_images
     from zoo.ensembles.targets import resolve_target
+    from zoo.store.outputs import claim_output_folder
 
     method = check_method(method)
     if not out:
         raise ZooError("--out DIR is required: the folder for the maps and overlays.")
+    claim_output_folder(out, "explain", workspace=workspace)  # refused before any work
     target = resolve_target(target_name, workspace)
     files = collect_images(paths)
     maps, images, frame = explain_target(target, files, method=method, class_name=class_name)
-    write_explanations(maps, images, frame, method=method, out=Path(out))
+    write_explanations(maps, images, frame, method=method, out=Path(out), workspace=workspace)
     console.info(f"Wrote {len(frame)} {method} map(s) to {out}")
     return 0

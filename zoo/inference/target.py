@@ -84,7 +84,7 @@ def run_model(
     with console.progress() as bar:
         task = bar.add_task(f"predicting ({scheme.spec})", total=n, status="")
         for start in range(0, n, step):
-            chunk = _pad(pixels[start : start + step], per_call)
+            chunk = pad_rows(pixels[start : start + step], per_call)
             probs = predict_tta(model, chunk, scheme, batch_size=per_call)
             out.append(probs[: min(step, n - start)])
             bar.advance(task, len(out[-1]))
@@ -99,9 +99,9 @@ def originals_per_call(n: int, *, n_views: int, batch_size: int) -> int:
     return min(range((most + 1) // 2, most + 1), key=lambda p: (-(-n // p) * p, -p))
 
 
-def _pad(pixels: np.ndarray, multiple: int) -> np.ndarray:
+def pad_rows(pixels: np.ndarray, multiple: int) -> np.ndarray:
     """Pad with black images to a multiple of ``multiple`` rows: every model call then has
-    the same shape and the predict function is traced once."""
+    the same shape and the predict function is traced (JAX: compiled) once."""
     missing = -len(pixels) % multiple
     if not missing:
         return pixels

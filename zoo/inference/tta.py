@@ -274,6 +274,10 @@ def _compiled_views(scheme: TTAScheme):
         import tensorflow as tf
 
         return tf.function(scheme.views, reduce_retracing=True)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(scheme.views)
     return scheme.views
 
 

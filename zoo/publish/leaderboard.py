@@ -761,9 +761,7 @@ def leaderboard_folder(workspace: Path, out: str | Path | None) -> Path:
     """``out`` (default ``<workspace>/leaderboard``), absolute, when zoo may replace it
     (:func:`zoo.store.outputs.claim_output_folder`); else a one-line ZooError."""
     folder = out or Layout(workspace).leaderboard
-    return claim_output_folder(
-        folder, "leaderboard", workspace=workspace, legacy=LEADERBOARD_FILES
-    )
+    return claim_output_folder(folder, "leaderboard", workspace=workspace, legacy=LEADERBOARD_FILES)
 
 
 def publish_leaderboard(

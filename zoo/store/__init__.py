@@ -2,8 +2,11 @@
 
 - :mod:`zoo.store.layout`: where things live in a workspace (``members/<name>``, …);
 - :mod:`zoo.store.records`: versioned schemas of ``member.json``, ``ensemble.json``,
-  ``metrics.json`` and the prediction-cache sidecars, read by one guarded loader
+  ``metrics.json``, the prediction-cache sidecars, ``state.json``, lock files and output
+  markers, each checked whole (:mod:`zoo.store.checks`) when read by one guarded loader
   (:mod:`zoo.store.files`) that turns a damaged, unreadable or too-new file into one line;
+- :mod:`zoo.store.outputs`: where zoo may write — its workspace, or an ``--out`` folder it
+  marked (``.zoo-output.json``) or a file it recorded — never over what it did not write;
 - :mod:`zoo.store.predictions`: the ISIC prediction CSVs;
 - :mod:`zoo.store.cache`: a member's prediction cache (CSV + sidecar);
 - :mod:`zoo.store.names`: TTA names and cache keys; :mod:`zoo.store.hashes`: content hashes.

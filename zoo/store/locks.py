@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zoo import console
 from zoo.errors import ZooError
+from zoo.store.records import LockRecord, try_load
 
 
 def lock_file(folder: Path) -> Path:
@@ -36,47 +37,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _owner(file: Path) -> dict | None:
-    """The lock's owner record, or None when the file is unreadable or damaged."""
-    try:
-        owner = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(owner, dict) and isinstance(owner.get("pid"), int)
-    return owner if ok and isinstance(owner.get("host"), str) else None
+def _owner(file: Path) -> tuple[LockRecord | None, str | None]:
+    """The lock's owner, or ``(None, why)`` when the file is unreadable or damaged (a lock
+    being written right now is empty for a moment)."""
+    return try_load(LockRecord, file)
 
 
-def _is_stale(owner: dict | None, file: Path) -> bool:
+def _is_stale(owner: LockRecord | None, file: Path) -> bool:
     """A damaged lock older than a minute, or one whose process is gone from this host."""
     if owner is None:
         try:
             return time.time() - file.stat().st_mtime > 60
         except FileNotFoundError:
             return True
-    return owner["host"] == socket.gethostname() and not _alive(owner["pid"])
+    return owner.host == socket.gethostname() and not _alive(owner.pid)
 
 
 def _create(file: Path, what: str) -> bool:
     """Create the lock file; False when it already exists."""
-    record = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "what": what,
-    }
-    try:
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    record = LockRecord(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        what=what,
+    )
+    try:  # 0o666: the user's umask decides, as for every file zoo writes
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
         return False
     except OSError as exc:
         raise ZooError(f"cannot write the lock file {file}: {exc.strerror or exc}.") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
+        json.dump(record.to_dict(), handle)
     return True
 
 
 def acquire(folder: Path, *, what: str) -> Path:
-    """Take the lock of ``folder`` or raise a :class:`ZooError` naming its owner."""
+    """Take the lock of ``folder`` or raise a :class:`ZooError` naming its owner (or, for a
+    damaged lock file, the file and the entry that is wrong)."""
     file = lock_file(folder)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -85,23 +83,25 @@ def acquire(folder: Path, *, what: str) -> Path:
     for _ in range(3):
         if _create(file, what):
             return file
-        owner = _owner(file)
+        owner, _problem = _owner(file)
         if not _is_stale(owner, file):
             break
         console.warn(f"removing the stale lock {file} (its process is gone)")
         file.unlink(missing_ok=True)
-    owner = _owner(file) or {}
+    owner, problem = _owner(file)
+    if owner is None:
+        raise ZooError(f"{folder} is locked, and its lock {problem}")
     raise ZooError(
-        f"{folder} is in use by another zoo command ({owner.get('what', '?')}, pid "
-        f"{owner.get('pid', '?')} on {owner.get('host', '?')} since {owner.get('started', '?')}); "
+        f"{folder} is in use by another zoo command ({owner.what or '?'}, pid "
+        f"{owner.pid} on {owner.host} since {owner.started or '?'}); "
         f"wait for it to finish, or delete {file} if that process is gone."
     )
 
 
 def release(file: Path) -> None:
     """Remove a lock this process holds (not one another process has taken over)."""
-    owner = _owner(file)
-    if owner is not None and owner["pid"] == os.getpid():
+    owner, _ = _owner(file)
+    if owner is not None and owner.pid == os.getpid():
         file.unlink(missing_ok=True)
 
 

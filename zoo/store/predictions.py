@@ -52,12 +52,21 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
         frame = pd.read_csv(path, dtype={"image": str}, na_filter=False).set_index("image")
-        return frame.astype(np.float64)
+        frame = frame.astype(np.float64)
     except (OSError, KeyError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ZooError(
             f"{path} is not a predictions file (image + one number per class): "
             f"{first_line(exc)}; delete it so that it is recomputed"
         ) from None
+    bad = ~np.isfinite(frame.to_numpy())
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise ZooError(
+            f"{path} is not a predictions file: image {frame.index[row]!r}, class "
+            f"{frame.columns[column]!r} is {frame.iat[row, column]} (not a finite number); "
+            "delete it so that it is recomputed"
+        )
+    return frame
 
 
 def positions(index: Sequence[str], ids: Sequence[str]) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import zoo.store.checks as checks
 from zoo.errors import ZooError
 from zoo.store.files import FIRST_VERSION, damaged, format_version, read_json_object
 
@@ -174,13 +175,87 @@ class MemberRecord(Record):
         return f"retrain the member or delete {Path(file).parent}."
 
     def check(self) -> None:
+        checks.name(self.name, "name")
         _need({"split": self.split}, "split.ids", dict, "an object of id lists")
+        _check_split(self.split, "split")
+        classes = checks.class_names(self.classes)
+        if self.input is not None:
+            _check_input(self.input)
+        if self.priors is not None:
+            _check_priors(self.priors, len(classes))
+        for key, value in (self.training or {}).items():
+            if key in ("parameters", "epochs_run", "best_epoch", "replicas"):
+                checks.count(value, f"training.{key}", null=True)
+            elif key in ("seconds", "images_per_second", "inference_images_per_second"):
+                checks.number(value, f"training.{key}", low=0, null=True)
+        for part, scores in (self.metrics or {}).items():
+            if part in ("val", "test"):
+                _check_headline(scores, f"metrics.{part}")
+        for key in ("name", "fingerprint", "source"):
+            if key in (self.data or {}):
+                checks.text(self.data[key], f"data.{key}")
 
     def split_ids(self, part: str) -> list[str]:
         ids = self.split["ids"].get(part)
         if not isinstance(ids, list):
             raise ValueError(f"no 'split.ids.{part}' entry")
         return [str(i) for i in ids]
+
+
+def _check_split(split: dict, field: str) -> None:
+    """``split.ids.<part>``: lists of image ids; ``seed``, ``fold``, ``folds``: numbers."""
+    for part, ids in split["ids"].items():
+        checks.items(ids, f"{field}.ids.{part}")
+        bad = next((i for i in ids if not isinstance(i, str | int) or isinstance(i, bool)), None)
+        if bad is not None:
+            raise checks.fail(f"{field}.ids.{part}", "a list of image ids", bad)
+    for key in ("seed", "fold", "folds"):
+        if key in split:
+            checks.count(split[key], f"{field}.{key}", null=True)
+
+
+def _check_input(spec: dict) -> None:
+    """``input``: the size the model takes and how images are prepared for it."""
+    checks.number(spec.get("size"), "input.size", low=1, high=checks.MAX_IMAGE_SIZE, whole=True)
+    if "min_size" in spec:
+        checks.number(
+            spec["min_size"], "input.min_size", low=1, high=checks.MAX_IMAGE_SIZE, whole=True
+        )
+    for key in ("preprocessing", "interpolation", "color_constancy"):
+        if key in spec:
+            checks.text(spec[key], f"input.{key}")
+    if "crop_borders" in spec:
+        checks.flag(spec["crop_borders"], "input.crop_borders", null=True)
+
+
+def _check_priors(priors: dict, k: int) -> None:
+    """``priors``: per-class counts, frequencies, weights and the effective priors."""
+    for key in ("effective", "train_frequency", "class_weights", "train_counts"):
+        if key in priors:
+            checks.numbers(priors[key], f"priors.{key}", length=k, low=0)
+    if "effective" in priors and not sum(priors["effective"]) > 0:
+        raise checks.fail("priors.effective", "priors with a positive sum", priors["effective"])
+
+
+def _check_headline(scores: Any, field: str) -> None:
+    """``metrics.val`` / ``metrics.test``: the headline scores of a member or ensemble."""
+    checks.mapping(scores, field)
+    for key in ("balanced_accuracy", "accuracy", "macro_auc"):
+        if key in scores:
+            checks.probability(scores[key], f"{field}.{key}", null=True)
+    if "n_images" in scores:
+        checks.count(scores["n_images"], f"{field}.n_images")
+
+
+def _check_point(point: Any, field: str, classes: list) -> None:
+    """A stored operating point: a class, its criterion and value, and a threshold in [0, 1]."""
+    checks.mapping(point, field)
+    checks.one_of(point.get("class"), f"{field}.class", classes)
+    checks.probability(point.get("threshold"), f"{field}.threshold")
+    if "value" in point:
+        checks.probability(point["value"], f"{field}.value")
+    if "criterion" in point:
+        checks.text(point["criterion"], f"{field}.criterion")
 
 
 # --- ensemble.json -------------------------------------------------------------------------
@@ -213,17 +288,35 @@ class EnsembleRecord(Record):
     build_seconds: float | None = None
 
     def check(self) -> None:
+        checks.name(self.name, "name")
         if not self.members:
             raise ValueError("'members' is empty")
         for i, member in enumerate(self.members):
             ok = isinstance(member, dict) and isinstance(member.get("name"), str)
             if not ok or not isinstance(member.get("sha256"), dict):
                 raise ValueError(f"members[{i}] must be an object with 'name' and 'sha256'")
+            checks.name(member["name"], f"members[{i}].name")
+            checks.sha256_map(member["sha256"], f"members[{i}].sha256")
+        names = self.member_names
+        if len(set(names)) != len(names):
+            raise checks.fail("members", "distinct member names", names)
         ids = self.split.get("ids")
         if not isinstance(ids, dict) or not all(
             isinstance(ids.get(p), list) for p in ("val", "test")
         ):
             raise ValueError("'split.ids' must hold 'val' and 'test' lists")
+        _check_split(self.split, "split")
+        classes = checks.class_names(self.classes)
+        checks.tta(self.tta, "tta")
+        checks.text(self.rule, "rule")
+        for member, weight in self.weights.items():
+            checks.one_of(member, "weights", names)
+            checks.number(weight, f"weights.{member}", low=0)
+        if self.operating_point is not None:
+            _check_point(self.operating_point, "operating_point", classes)
+        for part, scores in (self.metrics or {}).items():
+            if part in ("val", "test"):
+                _check_headline(scores, f"metrics.{part}")
 
     @property
     def member_names(self) -> list[str]:
@@ -258,11 +351,105 @@ class EvaluationRecord(Record):
     def check(self) -> None:
         for path in ("target.path", "target.name", "target.kind", "data.name", "data.fingerprint"):
             _need({"target": self.target, "data": self.data}, path, str, "a string")
+        checks.name(self.target["name"], "target.name")
+        checks.one_of(self.target["kind"], "target.kind", ("member", "ensemble"))
+        checks.one_of(self.split, "split", ("test", "val", "all"))
+        classes = checks.class_names(self.classes)
+        checks.tta(self.tta, "tta")
+        checks.count(self.n_images, "n_images")
+        checks.probability(self.aggregate.get("balanced_accuracy"), "aggregate.balanced_accuracy")
+        for metric, values in self.per_category.items():
+            checks.per_class(values, f"per_category.{metric}", classes, _score)
+        for metric, value in self.macro_average.items():
+            _score(value, f"macro_average.{metric}")
+        extra = self.extra
+        if "class_counts" in extra:
+            checks.per_class(
+                extra["class_counts"], "class_counts", classes, checks.count, every=True
+            )
+        if extra.get("ci95") is not None:
+            _check_ci95(extra["ci95"], classes)
+        for i, point in enumerate(
+            checks.items(extra.get("operating_points"), "operating_points", null=True) or []
+        ):
+            _check_evaluated_point(point, f"operating_points[{i}]", classes)
+        for key in ("calibration", "ood", "inference", "task", "embedding"):
+            checks.mapping(extra.get(key), key, null=True)
+        if extra.get("calibration") is not None:
+            _check_calibration(extra["calibration"])
+        if extra.get("ood") is not None:
+            _check_ood(extra["ood"])
+        for key, value in (extra.get("inference") or {}).items():
+            if key != "cached":
+                checks.number(value, f"inference.{key}", low=0, null=True)
 
     @property
     def is_plain(self) -> bool:
         """Scored on the classes themselves (no binary task, no label map)."""
         return not (self.extra.get("task") or self.extra.get("label_map"))
+
+
+def _score(value: Any, field: str) -> Any:
+    """A score in [0, 1], or null where it is undefined (a class without positives)."""
+    return checks.probability(value, field, null=True)
+
+
+def _check_ci95(ci: Any, classes: list) -> None:
+    checks.mapping(ci, "ci95")
+    for key in ("balanced_accuracy", "macro_auc", "macro_auc_sens_80", "task_auc"):
+        checks.interval(ci.get(key), f"ci95.{key}")
+    for key in ("auc", "auc_sens_80"):
+        if ci.get(key) is not None:
+            checks.per_class(ci[key], f"ci95.{key}", classes, checks.interval)
+    if ci.get("n_valid") is not None:
+        checks.per_class(ci["n_valid"], "ci95.n_valid", classes, checks.count)
+    if "n_resamples" in ci:
+        checks.count(ci["n_resamples"], "ci95.n_resamples", null=True)
+
+
+def _check_evaluated_point(point: Any, field: str, classes: list) -> None:
+    """An entry of ``operating_points``: chosen on validation, measured on the evaluated data."""
+    checks.mapping(point, field)
+    checks.one_of(point.get("class"), f"{field}.class", classes)
+    checks.text(point.get("metric"), f"{field}.metric")
+    checks.probability(point.get("target"), f"{field}.target")
+    checks.probability(point.get("threshold"), f"{field}.threshold", null=True)
+    if "at_least" in point:
+        checks.flag(point["at_least"], f"{field}.at_least")
+    for key in ("sensitivity", "specificity"):
+        _score(point.get(key), f"{field}.{key}")
+        checks.interval(point.get(f"{key}_ci95"), f"{field}.{key}_ci95")
+
+
+def _check_calibration(cal: dict) -> None:
+    """``calibration``: whether it was applied, the temperature and the figures before/after."""
+    if "applied" in cal:
+        checks.flag(cal["applied"], "calibration.applied", null=True)
+    if "temperature" in cal:
+        checks.number(cal["temperature"], "calibration.temperature", low=0, null=True)
+    for side in ("before", "after"):
+        figures = checks.mapping(cal.get(side), f"calibration.{side}", null=True) or {}
+        for key in ("ece", "mce", "brier", "nll"):
+            if key in figures:
+                checks.number(figures[key], f"calibration.{side}.{key}", low=0, null=True)
+        ci = checks.mapping(figures.get("ci95"), f"calibration.{side}.ci95", null=True) or {}
+        for key, value in ci.items():
+            checks.interval(value, f"calibration.{side}.ci95.{key}", high=float("inf"))
+
+
+def _check_ood(ood: dict) -> None:
+    """``ood``: each score's AUROC and the shares flagged at the validation threshold."""
+    scores = checks.mapping(ood.get("scores"), "ood.scores", null=True) or {}
+    for score, figures in scores.items():
+        checks.mapping(figures, f"ood.scores.{score}", null=True)
+        for key, value in (figures or {}).items():
+            _score(value, f"ood.scores.{score}.{key}")
+    flag = checks.mapping(ood.get("flag"), "ood.flag", null=True) or {}
+    for key in ("in_flagged", "ood_flagged"):
+        if key in flag:
+            _score(flag[key], f"ood.flag.{key}")
+    if "threshold" in flag:
+        checks.number(flag["threshold"], "ood.flag.threshold", null=True)
 
 
 # --- predictions/<key>.json ----------------------------------------------------------------
@@ -281,6 +468,128 @@ class CacheRecord(Record):
     images_per_second: float | None = None
     origin: str | None = None
     created: str | None = None
+
+    def check(self) -> None:
+        checks.name(self.key, "key")
+        checks.text(self.model_sha256, "model_sha256")
+        checks.text(self.ids_sha256, "ids_sha256")
+        checks.tta(self.tta, "tta")
+        checks.count(self.n_images, "n_images", null=True)
+        checks.number(self.seconds, "seconds", low=0, null=True)
+        checks.number(self.images_per_second, "images_per_second", low=0, null=True)
+
+
+# --- runs/<name>/state.json ----------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class RunStateRecord(Record):
+    """``runs/<name>/state.json``: where an interrupted training run stands (``--resume``).
+
+    The recipe and the split are checked by their own readers (``Recipe.from_dict``,
+    ``Split.from_dict``); here their shape and every number the trainer goes on from."""
+
+    REMEDY: ClassVar[str] = "the run cannot be resumed: delete its folder and train again."
+
+    name: str | None = None
+    options: dict | None = None
+    recipe: dict
+    split: dict
+    weights: str | None
+    fingerprint: str
+    epochs_done: int
+    best_epoch: int
+    best_score: float
+    epochs_since_best: int
+    history: list
+    seconds: float
+    extras: dict | None = None
+
+    @classmethod
+    def remedy(cls, file: Path) -> str:
+        return f"the run cannot be resumed: delete {Path(file).parent} and train again without --resume."
+
+    def check(self) -> None:
+        if self.name is not None:
+            checks.name(self.name, "name")
+        checks.text(self.fingerprint, "fingerprint")
+        for key in ("epochs_done", "best_epoch", "epochs_since_best"):
+            checks.count(getattr(self, key), key)
+        checks.number(self.best_score, "best_score")
+        checks.number(self.seconds, "seconds", low=0)
+        for i, row in enumerate(self.history):
+            checks.mapping(row, f"history[{i}]")
+
+
+# --- .<folder>.lock ------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class LockRecord(Record):
+    """A lock file beside a folder (:mod:`zoo.store.locks`): the process that holds it."""
+
+    REMEDY: ClassVar[str] = (
+        "wait for the zoo command that holds it to finish, or delete it if none is running."
+    )
+    MAX_PID: ClassVar[int] = 2**31 - 1  # what the operating system can signal
+
+    pid: int
+    host: str
+    started: str | None = None
+    what: str | None = None
+
+    def check(self) -> None:
+        checks.number(self.pid, "pid", low=1, high=self.MAX_PID, whole=True)
+        checks.text(self.host, "host")
+
+
+# --- the marker of an output folder: .zoo-output.json ---------------------------------------
+
+
+@dataclass(kw_only=True)
+class OutputMarker(Record):
+    """``.zoo-output.json``: the record zoo writes into every output folder it fills
+    (evaluation, explain, export, leaderboard), so that it replaces only folders it wrote."""
+
+    REMEDY: ClassVar[str] = "delete the folder if zoo wrote it, or give a new or empty folder."
+    KINDS: ClassVar[tuple[str, ...]] = ("evaluation", "explain", "export", "leaderboard")
+
+    kind: str
+    written_by: str
+    files: list
+    zoo_version: str | None = None
+    created: str | None = None
+
+    def check(self) -> None:
+        checks.one_of(self.kind, "kind", self.KINDS)
+        checks.text(self.written_by, "written_by")
+        for i, file in enumerate(self.files):
+            if not (isinstance(file, str) and file and "/" not in file and file not in (".", "..")):
+                raise checks.fail(f"files[{i}]", "a file name", file)
+
+
+# --- FILE.csv.json beside zoo predict --out FILE.csv -----------------------------------------
+
+
+@dataclass(kw_only=True)
+class PredictionsRecord(Record):
+    """The sidecar of ``zoo predict --out FILE.csv``: how the CSV was made (docs/formats.md)."""
+
+    REMEDY: ClassVar[str] = "delete it and the CSV beside it, or give another --out."
+
+    predictions: str
+    sha256: str
+    target: dict
+    classes: list
+    n_images: int
+
+    def check(self) -> None:
+        if "/" in self.predictions or self.predictions in ("", ".", ".."):
+            raise checks.fail("predictions", "the CSV's file name", self.predictions)
+        checks.text(self.sha256, "sha256")
+        checks.name(self.target.get("name"), "target.name")
+        checks.class_names(self.classes)
+        checks.count(self.n_images, "n_images")
 
 
 def try_load(cls: type[R], file: str | Path) -> tuple[R | None, str | None]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,6 @@ from typing import Any
 import pandas as pd
 
 from zoo.errors import ZooError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def resolve_workspace(out: str | os.PathLike | None = None, *, given_as: str = "") -> Path:
@@ -43,12 +40,21 @@ def resolve_workspace(out: str | os.PathLike | None = None, *, given_as: str = "
     return path
 
 
+def _temporary_name(path: Path, suffix: str = "") -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
 def _temporary_beside(path: Path, suffix: str = "") -> Path:
+    """A new empty file beside ``path``, created with mode 0666 so that the user's umask
+    decides its permissions, as for any file (``mkstemp`` would make it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-    return Path(name)
+    while True:
+        name = _temporary_name(path, suffix)
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -92,8 +98,13 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """Build a directory under a temporary name; it appears at ``final`` only when complete."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the usual permissions
+    while True:  # mode 0777: the umask decides (mkdtemp would make it 0700)
+        tmp = _temporary_name(final)
+        try:
+            os.mkdir(tmp, 0o777)
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         if final.exists():

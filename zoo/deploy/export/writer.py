@@ -3,7 +3,8 @@
 The export folder is written under a temporary name and renamed when complete. It holds the
 artifact (``model.keras``, ``saved_model/``, ``model.tflite`` or ``model.onnx``), ``signature.json`` (input
 and output, classes, TTA, priors, members and their sha256, the operating point) and
-``card.md``. Every key is described in ``docs/formats.md``.
+``card.md``, and the marker ``.zoo-output.json``: ``--out`` must be new, empty or an earlier
+export (:mod:`zoo.store.outputs`). Every key is described in ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from zoo.deploy.export.quantize import int8_with_float_ends
 from zoo.errors import ZooError, close_matches
 from zoo.inference.calibrated import load_calibration
 from zoo.inference.tta import TTAScheme, parse_tta
-from zoo.store.workspace import atomic_directory, atomic_write_json, atomic_write_text
+from zoo.store.outputs import claim_output_folder, output_folder
+from zoo.store.workspace import atomic_write_json, atomic_write_text
 
 FORMATS = {
     "keras": "model.keras",
@@ -35,6 +37,8 @@ PLAIN_RESIZE_QUANTIZE = ("int8",)
 QUANTIZE = ("float16", "int8")
 CALIBRATION_IMAGES = 200  # training images that calibrate int8 quantisation
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+# what an export folder held before zoo marked its folders (accepted inside the workspace)
+EXPORT_FILES = frozenset({*FORMATS.values(), "signature.json", "card.md"})
 
 
 def check_options(fmt: str, quantize: str | None) -> None:
@@ -73,12 +77,7 @@ def export_target(
     """Write the export folder of ``target`` (a member or ensemble) at ``out``; returns it.
     The graph ends with the target's stored calibration (``calibrated=False``: without)."""
     check_options(fmt, quantize)
-    out = Path(out).expanduser()
-    earlier = (out / "signature.json").is_file()
-    if out.exists() and not earlier and (not out.is_dir() or any(out.iterdir())):
-        raise ZooError(
-            f"--out {out} exists and is not an earlier export; pass a new or empty folder."
-        )
+    out = claim_output_folder(out, "export", workspace=workspace, legacy=EXPORT_FILES)
     scheme = parse_tta(target.default_tta)
     prior_correction = bool(target.default_prior_correction)
     parts = member_parts(target, prior_correction=prior_correction)
@@ -90,7 +89,13 @@ def export_target(
     model = build_graph(parts, scheme, name=target.name, exact_resize=exact, calibration=stored)
     with console.progress() as bar:
         task = bar.add_task(f"exporting {target.name} ({fmt})", total=1, status="")
-        with atomic_directory(out) as tmp:
+        with output_folder(
+            out,
+            "export",
+            written_by=f"zoo export {target.name} --format {fmt}",
+            workspace=workspace,
+            legacy=EXPORT_FILES,
+        ) as tmp:
             artifact = tmp / FORMATS[fmt]
             runtime = write_artifact(
                 model,

@@ -2,15 +2,20 @@
 
 ``POST /predict`` takes one image as the multipart file field ``image`` and answers JSON
 (:func:`zoo.deploy.serve.answer.prediction_answer`), or ``{"error": message}`` with status 413 (upload
-over the size limit, or an image of too many pixels), 415 (not an image) or 400 (no file,
-a malformed form, a corrupt or truncated image). Bad uploads never stop the server.
+over the size limit, an image of too many pixels, a decompression bomb), 415 (not an image, or
+one zoo cannot show faithfully), 400 (no file, a malformed form, a corrupt or truncated image)
+or 503 (no decoding slot free within :data:`DECODE_WAIT_S` seconds). Bad uploads never stop
+the server.
 
-The model runs under one lock (Keras models are not safe to call from several threads at
+Uploads are checked by decoding them as zoo decodes them (:func:`zoo.data.images.open_rgb`),
+at most :data:`MAX_DECODES` at a time (:class:`DecodeSlots`); the others wait for a slot.
+The model then runs under one lock (Keras models are not safe to call from several threads at
 once), in Starlette's thread pool, so the event loop keeps answering while a prediction runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from pathlib import Path
@@ -23,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from zoo.data.images import ImageProblem, ImageTooLarge, UnsupportedImage, open_rgb
 from zoo.deploy.serve.answer import DISCLAIMER, operating_point, prediction_answer
 from zoo.errors import ZooError
 
@@ -30,6 +36,9 @@ PAGE = Path(__file__).with_name("page.html")
 FIELD = "image"
 FORM_OVERHEAD = 64 * 1024  # multipart headers and boundaries around the file
 MAX_PIXELS = 50_000_000  # ~7000 × 7000; larger images are refused before decoding
+MAX_DECODES = 2  # uploads decoded at once (a 50-megapixel image takes 150 MB and more)
+DECODE_WAIT_S = 30.0  # how long an upload waits for a decoding slot before a 503
+CHECK_DRAFT = 512  # the check decodes JPEGs at no less than this (libjpeg's scaled decoding)
 
 
 class UploadRejected(Exception):
@@ -104,28 +113,57 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
 
 
 def check_image(data: bytes, name: str) -> None:
-    """Refuse what is no image (415), has too many pixels (413, from the header alone) or
-    does not decode whole (400: corrupt or truncated)."""
+    """Refuse what is no image (415), has too many pixels (413: from the header alone, or
+    PIL's decompression-bomb refusal), cannot be shown faithfully (415) or does not decode
+    whole (400: corrupt or truncated); decodes it as zoo does, reduced (:data:`CHECK_DRAFT`)."""
     try:
-        image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError):
+        with Image.open(io.BytesIO(data)) as image:
+            pixels, kind = image.width * image.height, image.format
+    except Image.DecompressionBombError as exc:
+        raise UploadRejected(
+            413, f"{name} has too many pixels to decode ({exc}); send a smaller image."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UploadRejected(
             415, f"{name} is not an image this server can read; send a JPEG or PNG file."
         ) from None
-    with image:
-        pixels = image.width * image.height
-        if pixels > MAX_PIXELS:
+    if pixels > MAX_PIXELS:
+        raise UploadRejected(
+            413,
+            f"{name} is a {kind} of {pixels:,} pixels, over the limit of {MAX_PIXELS:,}; send "
+            "a smaller image.",
+        )
+    try:
+        open_rgb(io.BytesIO(data), draft=CHECK_DRAFT)
+    except ImageTooLarge as exc:
+        raise UploadRejected(413, f"{name}: {exc}.") from None
+    except UnsupportedImage as exc:
+        raise UploadRejected(415, f"{name}: {exc}.") from None
+    except ImageProblem as exc:
+        raise UploadRejected(
+            400, f"{name} is a corrupt or truncated {kind} file ({exc}); send it whole."
+        ) from None
+
+
+class DecodeSlots:
+    """At most ``limit`` uploads decoded at once; an upload that finds no slot free within
+    ``wait_s`` seconds is answered 503."""
+
+    def __init__(self, limit: int = MAX_DECODES, *, wait_s: float = DECODE_WAIT_S):
+        self.limit, self.wait_s = limit, wait_s
+        self._free = threading.BoundedSemaphore(limit)
+
+    @contextlib.contextmanager
+    def held(self):
+        if not self._free.acquire(timeout=self.wait_s):
             raise UploadRejected(
-                413,
-                f"{name} is a {image.format} of {pixels:,} pixels, over the limit of "
-                f"{MAX_PIXELS:,}; send a smaller image.",
+                503,
+                f"the server is busy decoding {self.limit} other uploads; try again in a moment.",
             )
         try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise UploadRejected(
-                400, f"{name} is a corrupt or truncated {image.format} file ({exc}); send it whole."
-            ) from None
+            yield
+        finally:
+            self._free.release()
 
 
 class _Uncalibrated:
@@ -141,16 +179,26 @@ class _Uncalibrated:
         return getattr(self.model, name)
 
 
-def create_app(model, *, max_upload_bytes: int, calibrated: bool = True) -> Starlette:
+def create_app(
+    model,
+    *,
+    max_upload_bytes: int,
+    calibrated: bool = True,
+    decodes: DecodeSlots | None = None,
+) -> Starlette:
     """The app around ``model`` (a :class:`zoo.api.Model`), which is loaded and warm;
     ``calibrated=False`` serves uncalibrated probabilities, without the operating point that
-    was chosen on calibrated ones."""
+    was chosen on calibrated ones. ``decodes`` bounds the uploads decoded at once (default
+    :data:`MAX_DECODES`, waiting up to :data:`DECODE_WAIT_S`). ``app.state.predict_one(data,
+    name)`` is what ``POST /predict`` runs in the thread pool."""
     lock = threading.Lock()
+    decodes = decodes or DecodeSlots()
     classes = [str(c) for c in model.classes]
     shown = model if calibrated else _Uncalibrated(model)
 
     def predict_one(data: bytes, name: str) -> dict:
-        check_image(data, name)
+        with decodes.held():
+            check_image(data, name)
         with lock:
             frame = model.predict(data, ood_scores=True, calibrated=calibrated)
         return prediction_answer(frame.iloc[0], target=shown, classes=classes, image=name)
@@ -190,4 +238,6 @@ def create_app(model, *, max_upload_bytes: int, calibrated: bool = True) -> Star
         Route("/health", health),
         Route("/predict", predict, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.predict_one = predict_one
+    return app
