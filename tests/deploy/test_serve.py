@@ -406,33 +406,3 @@ def test_health_answers_while_a_prediction_holds_the_model(tmp_path):
     assert answer["ood"]["msp"] == pytest.approx(max(answer["probabilities"].values()))
 
 
-@pytest.mark.parametrize(
-    ("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False), ("localhost", False)]
-)
-def test_serve_host_other_than_loopback_warns(tmp_path, monkeypatch, capsys, host, warned):
-    """``zoo serve --host``: the socket is bound there, and anything but loopback warns that
-    the page has no authentication. The model and uvicorn's loop are stand-ins."""
-    import uvicorn
-
-    import zoo.deploy.model
-
-    bound = []
-
-    def serve_once(self, sockets=None):
-        bound.extend(s.getsockname()[:2] for s in sockets)
-        for s in sockets:
-            s.close()
-
-    monkeypatch.setattr(zoo.deploy.model, "load", lambda target, workspace: HeldModel())
-    monkeypatch.setattr(uvicorn.Server, "run", serve_once)
-    argv = ["serve", "held", "--host", host, "--port", "0", "--workspace", str(tmp_path)]
-    assert main(argv) == 0
-    out, err = (" ".join(text.split()) for text in capsys.readouterr())
-    ((address, port),) = bound
-    assert address == ("127.0.0.1" if host == "localhost" else host) and port > 0
-    assert f"on http://{address}:{port}/" in out
-    warning = (
-        f"--host {address}: the page is reachable from other machines and has no authentication"
-    )
-    assert (warning in err) is warned, err
-    assert ("warning:" in err) is warned, err
