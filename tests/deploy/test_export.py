@@ -393,7 +393,9 @@ def test_signature_records_members_tta_priors_and_operating_point(
         priors = member["training_priors"]
         assert list(priors) == ensemble["classes"] and abs(sum(priors.values()) - 1) < 1e-9
     assert signature["combine"]["weights"] == pytest.approx(ensemble["weights"])
-    assert signature["operating_point"] == ensemble["operating_point"]
+    # a calibrated export serves the point chosen on calibrated outputs (calibration.json)
+    calibration = json.loads((ws / "ensembles" / "pair" / "calibration.json").read_text())
+    assert signature["operating_point"] == calibration["operating_point"]
     assert signature["input"]["shape"] == [None, None, None, 3]
     assert signature["artifact"]["file"] == "model.keras"
     assert signature["artifact"]["bytes"] == (out / "model.keras").stat().st_size
