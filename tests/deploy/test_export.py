@@ -166,14 +166,16 @@ def _artifact_output(folder: Path, fmt: str, pixels: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def _predicted(target_name: str, workspace: Path, images, tmp_path, capsys) -> pd.DataFrame:
+def _predicted(
+    target_name: str, workspace: Path, images, tmp_path, capsys, *, flags: bool = False
+) -> pd.DataFrame:
     csv = tmp_path / f"{target_name}.csv"
     code, _, err = run(
         ["predict", target_name, *images, "--workspace", workspace, "--out", csv, "--quiet"], capsys
     )
     assert code == 0, err
     frame = pd.read_csv(csv, dtype={"image": str}).set_index("image")
-    return frame.loc[:, ~frame.columns.str.endswith("_flag")]  # the probabilities
+    return frame if flags else frame.loc[:, ~frame.columns.str.endswith("_flag")]
 
 
 @pytest.mark.parametrize(
@@ -307,7 +309,7 @@ def test_ensemble_export_agrees_with_predict(ensemble_workspace, tmp_path, capsy
 
     ws = ensemble_workspace
     images = demo_images(ws, 6)
-    expected = _predicted("pair", ws, images, tmp_path, capsys)
+    expected = _predicted("pair", ws, images, tmp_path, capsys, flags=True)
     assert "mel_flag" in expected.columns
     classes = [c for c in expected.columns if c != "mel_flag"]
     pixels = decode_files(images, Member(ws / "members" / MEMBER))
@@ -416,10 +418,15 @@ def test_operating_point_stored_and_flagged_by_predict(ensemble_workspace, tmp_p
     val = pd.read_csv(ws / "ensembles" / "pair" / "predictions" / "val.csv")
     assert val["mel"].min() <= point.threshold <= val["mel"].max()
     assert resolve_target(MEMBER, ws).operating_point is None
-    frame = _predicted("pair", ws, demo_images(ws, 8), tmp_path, capsys)
-    np.testing.assert_array_equal(frame["mel_flag"], (frame["mel"] >= point.threshold).astype(int))
+    # served: the same request chosen again on the calibrated outputs (calibration.json)
+    from zoo.inference.calibrated import served_operating_point
+
+    served = served_operating_point(resolve_target("pair", ws))
+    assert served.criterion == "sensitivity" and served.value == 0.8
+    frame = _predicted("pair", ws, demo_images(ws, 8), tmp_path, capsys, flags=True)
+    np.testing.assert_array_equal(frame["mel_flag"], (frame["mel"] >= served.threshold).astype(int))
     sidecar = json.loads((tmp_path / "pair.csv.json").read_text())
-    assert sidecar["operating_point"]["threshold"] == point.threshold
+    assert sidecar["operating_point"]["threshold"] == served.threshold
     raw = tmp_path / "raw.csv"
     code, _, err = run(
         ["predict", "pair", *demo_images(ws, 2), "--workspace", ws, "--out", raw, "--tta", "none"],

@@ -189,7 +189,9 @@ def test_page_shows_what_zoo_predict_gives(
     assert driver.find_element("id", "top").get_attribute("data-class") == top
     assert class_name(top) in driver.find_element("id", "top").text
     verdict = driver.find_element("id", "flag").text
-    assert "Melanoma probability" in verdict and "default threshold 0.5" in verdict
+    # the member's stored operating point when it has one, never a silent 0.5
+    assert "Melanoma probability" in verdict
+    assert "operating point:" in verdict or "default threshold 0.5" in verdict
     shot = tmp_path / "serve.png"
     driver.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
@@ -404,5 +406,3 @@ def test_health_answers_while_a_prediction_holds_the_model(tmp_path):
     assert still_predicting  # /health was answered while the model was busy
     assert status == 200 and answer["top_class"]["class"] == "nv", answer
     assert answer["ood"]["msp"] == pytest.approx(max(answer["probabilities"].values()))
-
-

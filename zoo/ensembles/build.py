@@ -309,6 +309,8 @@ def build_ensemble(
         record.operating_point = _choose_operating_point(operating_point, spec, val_set, val_scored)
     final = Layout(workspace).ensemble(spec.name)
     served = _served_outputs(spec, dataset, val_ids, val_scored) if val_set is not None else None
+    if served is not None:
+        served = (*served, operating_point)
     return _save(record, outputs, final, started=started, served=served)
 
 
@@ -471,6 +473,20 @@ def _ensemble_record(spec, combiner, inputs, *, workspace: Path) -> EnsembleReco
     )
 
 
+def _store_point(folder: Path, calibration, option: str, probabilities, labels) -> None:
+    """Put ``--operating-point`` into ``calibration.json``, chosen on calibrated outputs."""
+    from zoo.scoring.calibrators import calibrate, calibrator_from_dict
+    from zoo.scoring.operating_points import choose_operating_point
+    from zoo.store.calibration import CALIBRATION_FILE
+
+    classes = calibration.classes
+    calibrator = calibrator_from_dict(calibration.method, calibration.parameters, len(classes))
+    calibrated = calibrate(calibrator, probabilities)
+    point = choose_operating_point(option, classes=classes, labels=labels, probabilities=calibrated)
+    calibration.operating_point = point.to_dict()
+    calibration.write(folder / CALIBRATION_FILE)
+
+
 def _save(
     record: EnsembleRecord, outputs: dict, final: Path, *, started: float, served=None
 ) -> Path:
@@ -481,11 +497,13 @@ def _save(
 
     with atomic_directory(final) as tmp:
         if served is not None:
-            settings, probabilities, labels, groups = served
-            write_served_outputs(
+            settings, probabilities, labels, groups, option = served
+            calibration = write_served_outputs(
                 tmp, classes=record.classes, probabilities=probabilities, labels=labels,
                 groups=groups, **settings,
             )  # fmt: skip
+            if option is not None:  # the asked-for point, chosen on the calibrated outputs
+                _store_point(tmp, calibration, option, probabilities, labels)
         for part, (ids, values) in outputs.items():
             frame = predictions_frame(ids, values, record.classes)
             write_predictions(predictions_file(tmp, part), frame)

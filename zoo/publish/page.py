@@ -27,8 +27,8 @@ table{border-collapse:collapse;font-size:12px;max-width:100%}
 td,th{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;white-space:normal;vertical-align:bottom}
 td.text,th.text{text-align:left;white-space:normal;overflow-wrap:break-word}
-#ranking{font-size:11px}#ranking td.text{min-width:7em}
-@media (min-width:901px){#ranking td,#ranking th{padding:3px 4px}}
+#ranking{font-size:10.5px}#ranking td.text{min-width:7em}
+@media (min-width:901px){#ranking td,#ranking th{padding:3px 3px}}
 table.sortable th{cursor:pointer;user-select:none}
 tr[hidden]{display:none !important}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"}

@@ -55,9 +55,17 @@ def number(
         kind += f" <= {_bound(high)}"
     kind += " or null" if null else ""
     ok = is_number(value) and (not whole or isinstance(value, int))
-    if not ok or (low is not None and value < low) or (high is not None and value > high):
+    slack = 0 if whole else ROUND_OFF  # float sums may pass a bound by the last digit
+    if (
+        not ok
+        or (low is not None and value < low - slack)
+        or (high is not None and value > high + slack)
+    ):
         raise fail(field, kind, value)
     return value
+
+
+ROUND_OFF = 1e-9
 
 
 def _bound(value: float) -> str:
