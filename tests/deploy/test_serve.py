@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from asgikit import asgi_request
 from browserkit import ServeProcess, set_width
 from conftest import DEMO_MEMBER, write_image
 
@@ -340,34 +341,7 @@ class HeldModel:
 
 async def asgi(app, method: str, path: str, body: bytes = b"", headers=()) -> tuple[int, dict]:
     """One request through the ASGI app, without a server: (status, JSON body)."""
-    sent, messages = [], []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-length", str(len(body)).encode()), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-
-    async def receive():
-        if not sent:
-            sent.append(True)
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        messages.append(message)
-
-    await app(scope, receive, send)
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    status, payload = await asgi_request(app, method, path, body, headers)
     return status, json.loads(payload)
 
 

@@ -11,7 +11,7 @@ import isic_challenge_scoring as isic  # a test dependency: missing means failin
 import numpy as np
 import pandas as pd
 import pytest
-from scoringkit import least_nll_temperature
+from scoringkit import assert_same, least_nll_temperature
 from sklearn.metrics import log_loss, roc_auc_score
 
 from zoo.cli.main import main
@@ -83,6 +83,7 @@ def calibrated(expected: pd.DataFrame, out: Path, correction, data: Dataset) -> 
 
 
 def official(folder: Path) -> dict:
+    """The official ISIC scorer's figures for the truth and predictions in ``folder``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the scorer uses deprecated pandas calls
         result = isic.ClassificationScore.from_file(
@@ -91,15 +92,6 @@ def official(folder: Path) -> dict:
             isic.ClassificationMetric.BALANCED_ACCURACY,
         )
     return result.to_dict(rocs=False)
-
-
-def assert_same(expected: dict, got: dict, where: str = "") -> None:
-    for key, value in expected.items():
-        if isinstance(value, dict):
-            assert_same(value, got[key], f"{where}.{key}")
-        else:
-            assert got[key] is not None, f"{where}.{key} is None, official {value}"
-            assert abs(got[key] - value) <= 1e-9, f"{where}.{key}: {got[key]} != {value}"
 
 
 def copy_images(dataset: Dataset, labels: dict[str, str], folder: Path, per_class: int) -> None:

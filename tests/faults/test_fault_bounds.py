@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from asgikit import asgi_request
 from faultkit import assert_refused, png_bomb, run_cli
 from PIL import Image
 
@@ -222,35 +223,5 @@ def test_the_predict_route_turns_a_busy_server_into_503(monkeypatch, serve_app):
 
 async def _post(app, body: bytes, boundary: str) -> tuple[int, bytes]:
     """One ``POST /predict`` through the ASGI app, without a server or a client library."""
-    sent, chunks = [], []
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-
-    async def receive():
-        if not sent:
-            sent.append(True)
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        chunks.append(message)
-
-    await app(scope, receive, send)
-    status = next(m["status"] for m in chunks if m["type"] == "http.response.start")
-    payload = b"".join(m.get("body", b"") for m in chunks if m["type"] == "http.response.body")
-    return status, payload
+    content_type = f"multipart/form-data; boundary={boundary}".encode()
+    return await asgi_request(app, "POST", "/predict", body, [(b"content-type", content_type)])

@@ -23,6 +23,7 @@ leaves the previous evaluation whole. The prior settings here (:func:`prior_sett
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -456,16 +457,7 @@ def evaluate_target(
         workspace=workspace,
     )
     out = _checked_out(Path(out), workspace=workspace)
-    with (
-        hold(out, what=f"zoo evaluate {target.name}"),
-        output_folder(
-            out,
-            "evaluation",
-            written_by=f"zoo evaluate {target.name}",
-            workspace=workspace,
-            legacy=EVALUATION_FILES,
-        ) as tmp,
-    ):
+    with _evaluation_folder(out, target, workspace=workspace) as tmp:
         truth, probs, weights = _write_scored(tmp, truth, probs, weights)
         title = f"{target.name} on {dataset.name} ({split})"
         groups = evaluated.lesion_groups(truth.index)
@@ -504,6 +496,19 @@ def evaluate_target(
         metrics.update(_record(target, dataset, settings, timing))
         EvaluationRecord.from_dict(metrics).write(tmp / METRICS_FILE)
     return out
+
+
+@contextlib.contextmanager
+def _evaluation_folder(out: Path, target, *, workspace: Path):
+    """The evaluation folder, locked and built under a temporary name with zoo's marker."""
+    what = f"zoo evaluate {target.name}"
+    with (
+        hold(out, what=what),
+        output_folder(
+            out, "evaluation", written_by=what, workspace=workspace, legacy=EVALUATION_FILES
+        ) as tmp,
+    ):
+        yield tmp
 
 
 def _checked_requests(target, task, bootstrap, operating_points) -> list:
