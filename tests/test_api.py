@@ -198,3 +198,90 @@ def test_notes_travel_with_the_frame(workspace, tmp_path):
     frame = zoo.load(DEMO_MEMBER, workspace=workspace).predict(image, ood_scores=True)
     assert "ood_msp" in frame.columns and "ood_mahalanobis" not in frame.columns
     assert any("no mahalanobis OOD score" in note for note in frame.attrs["notes"])
+
+
+# Each wrong kind of value for each API keyword: one ZooError naming the option, never a bare
+# TypeError or ValueError from deep inside (and no member or evaluation written).
+BAD_TRAIN_OPTIONS = [
+    {"image_size": "big"},
+    {"image_size": 0},
+    {"batch_size": 10**11},
+    {"batch_size": 2.5},
+    {"seed": -1},
+    {"seed": 2**32},
+    {"seed": "0"},
+    {"split_seed": None},
+    {"epochs": "x"},
+    {"epochs": 0},
+    {"epochs": True},
+    {"fold": -1},
+    {"folds": "5"},
+    {"resume": "yes"},
+    {"mixed_precision": 1},
+    {"feature_cache": None},
+    {"crop_borders": "no"},
+    {"weights": 5},
+    {"name": ""},
+    {"strategy": "tpu"},
+    {"jit_compile": True},
+    {"settings": "stages.1.epochs=1"},
+    {"extra": []},
+]
+
+
+@pytest.mark.parametrize("options", BAD_TRAIN_OPTIONS, ids=lambda o: f"{o}")
+def test_train_refuses_a_wrong_value_with_one_line(options, tmp_path):
+    (name,) = options
+    with pytest.raises(ZooError, match=rf"\b{name}\b") as caught:
+        zoo.train("small_cnn", workspace=tmp_path / "ws", **options)
+    assert "\n" not in str(caught.value) and repr(options[name]) in str(caught.value)
+    assert not (tmp_path / "ws" / "members").exists()
+
+
+BAD_EVALUATE_OPTIONS = [
+    {"split": 3},
+    {"split": "nope"},
+    {"tta": 5},
+    {"tta": "sideways"},
+    {"prior_correction": "yes"},
+    {"ignore_unmapped": 1},
+    {"bootstrap": -1},
+    {"bootstrap": "many"},
+    {"calibrate": "on"},
+    {"operating_points": "mel:sensitivity=0.9"},
+    {"operating_points": [0.9]},
+    {"tsne": "yes"},
+    {"task": 7},
+    {"label_map": ["a"]},
+    {"target_priors": 0.5},
+    {"out": 5},
+]
+
+
+@pytest.mark.parametrize("options", BAD_EVALUATE_OPTIONS, ids=lambda o: f"{o}")
+def test_evaluate_refuses_a_wrong_value_with_one_line(options, workspace):
+    (name,) = options
+    before = sorted(p.name for p in (workspace / "evaluations").glob("*"))
+    with pytest.raises(ZooError, match=rf"\b{name}\b|{options[name]!r}") as caught:
+        zoo.evaluate(DEMO_MEMBER, workspace=workspace, **options)
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in (workspace / "evaluations").glob("*")) == before
+
+
+BAD_PREDICT_OPTIONS = [
+    {"tta": 5},
+    {"tta": "sideways"},
+    {"prior_correction": "no"},
+    {"target_priors": 0.3},
+    {"ood_scores": "yes"},
+    {"calibrated": None},
+    {"progress": 1},
+]
+
+
+@pytest.mark.parametrize("options", BAD_PREDICT_OPTIONS, ids=lambda o: f"{o}")
+def test_predict_refuses_a_wrong_value_with_one_line(options, model, tmp_path):
+    (name,) = options
+    with pytest.raises(ZooError, match=rf"\b{name}\b|{options[name]!r}") as caught:
+        model.predict(write_image(tmp_path / "a.png", size=32), **options)
+    assert "\n" not in str(caught.value)

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "zoo"
 
 # Lowest first: a module may import its own layer and the layers before it, never after.
 LAYERS = [
-    ("zoo.errors", "zoo.console"),
+    ("zoo.errors", "zoo.console", "zoo.kinds"),
     ("zoo.store",),
     ("zoo.data",),
     ("zoo.scoring",),

@@ -131,6 +131,7 @@ def evaluate(
 
     _import_backend()
     from zoo.evaluation.evaluate import evaluate_target, load_evaluation_data
+    from zoo.evaluation.option_checks import check_scoring_options
 
     accepted = [
         name
@@ -145,6 +146,7 @@ def evaluate(
             f"zoo.evaluate got unknown option(s) {', '.join(unknown)}."
             f"{close_matches(unknown[0], accepted)}"
         )
+    check_scoring_options(options)
     if isinstance(target, Model):
         folder = _workspace(workspace) if workspace is not None else target.workspace
         resolved = target.target

@@ -152,6 +152,19 @@ class Model:
         import_backend()
         from zoo.deploy.predict import target_predictions
         from zoo.evaluation.evaluate import prior_settings
+        from zoo.evaluation.option_checks import check_scoring_options
+
+        check_scoring_options(
+            {
+                "tta": tta,
+                "prior_correction": prior_correction,
+                "target_priors": target_priors,
+                "ood_scores": ood_scores,
+                "calibrated": calibrated,
+                "progress": progress,
+            },
+            "prediction",
+        )
         from zoo.inference.tta import parse_tta
 
         sources = image_sources(images)

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from zoo import console
-from zoo.data.images import ImageTable, check_bounds, load_images
+from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.errors import ZooError
 from zoo.models.backbones import get_backbone
@@ -41,6 +41,7 @@ from zoo.training.extra_members import ExtraMembers
 from zoo.training.finetune import make_optimizer, prepare_backbone
 from zoo.training.member_writer import predict_probabilities, save_member
 from zoo.training.monitor import Diverged, LearningRateSchedule, TrainingMonitor
+from zoo.training.option_checks import check_train_options
 from zoo.training.resize import copy_weights, resized_network
 from zoo.training.resolve import default_name, resolve_run
 from zoo.training.resume import check_resume_options, load_checkpoint, state_record
@@ -57,8 +58,8 @@ _check_resume_options = check_resume_options
 
 def train(options: TrainOptions) -> Path:
     """Train the member ``options`` describe and return its directory."""
+    check_train_options(options)  # before any work
     options = dataclasses.replace(options, workspace=Path(options.workspace))
-    check_bounds(batch_size=options.batch_size, image_size=options.image_size)  # before any work
     with contextlib.ExitStack() as stack:
         return _train(resolve_run(options, stack))
 
