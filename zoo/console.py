@@ -15,6 +15,7 @@ import os
 import sys
 
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -79,14 +80,15 @@ def stdout_reserved(reserved: bool = True):
 
 
 def info(message: str) -> None:
-    """Print an informational line on stdout unless --quiet."""
+    """Print an informational line on stdout unless --quiet; ``message`` is plain text (a file
+    name with brackets in it is printed as it is, never read as rich markup)."""
     if not _quiet:
-        console.print(message)
+        console.print(message, markup=False)
 
 
 def warn(message: str) -> None:
-    """Print a warning on stderr unless --quiet."""
-    err_console.print(f"[yellow]warning:[/yellow] {message}")
+    """Print a warning on stderr unless --quiet; ``message`` is plain text, as for :func:`info`."""
+    err_console.print("[yellow]warning:[/yellow]", escape(message))
 
 
 def print_json(data) -> None:

@@ -233,3 +233,30 @@ def test_page_sorts_and_fits_in_a_browser(
         r for r in browser.find_elements("css selector", "#ranking tbody tr") if r.is_displayed()
     ]
     assert shown and all("ensemble" in r.text for r in shown)
+
+
+def test_targets_are_found_by_name_in_the_workspace_not_by_recorded_path(
+    evaluated_workspace: Path, tmp_path: Path
+):
+    """metrics.json records the target's absolute path; the leaderboard never follows it (a
+    moved or shared workspace, or a tampered record, would lead it elsewhere) but looks the
+    target up by its checked name in the workspace that holds the evaluation."""
+    import json
+
+    moved = tmp_path / "moved"
+    shutil.copytree(evaluated_workspace, moved)
+    seconds = {}
+    for member in (moved / "members").iterdir():
+        record = json.loads((member / "member.json").read_text())
+        record["training"]["seconds"] = seconds[member.name] = 600.0 * (1 + len(seconds))
+        (member / "member.json").write_text(json.dumps(record))
+    for metrics in (moved / "evaluations").glob("*/metrics.json"):
+        record = json.loads(metrics.read_text())
+        record["target"]["path"] = "/nonexistent/elsewhere"
+        metrics.write_text(json.dumps(record))
+    assert main(["leaderboard", "--workspace", str(moved), "--quiet"]) == 0
+    table = pd.read_csv(moved / "leaderboard" / "leaderboard.csv").set_index("entry")
+    for row in table.itertuples():
+        name = row.Index.split(" ")[0]
+        expected = sum(seconds.values()) if name == "mean" else seconds[name]
+        assert row.train_minutes == pytest.approx(expected / 60)

@@ -127,7 +127,7 @@ def write(folder: Path, text: str = TINY, name: str = "tiny") -> Path:
             ('backbone = "small_cnn"', 'backbone = "InceptionV4"'),
             r"backbone: unknown backbone 'InceptionV4'\. Did you mean InceptionV3",
         ),
-        (("batch_size = 32", "batch_size = 0"), r"batch_size must be a positive integer; got 0"),
+        (("batch_size = 32", "batch_size = 0"), r"batch_size must be from 1 to 4096 images; got 0"),
         (
             ("batch_size = 32", "dropuot = 0.2"),
             r"unknown key\(s\) \['dropuot'\].*Did you mean dropout",
@@ -191,6 +191,11 @@ def test_settings_override_any_field_as_toml_values():
         ),
         ("input.size=abc", r"^--set input\.size=abc: input\.size must be an integer; got 'abc'"),
         ("input.size=16", r"^--set input\.size=16: input\.size must be at least input\.min_size"),
+        ("input.size=100000", r"input\.size must be from 1 to 1024 px; got 100000"),
+        ("input.size=-5", r"input\.size must be from 1 to 1024 px; got -5"),
+        ("input.min_size=0", r"input\.min_size must be from 1 to 1024 px; got 0"),
+        ("batch_size=100000000000", r"batch_size must be from 1 to 4096 images; got 100000000000"),
+        ("batch_size=0", r"batch_size must be from 1 to 4096 images; got 0"),
         (
             "stages.3.epochs=2",
             r"^--set stages\.3\.epochs=2: stages has no entry '3'; use a number from 1 to 2",

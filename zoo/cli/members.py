@@ -111,7 +111,7 @@ def run(args, workspace: Path) -> int:
         return 0
     folder = Layout(workspace).members
     if not records:
-        console.info(f"No members in {folder} yet: run [bold]zoo train RECIPE[/bold].")
+        console.info(f"No members in {folder} yet: run zoo train RECIPE.")
         return 0
     table = Table(title=f"{len(records)} members in {folder}")
     for column in MEMBER_COLUMNS:

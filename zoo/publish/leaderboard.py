@@ -55,10 +55,23 @@ class Entry:
         """``metrics.json`` as a plain dict."""
         return self.record.to_dict()
 
+    @property
+    def layout(self) -> Layout:
+        """The workspace this evaluation lies in (``<workspace>/evaluations/<name>``)."""
+        return Layout(self.folder.parent.parent)
+
+    @property
+    def target_folder(self) -> Path:
+        """The evaluated target's folder in this workspace, found by its checked name: the
+        absolute path ``metrics.json`` records is not followed (it may point outside a moved
+        or shared workspace)."""
+        layout = self.layout
+        return layout.ensemble(self.name) if self.kind == "ensemble" else layout.member(self.name)
+
     @cached_property
     def target(self) -> MemberRecord | EnsembleRecord | None:
         """The evaluated member's or ensemble's record; damaged or gone: None, warned once."""
-        folder = Path(self.record.target["path"])
+        folder = self.target_folder
         kind = EnsembleRecord if self.kind == "ensemble" else MemberRecord
         name = ENSEMBLE_FILE if self.kind == "ensemble" else MEMBER_FILE
         return _load_or_warn(kind, folder / name, f"{self.name}'s details are left blank")
@@ -170,9 +183,10 @@ def _target_facts(entry: Entry) -> dict:
         facts["images_per_second"] = training.get("inference_images_per_second") if plain else None
         members = [record]
     elif isinstance(record, EnsembleRecord):
-        layout = Layout.of_item(entry.metrics["target"]["path"])
         members = [
-            _load_or_warn(MemberRecord, layout.member(name) / MEMBER_FILE, "left out of its sums")
+            _load_or_warn(
+                MemberRecord, entry.layout.member(name) / MEMBER_FILE, "left out of its sums"
+            )
             for name in record.member_names
         ]
     else:

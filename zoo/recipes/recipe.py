@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo.data.images import MAX_BATCH_SIZE, check_bound
 from zoo.errors import ZooError, close_matches
 from zoo.models.backbones import check_preprocessing, get_backbone
 from zoo.recipes.specs import (
@@ -78,7 +79,9 @@ class Recipe:
     class_weight_beta: float = rule(0.999, ok=lambda v: 0 < v < 1, says="in (0, 1)")
     sampling: str = rule("none", choices=SAMPLING)
     label_smoothing: float = rule(0.0, ok=lambda v: 0 <= v < 1, says="in [0, 1)")
-    batch_size: int = rule(32, ok=lambda v: v >= 1, says="a positive integer")
+    batch_size: int = rule(
+        32, ok=lambda v: 1 <= v <= MAX_BATCH_SIZE, says=f"from 1 to {MAX_BATCH_SIZE} images"
+    )
     early_stopping: int = rule(0, ok=lambda v: v >= 0, says="0 (off) or a number of epochs")
     path: str = ""
 
@@ -139,8 +142,7 @@ class Recipe:
             recipe = dataclasses.replace(recipe, stages=scale_stages(recipe.stages, epochs))
             _stages_checked(recipe, f"--epochs {epochs}")
         if batch_size is not None:
-            if batch_size < 1:
-                raise ZooError(f"--batch-size must be a positive integer; got {batch_size}.")
+            check_bound("batch_size", batch_size, option="--batch-size")
             recipe = dataclasses.replace(recipe, batch_size=batch_size)
         if weights is not None:
             recipe = dataclasses.replace(

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.data.images import MAX_IMAGE_SIZE
 from zoo.errors import ZooError, close_matches
 from zoo.models.backbones import PREPROCESSING
 from zoo.recipes.schedules import ScheduleSpec
@@ -187,9 +188,11 @@ class ModelSpec:
 class InputSpec:
     """How images enter the network: read by the data pipeline, TTA and export alike."""
 
-    size: int
+    size: int = rule(ok=lambda v: 1 <= v <= MAX_IMAGE_SIZE, says=f"from 1 to {MAX_IMAGE_SIZE} px")
     preprocessing: str = rule("inception", choices=PREPROCESSING)
-    min_size: int = 32
+    min_size: int = rule(
+        32, ok=lambda v: 1 <= v <= MAX_IMAGE_SIZE, says=f"from 1 to {MAX_IMAGE_SIZE} px"
+    )
     interpolation: str = rule("bilinear", choices=_resampling)
     crop_borders: bool = False
     # "shades_of_gray": colour constancy (Minkowski p = 6) inside the model, before the
