@@ -122,6 +122,18 @@ def test_parameter_counts_are_counted_once(tmp_path, monkeypatch):
     assert commands.parameter_counts(recipes, tmp_path) == first
 
 
+@pytest.mark.parametrize("damage", ["-1", "true", '"many"', "1.5", "null"])
+def test_a_damaged_parameter_count_is_counted_again(tmp_path, damage):
+    recipes = [load_registry().get("small_cnn")]
+    first = commands.parameter_counts(recipes, tmp_path)
+    cache_file = tmp_path / "cache" / "parameters.json"
+    cache = json.loads(cache_file.read_text())
+    assert cache["format_version"] == 1 and list(cache["entries"].values()) == [1_176_935]
+    (key,) = cache["entries"]
+    cache_file.write_text(json.dumps({"format_version": 1, "entries": {key: json.loads(damage)}}))
+    assert commands.parameter_counts(recipes, tmp_path) == first
+
+
 # --- --workspace is the workspace, --out the output path, in every command -----------------
 
 COMMANDS = {

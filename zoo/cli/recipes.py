@@ -15,6 +15,7 @@ from zoo.cli.options import (
 )
 from zoo.models.backbones import get_backbone, small_cnn_parameters
 from zoo.store import Layout
+from zoo.store.json_cache import read_cache, write_cache
 
 NEEDS_TENSORFLOW = False
 
@@ -114,12 +115,9 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
     import keras
 
     cache_file = Layout(workspace).parameters_cache
-    try:
-        cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.exists() else {}
-    except (OSError, ValueError):  # a damaged cache is recomputed, not fatal
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
+    cache = read_cache(
+        cache_file, lambda n: isinstance(n, int) and not isinstance(n, bool) and n > 0
+    )
     result, missing = {}, []
     for r in recipes:
         key = hashlib.sha256(
@@ -131,7 +129,6 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
             missing.append((r, key))
     if missing:
         from zoo.models.build import build_model
-        from zoo.store.workspace import atomic_write_json
 
         with console.progress() as bar:
             task = bar.add_task("counting parameters (once)", total=len(missing), status="")
@@ -145,5 +142,5 @@ def parameter_counts(recipes, workspace: Path) -> dict[str, int]:
                 cache[key] = result[r.name] = int(model.count_params())
                 keras.backend.clear_session()
                 bar.advance(task)
-        atomic_write_json(cache_file, cache)
+        write_cache(cache_file, cache)
     return result

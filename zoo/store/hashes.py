@@ -12,20 +12,21 @@ than the timestamp granularity, so a rewrite within the same clock tick cannot h
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.errors import ZooError
+from zoo.store.json_cache import read_cache, write_cache
 from zoo.store.layout import MEMBER_FILE, MODEL_FILE
 
 CACHE_NAME = ".sha256-cache.json"
 RACY_NS = 2_000_000_000  # files changed within the last 2 s are always hashed again
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _MEMORY: dict[str, tuple[list[int], str]] = {}
 
 
@@ -39,23 +40,14 @@ def sha256_of(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _read_cache(file: Path) -> dict:
-    try:
-        cache = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return cache if isinstance(cache, dict) else {}
-
-
-def _write_cache(file: Path, cache: dict) -> None:
-    """Best effort: a read-only member folder simply goes without a cache."""
-    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, file)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+def _valid_entry(entry) -> bool:
+    """``{"stat": [size, mtime_ns, ctime_ns, inode], "sha256": 64 hex digits}``."""
+    if not isinstance(entry, dict) or set(entry) != {"stat", "sha256"}:
+        return False
+    stat, digest = entry["stat"], entry["sha256"]
+    whole = isinstance(stat, list) and len(stat) == 4
+    whole = whole and all(isinstance(v, int) and not isinstance(v, bool) for v in stat)
+    return whole and isinstance(digest, str) and bool(_HEX64.fullmatch(digest))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -66,7 +58,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     if remembered and remembered[0] == signature:
         return remembered[1]
     cache_file = path.parent / CACHE_NAME
-    cache = _read_cache(cache_file)
+    cache = read_cache(cache_file, _valid_entry)
     entry = cache.get(path.name)
     if isinstance(entry, dict) and entry.get("stat") == signature:
         digest = entry["sha256"]
@@ -77,7 +69,7 @@ def file_sha256(path: str | os.PathLike) -> str:
         _MEMORY[str(path)] = (signature, digest)
         if entry != {"stat": signature, "sha256": digest}:
             cache[path.name] = {"stat": signature, "sha256": digest}
-            _write_cache(cache_file, cache)
+            write_cache(cache_file, cache)
     return digest
 
 
