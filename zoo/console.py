@@ -79,11 +79,12 @@ def stdout_reserved(reserved: bool = True):
         console.quiet = was
 
 
-def info(message: str) -> None:
-    """Print an informational line on stdout unless --quiet; ``message`` is plain text (a file
-    name with brackets in it is printed as it is, never read as rich markup)."""
+def info(message: str, *, markup: bool = False) -> None:
+    r"""Print an informational line on stdout unless --quiet. ``message`` is plain text (a file
+    name with brackets in it is printed as it is), unless ``markup``: then it is rich markup,
+    and the values put into it are :func:`escape`\ d by the caller."""
     if not _quiet:
-        console.print(message, markup=False)
+        console.print(message, markup=markup)
 
 
 def warn(message: str) -> None:

@@ -33,3 +33,18 @@ def close_matches(name: str, choices: list[str]) -> str:
     if near:
         return f" Did you mean {', '.join(near)}?"
     return f" Known: {', '.join(sorted(choices))}."
+
+
+# errno values of a disk that has no room left: ENOSPC (device full) and EDQUOT (quota)
+DISK_FULL = (28, 122)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What an :class:`OSError` means for the user, in one sentence naming the file."""
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno in DISK_FULL:
+        return (
+            f"the disk is full (no space left on device){where}; free some space and run the "
+            "command again (nothing half-written was kept)."
+        )
+    return f"{exc.strerror or exc}{where}."

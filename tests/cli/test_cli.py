@@ -566,3 +566,37 @@ def test_members_json_is_valid_json_when_a_metric_is_nan(tmp_path, capsys):
     (record,) = json.loads(out, parse_constant=refuse)
     # a NaN figure is a damaged value (records are checked whole): listed as damaged, in JSON
     assert code == 0 and "macro_auc" in record["damaged"] and "NaN" not in out
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "says"),
+    [
+        ("train", ["train", "small_cnn"], "--resume"),
+        ("evaluate", ["evaluate", "x"], "Nothing half-written was kept"),
+        ("leaderboard", ["leaderboard"], "Nothing half-written was kept"),
+    ],
+)
+def test_ctrl_c_says_what_it_left(tmp_path, monkeypatch, capsys, command, argv, says):
+    """Only an interrupted training run talks about --resume."""
+    from zoo.cli import main as cli
+
+    def interrupted(args, workspace):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.COMMANDS[command], "run", interrupted)
+    monkeypatch.setattr(cli.COMMANDS[command], "NEEDS_TENSORFLOW", False)
+    assert cli.main([*argv, "--workspace", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted.") and says in err
+    assert ("--resume" in err) == (command == "train")
+
+
+def test_an_os_error_is_one_line(tmp_path, monkeypatch, capsys):
+    from zoo.cli import main as cli
+
+    def refused(args, workspace):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.csv"))
+
+    monkeypatch.setattr(cli.COMMANDS["leaderboard"], "run", refused)
+    assert cli.main(["leaderboard", "--workspace", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: Permission denied ({tmp_path / 'x.csv'}).\n"

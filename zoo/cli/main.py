@@ -9,6 +9,8 @@ commands that write one (evaluate, predict, leaderboard). Exit status: 0 success
 from __future__ import annotations
 
 import argparse
+import gc
+import io
 import os
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ from zoo.cli import (
     serve,
     train,
 )
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe_os_error
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -118,6 +120,13 @@ COMMANDS = {
 }
 
 
+# What Ctrl-C leaves behind, by command (None: every other command)
+INTERRUPTED = {
+    "train": "The run continues from its last epoch with the same command and --resume.",
+    None: "Nothing half-written was kept; run the command again.",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; ``--quiet`` holds for this call only."""
     args = build_parser().parse_args(argv)
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if command.NEEDS_TENSORFLOW or getattr(args, "params", False):
         console.import_backend_quietly()
 
-    was_quiet = console.is_quiet()
+    was_quiet, stderr = console.is_quiet(), sys.stderr
     console.set_quiet(args.quiet)
     try:
         check_arguments(args)
@@ -135,14 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system's refusal (a full disk, a permission) in one line
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        # the failed writer's objects, freed with this exception, may report it once more
+        # (h5py retries its flush when freed and prints a traceback): that would only repeat
+        # this line, so it goes nowhere
+        sys.stderr = io.StringIO()
+        return 2
     except KeyboardInterrupt:
-        print(
-            "interrupted. A training run continues with the same command and --resume.",
-            file=sys.stderr,
-        )
+        print(f"interrupted. {INTERRUPTED.get(args.command, INTERRUPTED[None])}", file=sys.stderr)
         return 130
     finally:
         console.set_quiet(was_quiet)
+        if sys.stderr is not stderr:
+            gc.collect()  # those objects, freed now while their reports go nowhere
+            sys.stderr = stderr
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from zoo import console
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe_os_error
 from zoo.store.records import LockRecord, try_load
 
 
@@ -66,9 +66,13 @@ def _create(file: Path, what: str) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        raise ZooError(f"cannot write the lock file {file}: {exc.strerror or exc}.") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(record.to_dict(), handle)
+        raise ZooError(f"cannot write the lock file {file}: {describe_os_error(exc)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record.to_dict(), handle)
+    except OSError as exc:  # a full disk: no empty lock left to block the next command
+        file.unlink(missing_ok=True)
+        raise ZooError(f"cannot write the lock file {file}: {describe_os_error(exc)}") from None
     return True
 
 

@@ -126,7 +126,8 @@ def _with_data_set_defaults(
         return options
     console.info(
         "[bold yellow]Using the embedded demo data set[/bold yellow] (synthetic lesion-like images, "
-        "7 classes, 420 images) — pass --data to train on real images."
+        "7 classes, 420 images) — pass --data to train on real images.",
+        markup=True,
     )
     defaults, changes = dataset.defaults, {}
     settings = [s.partition("=")[0].strip() for s in options.settings]  # --set wins too

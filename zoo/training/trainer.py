@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from zoo import console
+from zoo.console import escape
 from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.errors import ZooError
@@ -103,9 +104,11 @@ def _announce(setup: ResolvedRun, precision: str) -> None:
             f"Resuming {setup.name} after epoch {setup.state['epochs_done']} of {recipe.epochs}."
         )
     console.info(
-        f"Training [bold]{setup.name}[/bold]: recipe {recipe.name} ({recipe.model.backbone}), "
+        f"Training [bold]{escape(setup.name)}[/bold]: recipe {escape(recipe.name)} "
+        f"({recipe.model.backbone}), "
         f"{recipe.input.size} px, {recipe.epochs} epoch(s), batch {recipe.batch_size}, precision {precision}, "
-        f"split train {len(split.train)} / val {len(split.val)} / test {len(split.test)}"
+        f"split train {len(split.train)} / val {len(split.val)} / test {len(split.test)}",
+        markup=True,
     )
 
 
@@ -242,7 +245,7 @@ def _trainee(run: Run, model, stage: StageSpec, *, label: str, strategy) -> _Tra
     features, head = split_model(network)
     multipliers = prepare_backbone(features, stage)
     cached = stage.trainable == "head" and not stage.augment and setup.options.feature_cache
-    console.info(_stage_line(label, stage, cached=cached, resized=resized))
+    console.info(_stage_line(label, stage, cached=cached, resized=resized), markup=True)
     train_x, val_x = _stage_inputs(run, stage, features if cached else None, resized=resized)
     trained = head if cached else network
     judged, before_validation = _validation(setup, model, network, trained, train_x)

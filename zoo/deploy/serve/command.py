@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 from zoo import console
+from zoo.console import escape
 from zoo.errors import ZooError
 
 INSTALL = "pip install 'zoo[serve]'"
@@ -104,8 +105,9 @@ def serve_command(
             f"--host {host}: the page is reachable from other machines and has no authentication."
         )
     console.info(
-        f"Serving {model.kind} [bold]{model.name}[/bold] on http://{shown}:{port}/ "
-        f"(research software, not a diagnostic device). Ctrl-C stops it."
+        f"Serving {model.kind} [bold]{escape(model.name)}[/bold] on http://{shown}:{port}/ "
+        f"(research software, not a diagnostic device). Ctrl-C stops it.",
+        markup=True,
     )
     config = uvicorn.Config(
         app,
