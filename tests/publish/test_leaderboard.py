@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,8 @@ def test_leaderboard_files_tables_and_images(evaluated_workspace: Path, tmp_path
     assert "measured on other data" in markdown
     page = (out / "index.html").read_text()
     assert page.count('<table id="ranking"') == 1  # one ranking, the step as a column
-    assert page.count('<table class="compact">') == 6  # per class + confusion of the top 3
+    # per class + confusion + operating points of the top 3
+    assert page.count('<table class="compact">') == 9
     assert "<h2>Ensembles</h2>" in page and "mel spec. at 90 % sens." in page
     assert "weight 0.500" in page and "commit" in page and "http" not in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -260,3 +262,59 @@ def test_targets_are_found_by_name_in_the_workspace_not_by_recorded_path(
         name = row.Index.split(" ")[0]
         expected = sum(seconds.values()) if name == "mean" else seconds[name]
         assert row.train_minutes == pytest.approx(expected / 60)
+
+
+class _Tables(HTMLParser):
+    """The page's compact tables as lists of rows of cell texts (intervals included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and ("class", "compact") in attrs:
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def test_page_per_class_rates_agree_with_the_confusion_matrix(
+    evaluated_workspace: Path, tmp_path: Path
+):
+    """The per-class sensitivity and specificity are the argmax decision's, as in the
+    confusion matrix beside them, with an interval each; every validation-chosen point shows
+    the sensitivity and the specificity it reached."""
+    out = tmp_path / "board"
+    assert main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out)]) == 0
+    parser = _Tables()
+    parser.feed((out / "index.html").read_text())
+    for per_class, confusion, points in zip(*[iter(parser.tables)] * 3, strict=True):
+        assert per_class[0][2:4] == ["sens. (95 % CI)", "spec. (95 % CI)"]
+        predicted = confusion[0][1:]
+        counts = {row[0]: [int(v) for v in row[1:]] for row in confusion[1:]}
+        total = sum(map(sum, counts.values()))
+        for row in per_class[1:]:
+            c, sens, spec = row[0], row[2], row[3]
+            hits = counts[c][predicted.index(c)]
+            called = sum(r[predicted.index(c)] for r in counts.values())
+            negatives = total - sum(counts[c])
+            assert float(sens.split()[0]) == pytest.approx(hits / sum(counts[c]), abs=5e-4)
+            assert float(spec.split()[0]) == pytest.approx(
+                1 - (called - hits) / negatives, abs=5e-4
+            )
+            assert re.search(r"\(\d\.\d{3}–\d\.\d{3}\)", sens + spec)
+        assert len(points) > 1
+        for row in points[1:]:
+            assert re.fullmatch(r"\d\.\d{3}( \(\d\.\d{3}–\d\.\d{3}\))?", row[3]), row
+            assert re.fullmatch(r"\d\.\d{3}( \(\d\.\d{3}–\d\.\d{3}\))?", row[4]), row

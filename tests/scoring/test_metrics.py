@@ -271,3 +271,34 @@ def test_roc_table_and_curves():
     assert set(points) == {"MEL", "NV"}
     per = score(truth, predictions)["per_category"]
     assert points["MEL"] == pytest.approx((per["sensitivity"]["MEL"], per["specificity"]["MEL"]))
+
+
+def test_argmax_rates_are_the_confusion_matrix_rows_and_columns():
+    """Against scikit-learn's confusion matrix of the argmax, and a lesion bootstrap whose
+    intervals hold the point value and shrink to it for a perfect classifier."""
+    from sklearn.metrics import confusion_matrix
+
+    from zoo.scoring.metrics import argmax_rates
+
+    truth, predictions = make(400, seed=5, informative=0.6)
+    matrix = confusion_matrix(
+        truth.to_numpy().argmax(1), predictions.to_numpy().argmax(1), labels=range(len(CLASSES))
+    )
+    groups = pd.Series([f"L{i // 3}" for i in range(len(truth))], index=truth.index)
+    rates = argmax_rates(truth, predictions, groups=groups, n_resamples=300, seed=1)
+    for j, c in enumerate(CLASSES):
+        positives, predicted = matrix[j].sum(), matrix[:, j].sum()
+        negatives = matrix.sum() - positives
+        assert rates["sensitivity"][c] == pytest.approx(matrix[j, j] / positives)
+        assert rates["specificity"][c] == pytest.approx(
+            1 - (predicted - matrix[j, j]) / negatives
+        )
+        for name in ("sensitivity", "specificity"):
+            low, high = rates[f"{name}_ci95"][c]
+            assert low <= rates[name][c] <= high and low < high
+    perfect = argmax_rates(truth, truth * 0.9 + 0.1 / len(CLASSES), n_resamples=50)
+    assert set(perfect["sensitivity"].values()) == {1.0}
+    assert all(v == [1.0, 1.0] for v in perfect["specificity_ci95"].values())
+    bare = argmax_rates(truth, predictions, n_resamples=0)
+    assert bare["sensitivity"] == rates["sensitivity"]
+    assert set(map(str, bare["sensitivity_ci95"].values())) == {"None"}

@@ -467,6 +467,33 @@ def gain_interval(entry: Entry, best: Entry, lesions: Lesions) -> list[float] | 
         return None
 
 
+def class_rates(entry: Entry, lesions: Lesions) -> dict:
+    """Per class, the argmax sensitivity and specificity of ``entry`` (the confusion matrix's
+    rows and columns), with intervals on the resamples behind the entry's own intervals; the
+    intervals are left blank, with a warning, when those resamples cannot be drawn again."""
+    from zoo.scoring.metrics import argmax_rates
+
+    truth, predictions = entry.truth_and_predictions()
+    ci = entry.metrics.get("ci95") or {}
+    try:
+        groups = lesions(entry, truth.index) if ci.get("unit") == "lesion" else None
+        n_resamples = int(ci.get("n_resamples") or 0)
+    except (ZooError, OSError, KeyError, ValueError) as exc:
+        problem = f"the per-class intervals of {entry.name} are left blank: {exc}"
+        if problem not in _WARNED:
+            _WARNED.add(problem)
+            console.warn(problem)
+        groups, n_resamples = None, 0
+    return argmax_rates(
+        truth,
+        predictions,
+        groups=groups,
+        n_resamples=n_resamples,
+        seed=int(ci.get("seed", 0)),
+        level=float(ci.get("level", 0.95)),
+    )
+
+
 def ensemble_gain(entry: Entry, entries: list[Entry], lesions: Lesions) -> dict:
     """``GAIN_COLUMNS`` of one entry: an ensemble's balanced accuracy minus its best member's
     (same settings), with the paired interval; empty for members."""
@@ -647,20 +674,23 @@ def _confusion_table(entries: list[Entry], ranked: pd.DataFrame) -> pd.DataFrame
     )
 
 
-def _details(entries: list[Entry], ranked: pd.DataFrame) -> str:
-    """Per-class table and confusion matrix of the top entries."""
-    from zoo.publish.page import class_table, confusion_table
+def _details(entries: list[Entry], ranked: pd.DataFrame, lesions: Lesions) -> str:
+    """Per-class table, confusion matrix and operating points of the top entries."""
+    from zoo.publish.page import class_table, confusion_table, points_table
 
     by_folder = {e.folder.name: e for e in entries}
     parts = []
     for folder in ranked["folder"].head(TOP_DETAILS):
         entry = by_folder[folder]
+        unit = (entry.metrics.get("ci95") or {}).get("unit", "lesion")
         parts.append(
             f"<h3>{html.escape(entry.label)}</h3><div class='grid'>"
-            f"<section><h4>Per class (threshold 0.5; n = {entry.metrics['n_images']})</h4>"
-            f"{class_table(entry.metrics)}</section>"
+            f"<section><h4>Per class: the argmax decision, as in the confusion matrix "
+            f"(n = {entry.metrics['n_images']}; 95 % {unit} bootstrap)</h4>"
+            f"{class_table(entry.metrics, class_rates(entry, lesions))}</section>"
             f"<section><h4>Confusion matrix (counts)</h4>{confusion_table(_confusion(entry))}"
             "</section></div>"
+            f"{points_table(entry.metrics)}"
         )
     return "".join(parts)
 
@@ -713,7 +743,7 @@ def _figures(plots: dict[str, Path], n: int) -> str:
     )
 
 
-def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta) -> str:
+def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta, workspace) -> str:
     from zoo.publish.page import page, ranking_table
 
     refs = "".join(
@@ -727,7 +757,7 @@ def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta)
         intro=intro,
         ranking=ranking_table(ranked),
         steps=sorted(ranked["step"].unique()),
-        details=_details(entries, ranked),
+        details=_details(entries, ranked, Lesions(workspace)),
         ensembles=_ensemble_members(entries),
         figures=_figures(plots, int(ranked["n_images"].max())),
         references=refs,
@@ -823,7 +853,9 @@ def _write_leaderboard(workspace: Path, *, out: Path, data_name: str | None) -> 
         "recall (ISIC balanced multiclass accuracy); intervals are 95 % bootstrap over lesions. "
         "Melanoma operating points are chosen on validation: at 90 % and 95 % sensitivity there, "
         "and at the highest threshold that reaches 90 % in 95 % of validation resamples "
-        "(the ≥ 90 % point, whose sensitivity on the evaluated images is shown). "
+        "(the ≥ 90 % point); under each top entry, a table gives the sensitivity and the "
+        "specificity every point reached on the evaluated images. Per-class sensitivity and "
+        "specificity there are those of the argmax decision, as in the confusion matrix. "
         "Evaluations with the same settings and the same probabilities (within 1e-9) share one "
         "row, named a = b. Ensemble gain: an ensemble's balanced accuracy minus that of its best "
         "member with the same TTA, prior correction and calibration; its interval is a paired "
@@ -877,7 +909,9 @@ def _write_leaderboard(workspace: Path, *, out: Path, data_name: str | None) -> 
         "zoo": zoo.__version__,
         "commit": _commit(),
     }
-    page = _html(title, intro, entries=entries, ranked=ranked, plots=plots, meta=meta)
+    page = _html(
+        title, intro, entries=entries, ranked=ranked, plots=plots, meta=meta, workspace=workspace
+    )
     atomic_write_text(out / "index.html", page)
     return out
 

@@ -202,26 +202,65 @@ def controls(steps: Sequence[str]) -> str:
     )
 
 
-def class_table(metrics: dict) -> str:
-    """Per class: n, sensitivity, specificity (threshold 0.5) and AUC with its interval."""
+def class_table(metrics: dict, rates: dict) -> str:
+    """Per class: n, the argmax decision's sensitivity and specificity (``rates``, from
+    :func:`zoo.scoring.metrics.argmax_rates`: they agree with the confusion matrix beside it)
+    and the AUC, each with its interval."""
     per, ci = metrics["per_category"], (metrics.get("ci95") or {}).get("auc") or {}
-    head = "".join(
-        f'<th class="{"text" if h == "class" else ""}">{h}</th>'
-        for h in ("class", "n", "sens.", "spec.", "AUC (95 % CI)")
-    )
+    headers = ("class", "n", "sens. (95 % CI)", "spec. (95 % CI)", "AUC (95 % CI)")
+    head = "".join(f'<th class="{"text" if h == "class" else ""}">{h}</th>' for h in headers)
     rows = []
     for c in metrics["classes"]:
-        interval = ci.get(c) or (None, None)
         rows.append(
             "<tr>"
             + _cell(c, label="class", text=True)
             + _cell(metrics["class_counts"][c], label="n", digits=0)
-            + _cell(per["sensitivity"][c], label="sens.")
-            + _cell(per["specificity"][c], label="spec.")
-            + _cell(per["auc"][c], label="AUC", interval=interval)
+            + _cell(rates["sensitivity"][c], label="sens.", interval=rates["sensitivity_ci95"][c])
+            + _cell(rates["specificity"][c], label="spec.", interval=rates["specificity_ci95"][c])
+            + _cell(per["auc"][c], label="AUC", interval=ci.get(c))
             + "</tr>"
         )
     return f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _rule(point: dict) -> str:
+    """How a point's threshold was chosen on validation, in words."""
+    level = f"{point['target'] * 100:g} %"
+    if point.get("at_least"):
+        return f"{point['metric']} ≥ {level} in 95 % of validation resamples"
+    return f"{point['metric']} {level} on validation"
+
+
+def points_table(metrics: dict) -> str:
+    """Each operating point chosen on validation, with the sensitivity *and* specificity it
+    reached on the evaluated images (and their intervals); empty when there is none."""
+    points = metrics.get("operating_points") or []
+    if not points:
+        return ""
+    headers = (
+        "class",
+        "threshold chosen on validation",
+        "threshold",
+        "sens. (95 % CI)",
+        "spec. (95 % CI)",
+    )
+    head = "".join(f'<th class="{"text" if i < 2 else ""}">{h}</th>' for i, h in enumerate(headers))
+    rows = [
+        "<tr>"
+        + _cell(p["class"], label="class", text=True)
+        + _cell(_rule(p), label="chosen", text=True)
+        + _cell(p["threshold"], label="threshold", digits=4)
+        + _cell(p["sensitivity"], label="sens.", interval=p.get("sensitivity_ci95"))
+        + _cell(p["specificity"], label="spec.", interval=p.get("specificity_ci95"))
+        + "</tr>"
+        for p in points
+    ]
+    return (
+        "<section><h4>Operating points: thresholds chosen on validation, sensitivity and "
+        "specificity reached here</h4>"
+        f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+        "</table></section>"
+    )
 
 
 def confusion_table(matrix: pd.DataFrame) -> str:

@@ -370,6 +370,61 @@ def resampled_balanced_accuracy(counts: np.ndarray, truth: np.ndarray, hits: np.
     return np.nanmean(recall, axis=1)
 
 
+def argmax_rates(
+    truth: pd.DataFrame,
+    predictions: pd.DataFrame,
+    *,
+    groups: pd.Series | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, float | list[float] | None]]:
+    """Per class, the sensitivity and specificity of the argmax decision — the rows and columns
+    of the confusion matrix, counted unweighted (a tie, "undecided", misses its true class and
+    is a positive of none) — with percentile intervals on the resamples of :func:`bootstrap_ci`
+    (same ``groups``, ``n_resamples`` and ``seed``; ``n_resamples=0``: no intervals).
+
+    Returns ``{"sensitivity": {class: v}, "specificity": …, "sensitivity_ci95": {class:
+    [low, high]}, "specificity_ci95": …}`` (``None`` where a class has no positives or no
+    negatives)."""
+    t, p = align(truth, predictions)
+    classes = [str(c) for c in t.columns]
+    tv = t.to_numpy().astype(float)
+    predicted = argmax_labels(p.to_numpy())
+    chosen = (predicted[:, None] == np.arange(len(classes))[None, :]).astype(float)
+    hits, false_positives, negatives = tv * chosen, (1 - tv) * chosen, 1 - tv
+
+    def rates(counts: np.ndarray) -> dict[str, np.ndarray]:
+        positives, wrong = counts @ tv, counts @ negatives
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sensitivity = np.where(positives > 0, (counts @ hits) / positives, np.nan)
+            specificity = np.where(wrong > 0, 1 - (counts @ false_positives) / wrong, np.nan)
+        return {"sensitivity": sensitivity, "specificity": specificity}
+
+    point = rates(np.ones((1, len(t))))
+    out: dict = {
+        name: {
+            c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, values[0], strict=True)
+        }
+        for name, values in point.items()
+    }
+    for name in ("sensitivity", "specificity"):
+        out[f"{name}_ci95"] = dict.fromkeys(classes)
+    if n_resamples:
+
+        def statistic(counts: np.ndarray) -> dict[str, np.ndarray]:
+            values = rates(counts)
+            return {f"{n}:{j}": values[n][:, j] for n in values for j in range(len(classes))}
+
+        intervals = bootstrap_statistics(
+            t.index, statistic, groups=groups, n_resamples=n_resamples, seed=seed, level=level
+        )
+        for key, interval in intervals.items():
+            name, j = key.split(":")
+            out[f"{name}_ci95"][classes[int(j)]] = interval
+    return out
+
+
 def paired_difference_ci(
     truth: pd.DataFrame,
     predictions: pd.DataFrame,
