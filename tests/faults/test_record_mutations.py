@@ -101,6 +101,8 @@ RECORDS = {
             "out of range": ("operating_points.0.threshold", -1),
             "NaN": ("per_category.auc.mel", math.nan),
             "absolute name": ("target.name", ABSOLUTE),
+            "argmax out of range": ("argmax.sensitivity.mel", 1.5),
+            "argmax interval of one": ("argmax.specificity_ci95.nv", [0.5]),
         },
     ),
     "prediction sidecar": Record(

@@ -290,9 +290,7 @@ def test_argmax_rates_are_the_confusion_matrix_rows_and_columns():
         positives, predicted = matrix[j].sum(), matrix[:, j].sum()
         negatives = matrix.sum() - positives
         assert rates["sensitivity"][c] == pytest.approx(matrix[j, j] / positives)
-        assert rates["specificity"][c] == pytest.approx(
-            1 - (predicted - matrix[j, j]) / negatives
-        )
+        assert rates["specificity"][c] == pytest.approx(1 - (predicted - matrix[j, j]) / negatives)
         for name in ("sensitivity", "specificity"):
             low, high = rates[f"{name}_ci95"][c]
             assert low <= rates[name][c] <= high and low < high

@@ -55,7 +55,14 @@ from zoo.evaluation.subgroups import subgroup_report, subgroups_block
 from zoo.inference.calibrated import Calibration, load_calibration
 from zoo.inference.tta import parse_tta
 from zoo.scoring.calibration import TemperatureScaling, as_logits
-from zoo.scoring.metrics import argmax_labels, bootstrap_ci, operating_points, roc_table, score
+from zoo.scoring.metrics import (
+    argmax_labels,
+    argmax_rates,
+    bootstrap_ci,
+    operating_points,
+    roc_table,
+    score,
+)
 from zoo.scoring.metrics import sens_spec_curves as class_curves
 from zoo.scoring.operating_points import parse_operating_point
 from zoo.scoring.priors import PriorCorrection, checked_target_priors, load_target_priors
@@ -786,6 +793,9 @@ def _metrics(truth, probs, weights, *, groups, task, bootstrap, out: Path, title
         )
     metrics["task"] = None
     if not task:
+        metrics["argmax"] = argmax_rates(
+            truth, probs, groups=groups, n_resamples=bootstrap, seed=BOOTSTRAP_SEED
+        )
         _class_files(out, truth, probs, title=title)
         return metrics
     ci = metrics["ci95"]
@@ -849,15 +859,15 @@ def _title(metrics: dict) -> str:
 def _class_table(metrics: dict) -> Table:
     ci = metrics.get("ci95") or {}
     table = Table(title=_title(metrics), show_edge=False)
-    for column in ("class", "n", "sens.", "spec.", "AUC", "95 % CI"):
+    for column in ("class", "n", "sens.", "spec.", "AUC", "95 % CI"):  # sens., spec.: argmax
         table.add_column(column, justify="left" if column == "class" else "right")
-    per = metrics["per_category"]
+    per, rates = metrics["per_category"], metrics["argmax"]
     for c in metrics["classes"]:
         table.add_row(
             c,
             str(metrics["class_counts"][c]),
-            _fmt(per["sensitivity"][c]),
-            _fmt(per["specificity"][c]),
+            _fmt(rates["sensitivity"][c]),
+            _fmt(rates["specificity"][c]),
             _fmt(per["auc"][c]),
             _fmt_ci((ci.get("auc") or {}).get(c)),
         )

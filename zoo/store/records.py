@@ -369,6 +369,8 @@ class EvaluationRecord(Record):
             )
         if extra.get("ci95") is not None:
             _check_ci95(extra["ci95"], classes)
+        if extra.get("argmax") is not None:
+            _check_argmax(extra["argmax"], classes)
         for i, point in enumerate(
             checks.items(extra.get("operating_points"), "operating_points", null=True) or []
         ):
@@ -392,6 +394,19 @@ class EvaluationRecord(Record):
 def _score(value: Any, field: str) -> Any:
     """A score in [0, 1], or null where it is undefined (a class without positives)."""
     return checks.probability(value, field, null=True)
+
+
+def _check_argmax(rates: Any, classes: list) -> None:
+    """``argmax``: per class, the argmax decision's sensitivity and specificity and intervals."""
+    checks.mapping(rates, "argmax")
+    for metric in ("sensitivity", "specificity"):
+        checks.per_class(rates.get(metric), f"argmax.{metric}", classes, _score, every=True)
+        checks.per_class(
+            rates.get(f"{metric}_ci95"),
+            f"argmax.{metric}_ci95",
+            classes,
+            checks.interval,
+        )
 
 
 def _check_ci95(ci: Any, classes: list) -> None:
