@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from zoo.cli.main import main
 from zoo.ensembles.combine import COMBINE_RULES, combiner_class
@@ -213,7 +214,13 @@ def test_member_export_agrees_with_predict(trained_workspace, tmp_path, capsys, 
     np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-5)
     signature = json.loads((out / "signature.json").read_text())
     assert signature["format"] == fmt and signature["input"]["dtype"] == "uint8"
-    assert (out / "card.md").read_text().startswith(f"# {MEMBER}")
+    card = (out / "card.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])  # the member's front matter, and the export's
+    assert front["license"] and front["pipeline_tag"] == "image-classification"
+    assert front["zoo"]["export"]["format"] == fmt
+    assert front["zoo"]["export"]["file"] == signature["artifact"]["file"]
+    assert f"# {MEMBER} (member), exported as {fmt}" in card
+    assert "## The member's card:" in card and "## Intended use" in card
 
 
 def framed_photos(folder: Path) -> list[Path]:

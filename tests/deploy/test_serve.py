@@ -380,3 +380,35 @@ def test_health_answers_while_a_prediction_holds_the_model(tmp_path):
     assert still_predicting  # /health was answered while the model was busy
     assert status == 200 and answer["top_class"]["class"] == "nv", answer
     assert answer["ood"]["msp"] == pytest.approx(max(answer["probabilities"].values()))
+
+
+def test_info_gives_the_card_and_openapi_describes_every_route(trained_workspace):
+    """``/info`` holds the target's model card (front matter for machines, markdown for
+    people); ``/openapi.json`` describes exactly the routes the app has, with their methods."""
+    import asyncio
+
+    import yaml
+    from starlette.routing import Route
+
+    import zoo
+    from zoo.deploy.serve.app import create_app
+
+    model = zoo.load(DEMO_MEMBER, workspace=trained_workspace)
+    app = create_app(model, max_upload_bytes=2**20)
+    status, info = asyncio.run(asgi(app, "GET", "/info"))
+    assert status == 200 and info["api"] == "/openapi.json"
+    front, markdown = info["card"]["front_matter"], info["card"]["markdown"]
+    assert front["pipeline_tag"] == "image-classification" and front["license"]
+    assert front["zoo"]["classes"] == list(model.classes)
+    assert front["zoo"]["intended_use"].endswith("not a diagnostic device")
+    stored = (trained_workspace / "members" / DEMO_MEMBER / "card.md").read_text()
+    assert markdown == stored and f"# {DEMO_MEMBER}" in markdown
+    assert yaml.safe_load(markdown.split("---\n")[1])["license"] == front["license"]
+    status, document = asyncio.run(asgi(app, "GET", "/openapi.json"))
+    assert status == 200 and document["openapi"].startswith("3.1")
+    routes = {r.path: set(r.methods) - {"HEAD"} for r in app.routes if isinstance(r, Route)}
+    described = {path: {m.upper() for m in ops} for path, ops in document["paths"].items()}
+    assert described == routes
+    answer = document["paths"]["/predict"]["post"]["responses"]["200"]
+    schema = answer["content"]["application/json"]["schema"]["properties"]["probabilities"]
+    assert schema["required"] == list(model.classes)

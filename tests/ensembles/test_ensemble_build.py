@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from zoo.cli.main import main
 from zoo.data import load_dataset
@@ -240,7 +241,15 @@ def test_mean_equals_hand_computed_mean_of_prior_corrected_members(ws):
     m1_recall = np.mean([np.mean(m1[y == c] == c) for c in range(3)])
     assert info["members"][0]["metrics"]["val"]["balanced_accuracy"] == pytest.approx(m1_recall)
     assert info["build_seconds"] > 0
-    assert "Not for diagnosis" in (out / "card.md").read_text()
+    card = (out / "card.md").read_text()
+    assert "Not for diagnosis" in card
+    front = yaml.safe_load(card.split("---\n")[1])  # Hugging Face model-card front matter
+    assert front["pipeline_tag"] == "image-classification" and "ensemble" in front["tags"]
+    assert front["license"] and front["datasets"]
+    assert [m["name"] for m in front["zoo"]["members"]] == [m["name"] for m in info["members"]]
+    (result,) = [r for r in front["model-index"][0]["results"] if r["dataset"]["split"] == "val"]
+    values = {m["type"]: m["value"] for m in result["metrics"]}
+    assert values["balanced_accuracy"] == round(info["metrics"]["val"]["balanced_accuracy"], 4)
 
 
 def test_macro_auc_matches_scikit_learn(ws):

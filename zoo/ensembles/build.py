@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from zoo.ensembles.card import ensemble_card, fmt_score, reduction_note
 from zoo.ensembles.combine import PredictionSet, combiner_class
 from zoo.ensembles.spec import EnsembleSpec, Selection, find_spec, load_spec, resolve_members
 from zoo.errors import ZooError
@@ -522,73 +523,6 @@ def _zoo_version() -> str:
 # --- card and summary ------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def ensemble_card(info: dict) -> str:
-    """``card.md``: what the ensemble combines, how, how it scores, what it is for."""
-    val = info["metrics"]["val"]
-    data = info["data"]
-    lines = [
-        f"# {info['name']}",
-        "",
-        info.get("description") or f"A {info['rule']} ensemble of {len(info['members'])} members.",
-        "",
-        "## Intended use",
-        "Research on skin-lesion classification and ensembling. **Not for diagnosis**: it has not "
-        "been validated clinically, and its scores on one data set do not carry over to other "
-        "populations, devices or clinics.",
-        "",
-        "## Combination",
-        f"- Rule `{info['rule']}`"
-        + (f" with options {info['options']}" if info["options"] else "")
-        + ", fitted on the validation split only (never on the test split)",
-        f"- Test-time augmentation `{info['tta']}`; prior correction "
-        + ("per member, to uniform priors" if info["prior_correction"] else "off"),
-        *_reduction_lines(info),
-        f"- Data: `{data.get('source')}`, fingerprint `{data.get('fingerprint')}`; "
-        f"validation {len(info['split']['ids']['val'])} images, test "
-        f"{len(info['split']['ids']['test'])} images",
-        "",
-        "## Members (validation, after TTA and prior correction)",
-        "| member | weight | balanced accuracy | macro AUC |",
-        "|---|---|---|---|",
-    ]
-    for m in info["members"]:
-        mv = m["metrics"]["val"]
-        lines.append(
-            f"| {m['name']} | {m['weight']:.3f} | {_fmt(mv['balanced_accuracy'])} | "
-            f"{_fmt(mv['macro_auc'])} |"
-        )
-    lines.append(
-        f"| **ensemble** | 1.000 | {_fmt(val['balanced_accuracy'])} | {_fmt(val['macro_auc'])} |"
-    )
-    lines += [
-        "",
-        "Member files are recorded by sha256; the ensemble refuses to run when a member changes. "
-        "Rebuild it with `zoo ensemble build` after retraining a member.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def reduction_note(info: dict) -> str:
-    """One line for an ensemble that reduces to one member (``ensemble.json`` ``reduces_to``)."""
-    member = info["reduces_to"]
-    return (
-        f"ensemble {info['name']} puts all its weight on member {member}: it predicts what "
-        f"{member} does with TTA {info['tta']} and prior correction "
-        f"{'on' if info['prior_correction'] else 'off'}"
-    )
-
-
-def _reduction_lines(info: dict) -> list[str]:
-    return (
-        [f"- **Reduces to one member**: {reduction_note(info)}"] if info.get("reduces_to") else []
-    )
-
-
 def print_summary(info: dict, path: Path) -> None:
     """A table of the members (weight, val balanced accuracy, val AUC), then the ensemble."""
     from rich.table import Table
@@ -606,15 +540,18 @@ def print_summary(info: dict, path: Path) -> None:
     for m in info["members"]:
         mv = m["metrics"]["val"]
         table.add_row(
-            m["name"], f"{m['weight']:.3f}", _fmt(mv["balanced_accuracy"]), _fmt(mv["macro_auc"])
+            m["name"],
+            f"{m['weight']:.3f}",
+            fmt_score(mv["balanced_accuracy"]),
+            fmt_score(mv["macro_auc"]),
         )
     val = info["metrics"]["val"]
     table.add_section()
     table.add_row(
         f"[bold]{info['name']}[/bold] (ensemble)",
         "",
-        f"[bold]{_fmt(val['balanced_accuracy'])}[/bold]",
-        f"[bold]{_fmt(val['macro_auc'])}[/bold]",
+        f"[bold]{fmt_score(val['balanced_accuracy'])}[/bold]",
+        f"[bold]{fmt_score(val['macro_auc'])}[/bold]",
     )
     console.console.print(table)
     if info.get("reduces_to"):

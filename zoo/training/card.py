@@ -232,7 +232,7 @@ METRIC_TYPES = (  # member.json metric, Hugging Face metric id, name
 )
 
 
-def _metric_entries(metrics: dict, intervals: dict) -> list[dict]:
+def metric_entries(metrics: dict, intervals: dict) -> list[dict]:
     """The ``model-index`` metrics of one split: type, value, name and ``ci95`` where known."""
     entries = []
     for key, kind, name in METRIC_TYPES:
@@ -256,7 +256,7 @@ def front_matter(info: dict, *, calibration=None, intervals: dict | None = None)
         {
             "task": {"type": "image-classification", "name": "Skin-lesion classification"},
             "dataset": {"type": datasets[0]["name"], "name": info["data"]["name"], "split": split},
-            "metrics": _metric_entries(m, (intervals or {}).get(split, {})),
+            "metrics": metric_entries(m, (intervals or {}).get(split, {})),
         }
         for split, m in (info.get("metrics") or {}).items()
     ]
@@ -300,12 +300,12 @@ def _zoo_block(info: dict, datasets: list[dict], licence: str, calibration) -> d
         "intended_use": "research on skin-lesion classification; not a diagnostic device",
         "metrics_of": "raw softmax on the member's own lesion-grouped split (no TTA, no prior "
         "correction); ci95: 95 % lesion-bootstrap interval",
-        "calibration": _calibration_block(calibration),
+        "calibration": calibration_block(calibration),
         "operating_point": None if calibration is None else calibration.operating_point,
     }
 
 
-def _calibration_block(calibration) -> dict | None:
+def calibration_block(calibration) -> dict | None:
     if calibration is None:
         return None
     fit = calibration.fit or {}

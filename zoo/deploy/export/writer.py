@@ -18,6 +18,7 @@ import numpy as np
 from zoo import console
 from zoo.deploy.export.graph import MemberPart, build_graph, member_parts
 from zoo.deploy.export.quantize import int8_with_float_ends
+from zoo.ensembles.card import card_body, front_matter_lines, target_card
 from zoo.errors import ZooError, close_matches
 from zoo.inference.calibrated import load_calibration
 from zoo.inference.tta import TTAScheme, parse_tta
@@ -121,7 +122,7 @@ def export_target(
                     },
                 }
             atomic_write_json(tmp / "signature.json", signature)
-            atomic_write_text(tmp / "card.md", model_card(signature))
+            atomic_write_text(tmp / "card.md", model_card(signature, target_card(target)))
         bar.advance(task)
     console.info(f"Exported {target.name} as {fmt} to {out}")
     return out
@@ -395,8 +396,13 @@ def signature_record(
     }
 
 
-def model_card(signature: dict) -> str:
-    """``card.md``: what the artifact is, how to feed it, what it is for."""
+def model_card(signature: dict, card: tuple[dict, str] | None = None) -> str:
+    """``card.md``: the exported target's card (``card``: its front matter and markdown, from
+    :func:`zoo.ensembles.card.target_card`), the front matter extended by an ``export`` block,
+    then what the artifact is, how to feed it, what it is for, and the target's own card."""
+    front, markdown = card if card is not None else ({}, "")
+    if front:
+        front = {**front, "zoo": {**front.get("zoo", {}), "export": _export_block(signature)}}
     target, inp = signature["target"], signature["input"]
     point = signature["operating_point"]
     rows = "\n".join(
@@ -436,7 +442,24 @@ def model_card(signature: dict) -> str:
         f"zoo {signature['zoo_version']}, exported {signature['created']}.",
         "",
     ]
-    return "\n".join(lines)
+    if markdown:
+        body = card_body(markdown).replace("\n# ", "\n## ").removeprefix("# ")
+        lines += [f"## The {target['kind']}'s card: {body}", ""]
+    return "\n".join([*(front_matter_lines(front) if front else []), *lines])
+
+
+def _export_block(signature: dict) -> dict:
+    """What the front matter says of the artifact itself."""
+    return {
+        "format": signature["format"],
+        "quantize": signature["quantize"],
+        "file": signature["artifact"]["file"],
+        "input": signature["input"]["name"],
+        "output": signature["output"]["name"],
+        "calibrated": bool(signature["calibration"]["applied"]),
+        "operating_point": signature["operating_point"],
+        "created": signature["created"],
+    }
 
 
 def export_command(

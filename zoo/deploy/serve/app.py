@@ -16,6 +16,7 @@ once), in Starlette's thread pool, so the event loop keeps answering while a pre
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import threading
 from pathlib import Path
@@ -28,8 +29,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from zoo import __version__
 from zoo.data.images import ImageProblem, ImageTooLarge, UnsupportedImage, open_rgb
 from zoo.deploy.serve.answer import DISCLAIMER, operating_point, prediction_answer
+from zoo.deploy.serve.openapi import OPENAPI_PATH, openapi_document
+from zoo.ensembles.card import target_card
 from zoo.errors import ZooError
 
 PAGE = Path(__file__).with_name("page.html")
@@ -195,6 +199,14 @@ def create_app(
     decodes = decodes or DecodeSlots()
     classes = [str(c) for c in model.classes]
     shown = model if calibrated else _Uncalibrated(model)
+    card = functools.cache(lambda: target_card(model.target))  # read once, on the first /info
+    document = openapi_document(
+        title=f"zoo serve: {model.name}",
+        version=__version__,
+        classes=classes,
+        field=FIELD,
+        max_bytes=max_upload_bytes,
+    )
 
     def predict_one(data: bytes, name: str) -> dict:
         with decodes.held():
@@ -215,9 +227,14 @@ def create_app(
                 "classes": [{"class": c, "name": class_name(c)} for c in classes],
                 "operating_point": operating_point(shown),
                 "max_upload_bytes": max_upload_bytes,
+                "card": dict(zip(("front_matter", "markdown"), card(), strict=True)),
+                "api": OPENAPI_PATH,
                 "disclaimer": DISCLAIMER,
             }
         )
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "target": model.name})
@@ -237,6 +254,7 @@ def create_app(
         Route("/info", info),
         Route("/health", health),
         Route("/predict", predict, methods=["POST"]),
+        Route(OPENAPI_PATH, openapi),
     ]
     app = Starlette(routes=routes)
     app.state.predict_one = predict_one
