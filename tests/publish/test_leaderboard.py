@@ -204,16 +204,76 @@ def column(driver, index: int) -> list[float]:
     return [float(c.get_attribute("data-value")) for c in cells]
 
 
+def with_subgroups(workspace: Path, tmp_path: Path) -> Path:
+    """A copy of ``workspace`` whose evaluations hold a subgroup section, as an evaluation of
+    data with metadata has (sex and age made up from the image ids)."""
+    import json
+
+    from zoo.evaluation.subgroups import subgroups_block
+
+    copy = tmp_path / "with-subgroups"
+    shutil.copytree(workspace, copy)
+    for file in (copy / "evaluations").glob("*/metrics.json"):
+        metrics = json.loads(file.read_text())
+        truth = read_frame(file.parent / "truth.csv").drop(columns="score_weight", errors="ignore")
+        probs = read_frame(file.parent / "predictions.csv")[list(truth.columns)]
+        number = np.arange(len(truth))
+        metadata = pd.DataFrame(
+            {"sex": np.where(number % 2, "male", "female"), "age": 20 + 15 * (number % 4)},
+            index=truth.index,
+        )
+        metrics["subgroups"] = subgroups_block(
+            truth,
+            probs,
+            metadata,
+            groups=None,
+            operating_points=metrics.get("operating_points") or [],
+            n_resamples=50,
+            seed=0,
+            out=tmp_path,
+            title=file.parent.name,
+        )
+        file.write_text(json.dumps(metrics))
+    return copy
+
+
+def test_page_shows_the_top_entries_subgroups(evaluated_workspace: Path, tmp_path: Path):
+    """A subgroup table and forest plot per top entry, the table's figures those of the
+    evaluation's subgroup section."""
+    import json
+
+    workspace = with_subgroups(evaluated_workspace, tmp_path)
+    out = tmp_path / "board"
+    assert main(["leaderboard", "--workspace", str(workspace), "--out", str(out), "--quiet"]) == 0
+    page = (out / "index.html").read_text()
+    assert "<h2>Subgroups of the top entries</h2>" in page
+    assert sorted(p.name for p in out.glob("subgroups-*.png")) == [
+        f"subgroups-{k}.png" for k in (1, 2, 3)
+    ]
+    best = pd.read_csv(out / "leaderboard.csv")["folder"].iloc[0]
+    section = json.loads((workspace / "evaluations" / best / "metrics.json").read_text())[
+        "subgroups"
+    ]
+    parser = _Tables()
+    parser.feed(page[page.index("Subgroups of the top entries") :])
+    table = parser.tables[0]
+    assert table[0][:4] == ["variable", "subgroup", "images", "lesions"]
+    rows = {(r[0], r[1]): r for r in table[1:]}
+    female = next(e for e in section["variables"]["sex"]["subgroups"] if e["name"] == "female")
+    got = rows[("sex", "female")]
+    assert int(got[2]) == female["n_images"]
+    assert float(got[4].split()[0]) == pytest.approx(female["balanced_accuracy"], abs=5e-4)
+    assert ("sex", "largest gap") in rows
+
+
 @pytest.mark.browser
 def test_page_sorts_and_fits_in_a_browser(
     evaluated_workspace: Path, tmp_path: Path, headless_chromium
 ):
     browser = headless_chromium
     out = tmp_path / "board"
-    assert (
-        main(["leaderboard", "--workspace", str(evaluated_workspace), "--out", str(out), "--quiet"])
-        == 0
-    )
+    workspace = with_subgroups(evaluated_workspace, tmp_path)  # the page with every section
+    assert main(["leaderboard", "--workspace", str(workspace), "--out", str(out), "--quiet"]) == 0
     browser.get((out / "index.html").as_uri())
     set_width(browser, 1400)
     headers = [
@@ -272,7 +332,7 @@ class _Tables(HTMLParser):
         self.tables, self._cell = [], None
 
     def handle_starttag(self, tag, attrs):
-        if tag == "table" and ("class", "compact") in attrs:
+        if tag == "table" and "compact" in (dict(attrs).get("class") or "").split():
             self.tables.append([])
         elif tag == "tr" and self.tables:
             self.tables[-1].append([])

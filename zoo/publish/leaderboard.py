@@ -674,14 +674,18 @@ def _confusion_table(entries: list[Entry], ranked: pd.DataFrame) -> pd.DataFrame
     )
 
 
+def _top(entries: list[Entry], ranked: pd.DataFrame) -> list[Entry]:
+    """The entries of the first :data:`TOP_DETAILS` ranking rows, best first."""
+    by_folder = {e.folder.name: e for e in entries}
+    return [by_folder[folder] for folder in ranked["folder"].head(TOP_DETAILS)]
+
+
 def _details(entries: list[Entry], ranked: pd.DataFrame, lesions: Lesions) -> str:
     """Per-class table, confusion matrix and operating points of the top entries."""
     from zoo.publish.page import class_table, confusion_table, points_table
 
-    by_folder = {e.folder.name: e for e in entries}
     parts = []
-    for folder in ranked["folder"].head(TOP_DETAILS):
-        entry = by_folder[folder]
+    for entry in _top(entries, ranked):
         unit = (entry.metrics.get("ci95") or {}).get("unit", "lesion")
         parts.append(
             f"<h3>{html.escape(entry.label)}</h3><div class='grid'>"
@@ -743,8 +747,11 @@ def _figures(plots: dict[str, Path], n: int) -> str:
     )
 
 
-def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta, workspace) -> str:
+def _html(
+    title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta, workspace, out
+) -> str:
     from zoo.publish.page import page, ranking_table
+    from zoo.publish.subgroups import subgroup_sections
 
     refs = "".join(
         f"<li><b>{html.escape(r['source'])}</b>: {html.escape(r['model'])}; {html.escape(r['data'])}; "
@@ -758,6 +765,7 @@ def _html(title: str, intro: str, *, entries, ranked: pd.DataFrame, plots, meta,
         ranking=ranking_table(ranked),
         steps=sorted(ranked["step"].unique()),
         details=_details(entries, ranked, Lesions(workspace)),
+        subgroups=subgroup_sections(_top(entries, ranked), out),
         ensembles=_ensemble_members(entries),
         figures=_figures(plots, int(ranked["n_images"].max())),
         references=refs,
@@ -910,7 +918,14 @@ def _write_leaderboard(workspace: Path, *, out: Path, data_name: str | None) -> 
         "commit": _commit(),
     }
     page = _html(
-        title, intro, entries=entries, ranked=ranked, plots=plots, meta=meta, workspace=workspace
+        title,
+        intro,
+        entries=entries,
+        ranked=ranked,
+        plots=plots,
+        meta=meta,
+        workspace=workspace,
+        out=out,
     )
     atomic_write_text(out / "index.html", page)
     return out

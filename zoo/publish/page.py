@@ -295,6 +295,7 @@ def page(
     ranking: str,
     steps: Sequence[str],
     details: str,
+    subgroups: str,
     ensembles: str,
     figures: str,
     references: str,
@@ -310,7 +311,8 @@ def page(
         f"<p>{html.escape(intro)}</p>"
         f"<h2>Ranking</h2>{controls(steps)}{ranking}"
         f"<h2>Top entries per class</h2>{details}"
-        f"<h2>Ensembles</h2>{ensembles}"
+        + (f"<h2>Subgroups of the top entries</h2>{subgroups}" if subgroups else "")
+        + f"<h2>Ensembles</h2>{ensembles}"
         f"<h2>Plots</h2>{figures}"
         f"<h2>Published numbers (measured on other data)</h2><ul>{references}</ul>"
         "<p>Research software, not for diagnosis.</p>"
