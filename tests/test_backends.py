@@ -157,7 +157,13 @@ def test_evaluate_ensemble_predict_and_explain_on_jax_match_tensorflow(trained_w
 @needs_jax
 @pytest.mark.parametrize(
     ("command", "what"),
-    [(["export", NAME, "--format", "keras"], "zoo export"), (["train", "small_cnn"], "zoo train")],
+    [
+        (["export", NAME, "--format", "keras"], "zoo export needs"),
+        (
+            ["train", "small_cnn", "--strategy", "mirrored"],
+            "--strategy mirrored is tf.distribute's and needs",
+        ),
+    ],
 )
 def test_tensorflow_only_commands_say_so_in_one_line_on_jax(tmp_path, command, what):
     done = subprocess.run(
@@ -171,7 +177,7 @@ def test_tensorflow_only_commands_say_so_in_one_line_on_jax(tmp_path, command, w
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"error: {what} needs Keras' TensorFlow backend")
+    assert lines[0].startswith(f"error: {what} Keras' TensorFlow backend"), lines[0]
     assert "KERAS_BACKEND=tensorflow" in lines[0]
 
 
@@ -218,3 +224,48 @@ def test_member_json_records_the_training_backend(trained_workspace):
     assert Member(trained_workspace / "members" / NAME).info["training"]["backend"] == (
         "tensorflow"
     )
+
+
+# JAX → TensorFlow on one member trained on JAX: float32 round-off, as TensorFlow → JAX above
+ROUND_TRIP_TOLERANCE = 1e-4
+
+
+@pytest.mark.slow
+@needs_jax
+def test_a_member_trained_on_jax_evaluates_there_and_predicts_the_same_on_tensorflow(tmp_path):
+    """zoo trains on JAX without TensorFlow (NumPy batches, the same augmentation layers), the
+    member records its backend, evaluates on JAX (balanced accuracy as scikit-learn computes it), and TensorFlow
+    loads it and gives the same probabilities."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    ws = tmp_path / "ws"
+    images = tmp_path / "images"
+    from conftest import write_image
+
+    files = [write_image(images / f"i{k}.png", size=40, seed=k) for k in range(4)]
+    on_jax = tmp_path / "jax.csv"
+    codes = run_on_jax(
+        tmp_path,
+        [
+            ["train", "small_cnn", "--epochs", "2", "--image-size", "32", "--workspace", ws],
+            ["evaluate", NAME, "--bootstrap", "0", "--out", tmp_path / "eval", "--workspace", ws],
+            ["predict", NAME, images, "--out", on_jax, "--workspace", ws],
+        ],
+    )
+    assert codes == [0, 0, 0]
+    info = json.loads((ws / "members" / NAME / "member.json").read_text())
+    assert info["training"]["backend"] == "jax" and "jax" in info["versions"]
+    assert "tensorflow" not in info["versions"]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    truth = pd.read_csv(tmp_path / "eval" / "truth.csv").set_index("image")
+    probs = pd.read_csv(tmp_path / "eval" / "predictions.csv").set_index("image")
+    classes = info["classes"]
+    expected = balanced_accuracy_score(
+        truth[classes].to_numpy().argmax(1), probs.loc[truth.index, classes].to_numpy().argmax(1)
+    )
+    assert metrics["aggregate"]["balanced_accuracy"] == pytest.approx(expected, abs=1e-12)
+    on_tf = tmp_path / "tf.csv"
+    assert main(["predict", NAME, str(images), "--out", str(on_tf), "--workspace", str(ws)]) == 0
+    a, b = pd.read_csv(on_jax), pd.read_csv(on_tf)
+    assert len(a) == len(files)
+    assert largest_difference(a, b, info["classes"]) <= ROUND_TRIP_TOLERANCE

@@ -87,11 +87,9 @@ def train(
     ``data``: a data spec (``ham10000:DIR``, ``isic:CSV``, ``folder:DIR``, ``csv:FILE``;
     default the demo set). ``overrides``: the options of ``zoo train`` as keywords —
     ``epochs``, ``batch_size``, ``image_size``, ``weights``, ``seed``, ``name``, ``resume``, …
-    (:class:`zoo.training.trainer.TrainOptions`). Training needs the TensorFlow backend."""
-    from zoo.console import require_tensorflow
-
+    (:class:`zoo.training.trainer.TrainOptions`). Trains on the Keras backend of the process
+    (TensorFlow, JAX or torch; ``strategy`` other than ``default`` needs TensorFlow)."""
     _import_backend()
-    require_tensorflow("zoo.train")
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training
 

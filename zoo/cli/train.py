@@ -121,9 +121,6 @@ def runtime_options(p) -> None:
 
 
 def run(args, workspace: Path) -> int:
-    from zoo.console import require_tensorflow
-
-    require_tensorflow("zoo train")  # training on JAX is the next slice
     from zoo.data.combined import join_specs
     from zoo.training.trainer import TrainOptions
     from zoo.training.trainer import train as run_training

@@ -6,10 +6,10 @@ larger than the memory budget) is read batch by batch from the memory-mapped cac
 Augmentation runs on whole batches inside the tf.data graph with Keras preprocessing layers,
 in parallel with the model, and batches are prefetched.
 
-On the TensorFlow backend both pipelines are ``tf.data``; on any other backend (JAX, …)
-:func:`inference_dataset` is a :class:`keras.utils.PyDataset` of NumPy batches, which
-``model.predict`` takes on every backend, and :func:`training_dataset` is TensorFlow's alone
-for now. TensorFlow is imported only where it is used.
+On the TensorFlow backend both pipelines are ``tf.data``; on any other backend (JAX, torch)
+they are :class:`keras.utils.PyDataset` s of NumPy batches over the same decoded pixels
+(:class:`PixelBatches`, :class:`TrainingBatches`), which ``fit`` and ``predict`` take on every
+backend. TensorFlow is imported only where it is used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import keras
 import numpy as np
 
 from zoo.data.images import DiskRows
-from zoo.errors import ZooError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -58,13 +57,20 @@ def training_dataset(
     """An endless dataset of ``(images, one_hot, weights)`` batches and the steps per epoch.
 
     ``balanced`` draws every class equally often (the effective training prior is uniform).
-    TensorFlow backend only (``tf.data``).
+    ``tf.data`` on the TensorFlow backend; a :class:`TrainingBatches` on any other.
     """
     if keras.backend.backend() != "tensorflow":
-        raise ZooError(
-            "training needs Keras' TensorFlow backend (its tf.data pipeline); this process runs "
-            f"on {keras.backend.backend()}. Run it with KERAS_BACKEND=tensorflow."
+        batches = TrainingBatches(
+            pixels,
+            labels,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            sample_weights=sample_weights,
+            augmenter=augmenter,
+            balanced=balanced,
+            seed=seed,
         )
+        return batches, len(batches)
     import tensorflow as tf
 
     n = len(labels)
@@ -133,3 +139,54 @@ class PixelBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> np.ndarray:
         start = index * self.batch_size
         return np.asarray(self.pixels[start : start + self.batch_size], dtype=np.float32)
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """The training pipeline on a backend without ``tf.data`` (JAX, torch): shuffled (a new
+    order each epoch, from ``seed`` and the epoch), or class-balanced draws, of ``(images,
+    one_hot, weights)`` NumPy batches, augmented by the same Keras layers as on TensorFlow."""
+
+    def __init__(
+        self,
+        pixels,
+        labels: np.ndarray,
+        *,
+        num_classes: int,
+        batch_size: int,
+        sample_weights: np.ndarray | None = None,
+        augmenter=None,
+        balanced: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.pixels, self.labels = pixels, np.asarray(labels)
+        self.targets = np.eye(num_classes, dtype=np.float32)[self.labels]
+        n = len(self.labels)
+        self.weights = np.ones(n, np.float32) if sample_weights is None else sample_weights
+        self.weights = np.asarray(self.weights, np.float32)
+        self.batch_size, self.augmenter = int(batch_size), augmenter
+        self.balanced, self.seed, self.epoch = balanced, seed, 0
+        self.classes = [np.flatnonzero(self.labels == c) for c in np.unique(self.labels)]
+        self._order = self._draw()
+
+    def _draw(self) -> np.ndarray:
+        """This epoch's image order: a permutation, or balanced draws (class, then image)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if not self.balanced:
+            return rng.permutation(len(self.labels))
+        picked = rng.integers(0, len(self.classes), len(self.labels))
+        return np.array([rng.choice(self.classes[c]) for c in picked], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
+        images = np.asarray(self.pixels[rows], dtype=np.float32)
+        if self.augmenter is not None:
+            images = keras.ops.convert_to_numpy(self.augmenter(images, training=True))
+        return images, self.targets[rows], self.weights[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._draw()

@@ -57,16 +57,20 @@ N_RESAMPLES = 1000  # lesion-bootstrap resamples behind the card's intervals
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of zoo, Keras, the backend library that trained (tensorflow, jax or torch)
+    and the libraries the numbers depend on."""
+    import importlib
+
     import keras
     import sklearn
-    import tensorflow as tf
 
     import zoo
 
+    backend = keras.backend.backend()
     return {
         "zoo": zoo.__version__,
         "keras": keras.__version__,
-        "tensorflow": tf.__version__,
+        backend: importlib.import_module(backend).__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "scikit-learn": sklearn.__version__,

@@ -9,11 +9,20 @@ same ``loss`` and ``accuracy`` logs. Everything else (mirrored, one device) uses
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
-def needs_custom_loop(strategy: tf.distribute.Strategy) -> bool:
+def needs_custom_loop(strategy) -> bool:
+    """Whether ``fit`` cannot drive ``strategy`` (multi-worker), so zoo's own loop runs."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
@@ -30,6 +39,8 @@ def fit_with_strategy(
     callbacks=(),
 ) -> None:
     """Train ``model`` (compiled, built under ``strategy``) on ``(x, one_hot, weight)`` batches."""
+    import tensorflow as tf
+
     per_sample = loss.__class__.from_config({**loss.get_config(), "reduction": None})
     optimizer = model.optimizer
     iterator = iter(strategy.experimental_distribute_dataset(dataset))

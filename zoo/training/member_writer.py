@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from zoo import console
+from zoo.console import escape
 from zoo.data.combined import split_counts
 from zoo.data.duplicates import public, save_hashes
 from zoo.data.pipeline import inference_dataset
@@ -289,4 +290,4 @@ def _print_summary(run: Run, info: dict, final: Path) -> None:
     console.info(
         f"best epoch {run.best_epoch} of {len(run.history)}, {run.seconds:.0f} s of training"
     )
-    console.console.print(f"Saved member [bold]{info['name']}[/bold] to {final}")
+    console.console.print(f"Saved member [bold]{info['name']}[/bold] to {escape(str(final))}")

@@ -108,7 +108,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         console.info(
             f"  epoch {row['epoch']:>3}/{self.total_epochs}  loss {row['loss']:.3f}  acc {row['accuracy']:.3f}  "
             f"val loss {row['val_loss']:.3f}  val bal-acc {row['val_balanced_accuracy']:.3f}  "
-            f"{row['images_per_second']:.0f} img/s  {row['seconds']:.0f}s {mark}"
+            f"{row['images_per_second']:.0f} img/s  {row['seconds']:.0f}s {mark}",
+            markup=True,
         )
         if self.on_checkpoint is not None:
             self.on_checkpoint(row["epoch"], row, is_best)

@@ -1,16 +1,47 @@
-"""Where training runs: mixed precision and tf.distribute strategies."""
+"""Where training runs: mixed precision and tf.distribute strategies.
+
+Every Keras backend trains on one device (the ``default`` strategy: on TensorFlow its default
+``tf.distribute`` strategy, elsewhere :class:`OneDevice`); ``mirrored`` and ``multi-worker``
+are ``tf.distribute``'s and need the TensorFlow backend. TensorFlow is imported only on it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
 from zoo.errors import ZooError
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+def on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def has_gpu() -> bool:
+    """Whether the backend computes on a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def configure_precision(mixed_precision: bool) -> str:
@@ -18,9 +49,18 @@ def configure_precision(mixed_precision: bool) -> str:
     if not mixed_precision:
         policy = "float32"
     else:
-        policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        policy = "mixed_float16" if has_gpu() else "mixed_bfloat16"
     keras.config.set_dtype_policy(policy)
     return policy
+
+
+class OneDevice:
+    """The ``default`` strategy on a backend without ``tf.distribute``: one device, one replica."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 def split_logical_cpus() -> None:
@@ -34,17 +74,31 @@ def split_logical_cpus() -> None:
             f"ZOO_LOGICAL_CPUS must be a whole number of devices; got {text!r}."
         ) from None
     if count > 1:
+        import tensorflow as tf
+
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * count
         )
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str) -> tf.distribute.Strategy | OneDevice:
     """``default`` (one device), ``mirrored`` (all GPUs of this machine, or its logical CPUs
     when there is no GPU) or ``multi-worker`` (several machines described by ``TF_CONFIG``).
     A ``TF_CONFIG`` that is set is checked here, before training, not when the member is saved."""
     tf_config()
+    if name not in STRATEGIES:
+        raise ZooError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {name!r}.")
+    if not on_tensorflow():
+        if name != "default":
+            raise ZooError(
+                f"--strategy {name} is tf.distribute's and needs Keras' TensorFlow backend; "
+                f"this process runs on {keras.backend.backend()}. Run it with "
+                "KERAS_BACKEND=tensorflow, or train on one device (--strategy default)."
+            )
+        return OneDevice()
+    import tensorflow as tf
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
