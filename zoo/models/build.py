@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import importlib
+import math
 import os
 import re
 import socket
@@ -281,3 +282,13 @@ def build_model(
 def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """The ``features`` and ``head`` parts of a model made by :func:`build_model`."""
     return model.get_layer("features"), model.get_layer("head")
+
+
+def saved_bytes(model, *, optimizer: bool = False) -> int:
+    """About how many bytes saving ``model`` writes (4 bytes a weight, ``optimizer``: its
+    variables too), for checking the free space before an HDF5 or ``.keras`` write."""
+    variables = list(model.weights)
+    if optimizer and getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    elements = sum(math.prod(v.shape) for v in variables)
+    return 4 * elements + (elements // 10)

@@ -9,6 +9,7 @@ demo set); ``docs/formats.md`` describes every file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -81,10 +82,32 @@ def atomic_write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> Path:
     return atomic_write_text(path, frame.to_csv(**kwargs))
 
 
+FREE_SPACE_MARGIN = 1 << 20  # bytes kept free beyond a writer's estimate
+
+
+def ensure_free_space(folder: Path, needed: int) -> None:
+    """An ``OSError`` (ENOSPC, naming ``folder``) when its file system has fewer than
+    ``needed`` bytes free (and a small margin): writers that cannot fail cleanly on a full disk
+    (HDF5 weights, whose half-closed file crashes the interpreter when it is freed) are not
+    started on one."""
+    if needed <= 0:
+        return
+    free = shutil.disk_usage(folder).free
+    if free < needed + FREE_SPACE_MARGIN:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free} bytes free, about {needed} needed)",
+            str(folder),
+        )
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """A temporary file name beside ``path`` for writers that need a name (numpy, keras, matplotlib)."""
+def atomic_path(path: Path, suffix: str = "", *, needs_bytes: int = 0) -> Iterator[Path]:
+    """A temporary file name beside ``path`` for writers that need a name (numpy, keras,
+    matplotlib); ``needs_bytes``: what the writer will need, checked free before it starts."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(path.parent, needs_bytes)
     tmp = _temporary_beside(path, suffix)
     try:
         yield tmp

@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from zoo.models.build import saved_bytes
 from zoo.recipes.recipe import Recipe
 from zoo.recipes.schedules import cycle_ends
 from zoo.recipes.specs import StageSpec
@@ -91,7 +92,10 @@ class ExtraMembers:
             if epoch_in_stage in ends:
                 cycle = ends.index(epoch_in_stage) + 1
                 file = SNAPSHOT_FILE.format(cycle=cycle)
-                with atomic_path(self.directory / file, suffix=".weights.h5") as tmp:
+                needs = saved_bytes(model)
+                with atomic_path(
+                    self.directory / file, suffix=".weights.h5", needs_bytes=needs
+                ) as tmp:
                     model.save_weights(tmp)
                 self.snapshots = [s for s in self.snapshots if s["cycle"] != cycle]
                 self.snapshots.append(

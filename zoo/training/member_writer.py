@@ -23,7 +23,7 @@ from zoo.console import escape
 from zoo.data.combined import split_counts
 from zoo.data.duplicates import public, save_hashes
 from zoo.data.pipeline import inference_dataset
-from zoo.models.build import weights_provenance
+from zoo.models.build import saved_bytes, weights_provenance
 from zoo.models.stock import without_optimizer
 from zoo.scoring.headline import headline_metrics
 from zoo.scoring.priors import PriorCorrection
@@ -37,7 +37,7 @@ from zoo.store import (
     predictions_frame,
     sha256_of,
 )
-from zoo.store.workspace import atomic_directory, atomic_write_text
+from zoo.store.workspace import atomic_directory, atomic_write_text, ensure_free_space
 from zoo.training.card import library_versions, model_card
 from zoo.training.partition import summed_model, summed_priors
 from zoo.training.run import ClassBalance, ResolvedRun, Run
@@ -229,6 +229,7 @@ def _write_files(
 ) -> None:
     """Every file of the member, into the folder that becomes ``members/<name>/``."""
     setup = run.setup
+    ensure_free_space(tmp, saved_bytes(answering.model))
     without_optimizer(answering.model).save(tmp / MODEL_FILE)  # optimizer state stays in runs/
     record.write(tmp / MEMBER_FILE)
     cache = PredictionCache(tmp, answering.classes)

@@ -28,7 +28,7 @@ from zoo.data.images import ImageTable, load_images
 from zoo.data.pipeline import inference_dataset, training_dataset
 from zoo.errors import ZooError
 from zoo.models.backbones import get_backbone
-from zoo.models.build import build_model, split_model
+from zoo.models.build import build_model, saved_bytes, split_model
 from zoo.recipes.recipe import Recipe
 from zoo.recipes.schedules import learning_rate
 from zoo.recipes.specs import StageSpec
@@ -469,9 +469,12 @@ def _save_checkpoint(run: Run, model, row: dict, is_best: bool, epoch: int) -> N
     run.record_epoch(row, is_best=is_best, epoch=epoch)
     directory = run.setup.directory
     if is_best:
-        with atomic_path(directory / "best.weights.h5", suffix=".weights.h5") as tmp:
+        with atomic_path(
+            directory / "best.weights.h5", suffix=".weights.h5", needs_bytes=saved_bytes(model)
+        ) as tmp:
             model.save_weights(tmp)
-    with atomic_path(directory / "checkpoint.keras", suffix=".keras") as tmp:
+    needs = saved_bytes(model, optimizer=True)
+    with atomic_path(directory / "checkpoint.keras", suffix=".keras", needs_bytes=needs) as tmp:
         model.save(tmp)
     atomic_write_json(run.setup.state_file, state_record(run, epochs_done=epoch))
 
