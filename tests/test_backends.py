@@ -263,6 +263,7 @@ def test_a_member_trained_on_jax_evaluates_there_and_predicts_the_same_on_tensor
     assert codes == [0, 0, 0]
     info = json.loads((ws / "members" / NAME / "member.json").read_text())
     assert info["training"]["backend"] == "jax" and "jax" in info["versions"]
+    assert info["training"]["machine"] and info["training"]["commit"]
     assert "tensorflow" not in info["versions"]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     truth = pd.read_csv(tmp_path / "eval" / "truth.csv").set_index("image")

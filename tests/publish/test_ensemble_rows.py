@@ -172,3 +172,18 @@ def test_gain_without_its_data_set_has_no_interval(workspace: Path, capsys):
     assert np.isnan(table.loc["mean", "ensemble_gain_low"])
     err = " ".join(capsys.readouterr().err.split())
     assert "the gain interval of mean over" in err and "cannot read data set" in err
+
+
+def test_a_runs_extra_members_share_its_training_minutes():
+    """Snapshots and the weight average of one run count its training time once."""
+    from types import SimpleNamespace
+
+    from zoo.publish.leaderboard import _run_of
+
+    def record(name: str, **extra):
+        return SimpleNamespace(name=name, extra=extra)
+
+    assert _run_of(record("a.snap2", snapshot={"run": "a"})) == "a"
+    assert _run_of(record("a.swa", swa={"run": "a"})) == "a"
+    assert _run_of(record("b")) == "b"
+    assert _run_of(record("c", snapshot="damaged")) == "c"

@@ -226,3 +226,24 @@ def test_yaml_writer_quotes_any_text():
     assert parse_subset(yaml_lines(value)) == value
     yaml = pytest.importorskip("yaml", reason="PyYAML is not a zoo dependency")
     assert yaml.safe_load("\n".join(yaml_lines(value))) == value
+
+
+def test_machine_and_commit_name_what_a_cost_was_measured_on():
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from zoo.training.card import machine, source_commit
+
+    assert machine().endswith(f", {os.cpu_count()} cores")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+    )
+    commit = source_commit()
+    if head.returncode == 0:
+        assert commit.rstrip("+") == head.stdout.strip()
+    else:
+        assert commit == "unknown"

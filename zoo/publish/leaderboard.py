@@ -191,11 +191,24 @@ def _target_facts(entry: Entry) -> dict:
         ]
     else:
         return facts
-    trained = [(m.training or {}) for m in members if m is not None]
+    present = [m for m in members if m is not None]
+    trained = [(m.training or {}) for m in present]
     if trained and all("parameters" in t and "seconds" in t for t in trained):
         facts["parameters"] = int(sum(t["parameters"] for t in trained))
-        facts["train_minutes"] = sum(t["seconds"] for t in trained) / 60
+        # a run's snapshots and weight average share its training time: counted once
+        runs = {_run_of(m): (m.training or {})["seconds"] for m in present}
+        facts["train_minutes"] = sum(runs.values()) / 60
     return facts
+
+
+def _run_of(member: MemberRecord) -> str:
+    """The training run a member came from: its own, or the run whose snapshot or weight
+    average it is (``member.json`` ``snapshot.run`` / ``swa.run``)."""
+    for key in ("snapshot", "swa"):
+        origin = member.extra.get(key)
+        if isinstance(origin, dict) and isinstance(origin.get("run"), str):
+            return origin["run"]
+    return member.name
 
 
 def row(entry: Entry) -> dict:
@@ -626,20 +639,10 @@ def _plots(entries: list[Entry], ranked: pd.DataFrame, out: Path) -> dict[str, P
 
 
 def _commit() -> str:
-    """The git commit of the zoo source, or ``unknown`` (an installed wheel)."""
-    import subprocess
+    """The git commit of the zoo source that writes the leaderboard."""
+    from zoo.training.card import source_commit
 
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+    return source_commit()
 
 
 def _confusion(entry: Entry) -> pd.DataFrame:

@@ -188,6 +188,8 @@ class MemberRecord(Record):
                 checks.count(value, f"training.{key}", null=True)
             elif key in ("seconds", "images_per_second", "inference_images_per_second"):
                 checks.number(value, f"training.{key}", low=0, null=True)
+            elif key in ("machine", "commit", "backend", "precision"):
+                checks.text(value, f"training.{key}", null=True)
         for part, scores in (self.metrics or {}).items():
             if part in ("val", "test"):
                 _check_headline(scores, f"metrics.{part}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 from pathlib import Path
@@ -54,6 +55,48 @@ DATA_TERMS = {
 NON_COMMERCIAL = ("cc-by-nc-4.0",)
 FEW_TRAINING_IMAGES = 100  # a class with fewer training images is named under Limitations
 N_RESAMPLES = 1000  # lesion-bootstrap resamples behind the card's intervals
+
+
+def source_commit() -> str:
+    """The git commit of the zoo source (short, ``+`` when it has uncommitted changes), or
+    ``unknown`` (an installed wheel)."""
+    import subprocess
+
+    folder = Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", str(folder)],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
+def machine() -> str:
+    """The processor and its cores, as a reader of a training cost needs them."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def library_versions() -> dict[str, str]:

@@ -38,7 +38,7 @@ from zoo.store import (
     sha256_of,
 )
 from zoo.store.workspace import atomic_directory, atomic_write_text, ensure_free_space
-from zoo.training.card import library_versions, model_card
+from zoo.training.card import library_versions, machine, model_card, source_commit
 from zoo.training.partition import summed_model, summed_priors
 from zoo.training.run import ClassBalance, ResolvedRun, Run
 from zoo.training.runtime import is_chief
@@ -194,6 +194,8 @@ def _training_record(run: Run, model, inference_rate: float) -> dict:
         "replicas": run.replicas,
         "precision": run.precision,
         "backend": console.keras_backend(),
+        "machine": machine(),
+        "commit": source_commit(),
     }
     if run.history and "image_size" in run.history[0]:  # progressive resizing
         record["image_sizes"] = [r["image_size"] for r in run.history]
