@@ -15,7 +15,7 @@ import pytest
 from conftest import DEMO_MEMBER, write_image
 from faultkit import assert_refused, half_written, run_cli, snapshot
 
-SIZE_MB = 48
+SIZE_MB = 128  # room for the copied workspace and a second training run once space is freed
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,10 @@ def full_workspace(small_disk, trained_workspace, tmp_path):
 
     ws = small_disk / "ws"
     shutil.rmtree(ws, ignore_errors=True)
-    shutil.copytree(trained_workspace, ws, ignore=shutil.ignore_patterns("evaluations"))
+    # the member and its data only: other tests leave caches and exports in the shared workspace
+    shutil.copytree(
+        trained_workspace, ws, ignore=shutil.ignore_patterns("evaluations", "cache", "exports")
+    )
     console.set_quiet(True)
     try:
         from zoo.cli.main import main
