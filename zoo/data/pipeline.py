@@ -175,7 +175,11 @@ class TrainingBatches(keras.utils.PyDataset):
         if not self.balanced:
             return rng.permutation(len(self.labels))
         picked = rng.integers(0, len(self.classes), len(self.labels))
-        return np.array([rng.choice(self.classes[c]) for c in picked], dtype=np.int64)
+        order = np.empty(len(self.labels), dtype=np.int64)
+        for c, members in enumerate(self.classes):  # one draw per class, not per image
+            chosen = picked == c
+            order[chosen] = members[rng.integers(0, len(members), chosen.sum())]
+        return order
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)

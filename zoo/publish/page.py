@@ -149,7 +149,7 @@ def number(value, digits: int = 3, *, signed: bool = False) -> str:
     return "–" if _missing(value) else f"{value:{'+' if signed else ''}.{digits}f}"
 
 
-def _cell(
+def cell(
     value, *, label: str, digits: int = 3, interval=None, text: bool = False, signed=False
 ) -> str:
     if text:
@@ -176,7 +176,7 @@ def ranking_table(ranked: pd.DataFrame) -> str:
         for c in RANKING:
             interval = (r[c.interval[0]], r[c.interval[1]]) if c.interval else None
             cells.append(
-                _cell(
+                cell(
                     r[c.key],
                     label=c.header,
                     digits=c.digits,
@@ -213,11 +213,11 @@ def class_table(metrics: dict, rates: dict) -> str:
     for c in metrics["classes"]:
         rows.append(
             "<tr>"
-            + _cell(c, label="class", text=True)
-            + _cell(metrics["class_counts"][c], label="n", digits=0)
-            + _cell(rates["sensitivity"][c], label="sens.", interval=rates["sensitivity_ci95"][c])
-            + _cell(rates["specificity"][c], label="spec.", interval=rates["specificity_ci95"][c])
-            + _cell(per["auc"][c], label="AUC", interval=ci.get(c))
+            + cell(c, label="class", text=True)
+            + cell(metrics["class_counts"][c], label="n", digits=0)
+            + cell(rates["sensitivity"][c], label="sens.", interval=rates["sensitivity_ci95"][c])
+            + cell(rates["specificity"][c], label="spec.", interval=rates["specificity_ci95"][c])
+            + cell(per["auc"][c], label="AUC", interval=ci.get(c))
             + "</tr>"
         )
     return f'<table class="compact"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -247,11 +247,11 @@ def points_table(metrics: dict) -> str:
     head = "".join(f'<th class="{"text" if i < 2 else ""}">{h}</th>' for i, h in enumerate(headers))
     rows = [
         "<tr>"
-        + _cell(p["class"], label="class", text=True)
-        + _cell(_rule(p), label="chosen", text=True)
-        + _cell(p["threshold"], label="threshold", digits=4)
-        + _cell(p["sensitivity"], label="sens.", interval=p.get("sensitivity_ci95"))
-        + _cell(p["specificity"], label="spec.", interval=p.get("specificity_ci95"))
+        + cell(p["class"], label="class", text=True)
+        + cell(_rule(p), label="chosen", text=True)
+        + cell(p["threshold"], label="threshold", digits=4)
+        + cell(p["sensitivity"], label="sens.", interval=p.get("sensitivity_ci95"))
+        + cell(p["specificity"], label="spec.", interval=p.get("specificity_ci95"))
         + "</tr>"
         for p in points
     ]

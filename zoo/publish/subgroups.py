@@ -10,17 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.evaluation.subgroups import METRICS, SHORT, melanoma_text, write_forest
-from zoo.publish.page import figure
+from zoo.publish.page import cell, figure
 
 
-def _cell(value, interval, label: str) -> str:
-    tag = f'<td data-label="{html.escape(label)}"'
-    if value is None:
-        return f"{tag}>–</td>"
-    shown = f"{value:+.3f}" if interval is not None and value < 0 else f"{value:.3f}"
-    if interval:
-        shown += f' <span class="ci">({interval[0]:.3f}–{interval[1]:.3f})</span>'
-    return f'{tag} data-value="{value:.6g}">{shown}</td>'
+def _cell(value, interval, label: str, *, signed: bool = False) -> str:
+    """The page's number cell (:func:`zoo.publish.page.cell`)."""
+    return cell(value, label=label, interval=interval, signed=signed)
 
 
 def subgroup_html_table(section: dict) -> str:
@@ -48,7 +43,7 @@ def subgroup_html_table(section: dict) -> str:
         gaps = block.get("gaps") or {}
         if any(gaps.values()):
             cells = "".join(
-                _cell(g["value"], g["ci95"], label) if g else f'<td data-label="{label}">–</td>'
+                _cell(g["value"] if g else None, g and g["ci95"], label, signed=True)
                 for g, label in zip((gaps.get(m) for m in METRICS), SHORT, strict=True)
             )
             rows.append(
