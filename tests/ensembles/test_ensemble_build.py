@@ -570,9 +570,8 @@ def test_cli_builds_and_prints_the_table(ws, capsys):
     assert sum(info["weights"].values()) == pytest.approx(1)
 
 
-def test_an_ensemble_that_reduces_to_one_member_says_so(tmp_path, capsys):
-    """Greedy selection keeps only a member that is perfect on validation: the build prints
-    one note naming it, ensemble.json and the card record it, and the predictions are its."""
+def good_and_poor(tmp_path) -> tuple[Path, Path]:
+    """A member perfect on validation and a poor one, and a greedy definition of both."""
     ws = tmp_path / "ws"
     ws.mkdir()
     data = write_dataset(ws)
@@ -580,6 +579,13 @@ def test_an_ensemble_that_reduces_to_one_member_says_so(tmp_path, capsys):
     make_member(ws, "good", data=data, val=perfect, test=M1_TEST)
     make_member(ws, "poor", data=data, val=M2_VAL, test=M2_TEST)
     spec = write_spec(ws, 'members = ["*"]\ncombine = "greedy"\nprior_correction = false\n')
+    return ws, spec
+
+
+def test_an_ensemble_that_reduces_to_one_member_says_so(tmp_path, capsys):
+    """Greedy selection keeps only a member that is perfect on validation: the build prints
+    one note naming it, ensemble.json and the card record it, and the predictions are its."""
+    ws, spec = good_and_poor(tmp_path)
     assert main(["ensemble", "build", str(spec), "--workspace", str(ws)]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if "all its weight" in line]
     assert notes == [
@@ -593,6 +599,18 @@ def test_an_ensemble_that_reduces_to_one_member_says_so(tmp_path, capsys):
     np.testing.assert_allclose(test.to_numpy(), M1_TEST, atol=1e-9)
     mean = write_spec(ws, 'members = ["*"]\ncombine = "mean"\n', name="both")
     assert info_of(build_ensemble(mean, workspace=ws))["reduces_to"] is None
+
+
+def test_members_of_weight_0_are_listed_but_not_counted(tmp_path):
+    """ensemble.json keeps the candidate greedy dropped (weight 0); the members the ensemble
+    uses, and the count its card gives, leave it out."""
+    ws, spec = good_and_poor(tmp_path)
+    built = build_ensemble(spec, workspace=ws)
+    record = EnsembleTarget.from_path(built, workspace=ws).record
+    assert record.member_names == ["good", "poor"] and record.weights["poor"] == 0
+    assert record.used_member_names == ["good"]
+    card = (built / "card.md").read_text()
+    assert "A greedy ensemble of 1 member; poor got weight 0." in card
 
 
 def test_cli_glob_matching_nothing_exits_2(ws, capsys):

@@ -57,12 +57,12 @@ def write_evaluation(ws: Path, folder: str, target: str, kind: str, probs, *, pr
     (out / "metrics.json").write_text(json.dumps(metrics))
 
 
-def write_member(ws: Path, name: str) -> None:
+def write_member(ws: Path, name: str, **extra) -> None:
     folder = ws / "members" / name
     folder.mkdir(parents=True)
     split = {"ids": {"train": [], "val": [], "test": IDS}}
     (folder / "member.json").write_text(
-        json.dumps({"name": name, "classes": CLASSES, "split": split})
+        json.dumps({"name": name, "classes": CLASSES, "split": split, **extra})
     )
 
 
@@ -187,3 +187,29 @@ def test_a_runs_extra_members_share_its_training_minutes():
     assert _run_of(record("a.swa", swa={"run": "a"})) == "a"
     assert _run_of(record("b")) == "b"
     assert _run_of(record("c", snapshot="damaged")) == "c"
+
+
+def test_an_ensembles_cost_is_over_the_members_of_weight_above_0(workspace: Path):
+    """Greedy keeps every candidate in ensemble.json, the dropped ones with weight 0: they
+    add no parameters, training minutes or inference time (b.snap shares run b's minutes)."""
+    costs = {  # member: parameters, training seconds, images/s
+        "u": (1000, 600, 100.0),
+        "v": (2000, 1200, 50.0),
+        "v.snap": (2000, 1200, 50.0),
+        "unused": (9000, 6000, 10.0),
+    }
+    for seed, (name, (parameters, seconds, speed)) in enumerate(costs.items(), start=3):
+        training = {"parameters": parameters, "seconds": seconds}
+        training["inference_images_per_second"] = speed
+        snapshot = {"snapshot": {"run": "v"}} if name == "v.snap" else {}
+        write_member(workspace, name, training=training, **snapshot)
+        write_evaluation(workspace, f"{name}-test", name, "member", probabilities(seed, 0.3))
+    weights = {"u": 0.5, "v": 0.25, "v.snap": 0.25, "unused": 0.0}
+    write_ensemble(workspace, "sparse", weights)
+    write_evaluation(workspace, "sparse-test", "sparse", "ensemble", (2 * A + B) / 3)
+
+    out = publish_leaderboard(workspace, out=workspace / "board")
+    sparse = pd.read_csv(out / "leaderboard.csv").set_index("entry").loc["sparse"]
+    assert sparse["parameters"] == 1000 + 2000 + 2000
+    assert sparse["train_minutes"] == pytest.approx((600 + 1200) / 60)
+    assert sparse["images_per_second"] == pytest.approx(1 / (1 / 100 + 1 / 50 + 1 / 50))

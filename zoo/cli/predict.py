@@ -34,6 +34,12 @@ def add_options(sub) -> None:
     )
     p.add_argument("--target-priors", metavar="FILE|uniform", help=PRIORS_HELP)
     p.add_argument(
+        "--metadata",
+        metavar="FILE.csv",
+        help="age, sex and anatomical site per image (columns image, age, sex, site; HAM10000 "
+        "and ISIC names too), for members that read them; missing values are allowed",
+    )
+    p.add_argument(
         "--no-calibration",
         action="store_true",
         help="uncalibrated probabilities (default: the target's stored calibration, where it "
@@ -61,4 +67,5 @@ def run(args, workspace: Path) -> int:
         out=args.out,
         ood_scores=args.ood_scores,
         calibrated=not args.no_calibration,
+        metadata=args.metadata,
     )

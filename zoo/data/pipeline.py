@@ -53,10 +53,12 @@ def training_dataset(
     augmenter=None,
     balanced: bool = False,
     seed: int = 0,
+    metadata: np.ndarray | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """An endless dataset of ``(images, one_hot, weights)`` batches and the steps per epoch.
 
     ``balanced`` draws every class equally often (the effective training prior is uniform).
+    With ``metadata`` (one encoded row per image) the inputs are ``{"image", "metadata"}``.
     ``tf.data`` on the TensorFlow backend; a :class:`TrainingBatches` on any other.
     """
     if keras.backend.backend() != "tensorflow":
@@ -69,6 +71,7 @@ def training_dataset(
             augmenter=augmenter,
             balanced=balanced,
             seed=seed,
+            metadata=metadata,
         )
         return batches, len(batches)
     import tensorflow as tf
@@ -96,31 +99,59 @@ def training_dataset(
         batch = tf.cast(read(idx), tf.float32)
         return batch, tf.gather(targets, idx), tf.gather(weights, idx)
 
-    dataset = indices.batch(batch_size, drop_remainder=False).map(
-        gather, num_parallel_calls=tf.data.AUTOTUNE
-    )
+    dataset = indices.batch(batch_size, drop_remainder=False)
+    dataset = dataset.map(_with_metadata(gather, metadata), num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None:
         dataset = dataset.map(
-            lambda x, y, w: (augmenter(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE
+            lambda x, y, w: (_augmented(augmenter, x), y, w), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
 
 
-def inference_dataset(pixels: np.ndarray, *, batch_size: int) -> tf.data.Dataset | PixelBatches:
-    """Batches of float32 images in order (no labels), for ``model.predict``: ``tf.data``,
-    prefetched, on the TensorFlow backend; a :class:`PixelBatches` on any other."""
+def _with_metadata(gather, metadata: np.ndarray | None):
+    """A graph function of row indices: ``gather``'s result, its images joined by the rows'
+    ``metadata`` as ``{"image", "metadata"}`` when there is metadata."""
+    if metadata is None:
+        return gather
+    import tensorflow as tf
+
+    table = tf.constant(np.asarray(metadata, np.float32))
+
+    def joined(idx):
+        images, *rest = gather(idx)
+        return ({"image": images, "metadata": tf.gather(table, idx)}, *rest)
+
+    return joined
+
+
+def _augmented(augmenter, x):
+    """The batch's images augmented (a batch with metadata keeps its metadata as it is)."""
+    if isinstance(x, dict):
+        return {**x, "image": augmenter(x["image"], training=True)}
+    return augmenter(x, training=True)
+
+
+def model_inputs(images, metadata: np.ndarray | None):
+    """What a model takes for a batch: the images, or ``{"image", "metadata"}``."""
+    return images if metadata is None else {"image": images, "metadata": metadata}
+
+
+def inference_dataset(
+    pixels: np.ndarray, *, batch_size: int, metadata: np.ndarray | None = None
+) -> tf.data.Dataset | PixelBatches:
+    """Batches of float32 images in order (no labels), for ``model.predict`` (with
+    ``metadata``: ``{"image", "metadata"}`` batches): ``tf.data``, prefetched, on the
+    TensorFlow backend; a :class:`PixelBatches` on any other."""
     if keras.backend.backend() != "tensorflow":
-        return PixelBatches(pixels, batch_size=batch_size)
+        return PixelBatches(pixels, batch_size=batch_size, metadata=metadata)
     import tensorflow as tf
 
     read = _gather(pixels)
+    images = _with_metadata(lambda idx: (tf.cast(read(idx), tf.float32),), metadata)
     return (
         tf.data.Dataset.range(len(pixels))
         .batch(batch_size)
-        .map(
-            lambda idx: tf.cast(read(idx), tf.float32),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        .map(lambda idx: images(idx)[0], num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -129,16 +160,17 @@ class PixelBatches(keras.utils.PyDataset):
     """Decoded uint8 ``pixels`` (an array or :class:`~zoo.data.images.DiskRows`) as float32
     NumPy batches in order: what ``model.predict`` reads on a backend without ``tf.data``."""
 
-    def __init__(self, pixels, *, batch_size: int):
+    def __init__(self, pixels, *, batch_size: int, metadata: np.ndarray | None = None):
         super().__init__()
-        self.pixels, self.batch_size = pixels, int(batch_size)
+        self.pixels, self.batch_size, self.metadata = pixels, int(batch_size), metadata
 
     def __len__(self) -> int:
         return math.ceil(len(self.pixels) / self.batch_size)
 
-    def __getitem__(self, index: int) -> np.ndarray:
-        start = index * self.batch_size
-        return np.asarray(self.pixels[start : start + self.batch_size], dtype=np.float32)
+    def __getitem__(self, index: int):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        images = np.asarray(self.pixels[rows], dtype=np.float32)
+        return model_inputs(images, None if self.metadata is None else self.metadata[rows])
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -157,9 +189,10 @@ class TrainingBatches(keras.utils.PyDataset):
         augmenter=None,
         balanced: bool = False,
         seed: int = 0,
+        metadata: np.ndarray | None = None,
     ):
         super().__init__()
-        self.pixels, self.labels = pixels, np.asarray(labels)
+        self.pixels, self.labels, self.metadata = pixels, np.asarray(labels), metadata
         self.targets = np.eye(num_classes, dtype=np.float32)[self.labels]
         n = len(self.labels)
         self.weights = np.ones(n, np.float32) if sample_weights is None else sample_weights
@@ -189,7 +222,8 @@ class TrainingBatches(keras.utils.PyDataset):
         images = np.asarray(self.pixels[rows], dtype=np.float32)
         if self.augmenter is not None:
             images = keras.ops.convert_to_numpy(self.augmenter(images, training=True))
-        return images, self.targets[rows], self.weights[rows]
+        metadata = None if self.metadata is None else self.metadata[rows]
+        return model_inputs(images, metadata), self.targets[rows], self.weights[rows]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

@@ -132,6 +132,7 @@ class Model:
         ood_scores: bool = False,
         calibrated: bool = True,
         progress: bool = False,
+        metadata=None,
     ) -> pd.DataFrame:
         """Class probabilities of ``images``, exactly as ``zoo predict`` computes them.
 
@@ -148,6 +149,10 @@ class Model:
         image gives the same numbers, except that for a member without border cropping a JPEG
         file over twice the input size is decoded by libjpeg at a reduced scale (as ``zoo
         predict`` does), so pixels decoded from it at full size can differ slightly.
+
+        ``metadata``, for a target whose members read age, sex and site beside the image: a
+        list of dicts (one per image, in order; keys ``age``, ``sex``, ``site``), a DataFrame
+        indexed by row name, or the path of a CSV as ``zoo predict --metadata`` reads it.
         """
         import_backend()
         from zoo.deploy.predict import target_predictions
@@ -168,6 +173,7 @@ class Model:
         from zoo.inference.tta import parse_tta
 
         sources = image_sources(images)
+        table = metadata_table(metadata, sources)
         with quietly(progress):
             scheme = parse_tta(tta if tta is not None else self.target.default_tta)
             priors = prior_settings(
@@ -184,11 +190,35 @@ class Model:
                 priors=priors,
                 ood=ood_scores,
                 workspace=self.workspace,
+                metadata=table,
             )
         classes = [str(c) for c in self.target.classes]
         frame[TOP_CLASS] = frame[classes].idxmax(axis=1)
         frame.attrs["notes"] = list(priors.notes)  # what the command line would have printed
         return frame
+
+
+def metadata_table(metadata, sources: list) -> pd.DataFrame | None:
+    """``Model.predict``'s ``metadata`` as a table indexed by row name; else a ZooError."""
+    import pandas as pd
+
+    from zoo.data.metadata import read_metadata_csv
+    from zoo.inference.target import source_names
+
+    if metadata is None or isinstance(metadata, pd.DataFrame):
+        return metadata
+    if isinstance(metadata, str | os.PathLike):
+        return read_metadata_csv(metadata)
+    if isinstance(metadata, list | tuple) and all(isinstance(m, dict) for m in metadata):
+        if len(metadata) != len(sources):
+            raise ZooError(
+                f"metadata: {len(metadata)} row(s) for {len(sources)} image(s); give one per image."
+            )
+        return pd.DataFrame(list(metadata), index=source_names(sources))
+    raise ZooError(
+        "metadata: expected a list of dicts (one per image), a DataFrame or a CSV path; got "
+        f"{type(metadata).__name__}."
+    )
 
 
 def load(name_or_path: str | os.PathLike, workspace: str | os.PathLike | None = None) -> Model:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from zoo import console
+from zoo.data.metadata import read_metadata_csv
 from zoo.data.sources import IMAGE_EXTENSIONS, collect_images
 from zoo.ensembles.targets import Target, resolve_target
 from zoo.errors import ZooError
@@ -37,8 +38,10 @@ def predict_command(
     out: str | Path | None = None,
     ood_scores: bool = False,
     calibrated: bool = True,
+    metadata: str | Path | None = None,
 ) -> int:
     """``zoo predict TARGET PATH…``: ISIC CSV of class probabilities to ``out`` or stdout.
+    ``metadata``: a CSV of age, sex and site per image, for targets whose members read them.
 
     ``tta`` None: the target's own; ``prior_correction`` None: the target's own, False: raw
     outputs (as in :func:`zoo.evaluation.evaluate.prior_settings`). With ``out``
@@ -57,12 +60,19 @@ def predict_command(
         calibrated=calibrated,
     )
     files = collect_images(paths)
+    table = read_metadata_csv(metadata) if metadata is not None else None
     if out is not None:
         check_out(Path(out), files, workspace=workspace)
     to_stdout = out is None
     with console.stdout_reserved(to_stdout):  # stdout carries the CSV alone
         frame = target_predictions(
-            target, files, tta=scheme, priors=priors, ood=ood_scores, workspace=workspace
+            target,
+            files,
+            tta=scheme,
+            priors=priors,
+            ood=ood_scores,
+            workspace=workspace,
+            metadata=table,
         )
     for note in priors.notes:
         if to_stdout:  # keep the CSV on stdout clean
@@ -85,7 +95,7 @@ def predict_command(
         text=text,
         n_images=len(frame),
         frame_columns=list(frame.columns),
-    ) | {"ood_scores": bool(ood_scores)}
+    ) | {"ood_scores": bool(ood_scores), "metadata": None if metadata is None else str(metadata)}
     try:
         atomic_write_text(out, text)
         atomic_write_json(sidecar_path(out), record)
@@ -103,6 +113,7 @@ def target_predictions(
     priors: PriorSettings,
     ood: bool = False,
     workspace: Path | None = None,
+    metadata: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """What ``zoo predict`` writes for ``images`` (files, or images in memory as
     :meth:`zoo.inference.target.MemberTarget.predict_files` takes them): the target's probabilities
@@ -113,7 +124,9 @@ def target_predictions(
     ``ood_msp`` and ``ood_energy`` follow the classes, then ``ood_mahalanobis`` and
     ``ood_flag`` (1: below the threshold chosen on validation) where the target's training
     images can be read (:mod:`zoo.inference.ood_features`; a note in ``priors.notes`` otherwise)."""
-    frame = target.predict_files(images, tta=tta.spec, prior_correction=priors.correct)
+    frame = target.predict_files(
+        images, tta=tta.spec, prior_correction=priors.correct, metadata=metadata
+    )
     frame = priors.served(frame)
     point = flag_operating_point(target, tta, priors)
     if isinstance(point, str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.store import EnsembleRecord
 from zoo.store.calibration import read_calibration
 from zoo.training.card import (
     CODE_LICENSE,
@@ -124,7 +125,7 @@ def ensemble_card(info: dict) -> str:
         *front_matter_lines(ensemble_front_matter(info)),
         f"# {info['name']}",
         "",
-        info.get("description") or f"A {info['rule']} ensemble of {len(info['members'])} members.",
+        info.get("description") or _default_description(info),
         "",
         "## Intended use",
         "Research on skin-lesion classification and ensembling. **Not for diagnosis**: it has not "
@@ -162,6 +163,14 @@ def ensemble_card(info: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _default_description(info: dict) -> str:
+    """``A greedy ensemble of 2 members; c, d got weight 0.``: counts the members it uses."""
+    used = EnsembleRecord.from_dict(info).used_member_names
+    unused = [m["name"] for m in info["members"] if m["name"] not in used]
+    dropped = f"; {', '.join(unused)} got weight 0" if unused else ""
+    return f"A {info['rule']} ensemble of {len(used)} member{'s' * (len(used) != 1)}{dropped}."
 
 
 def reduction_note(info: dict) -> str:

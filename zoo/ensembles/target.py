@@ -181,16 +181,22 @@ class EnsembleTarget:
         return out
 
     def predict_files(
-        self, paths: Sequence[Path], *, tta: str, prior_correction: bool
+        self,
+        paths: Sequence[Path],
+        *,
+        tta: str,
+        prior_correction: bool,
+        metadata: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """Ensemble probabilities for image files (index = file stem, as the members give it)."""
+        """Ensemble probabilities for image files (index = file stem, as the members give it);
+        ``metadata`` goes to the members that read it."""
         from zoo.inference.target import MemberTarget
 
         index: list[pd.Index] = []
 
         def member_output(member: Member) -> pd.DataFrame:
             frame = MemberTarget.from_path(member.path).predict_files(
-                paths, tta=tta, prior_correction=False
+                paths, tta=tta, prior_correction=False, metadata=metadata
             )
             if not index:
                 index.append(frame.index)

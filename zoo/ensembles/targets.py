@@ -60,10 +60,16 @@ class Target(Protocol):
         ...
 
     def predict_files(
-        self, paths: Sequence[Path], *, tta: str, prior_correction: bool
+        self,
+        paths: Sequence[Path],
+        *,
+        tta: str,
+        prior_correction: bool,
+        metadata: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Class probabilities for image files outside any data set (index = file stem); also
-        for images in memory (file objects, PIL images, uint8 arrays: ``image<position>``)."""
+        for images in memory (file objects, PIL images, uint8 arrays: ``image<position>``).
+        ``metadata`` (age, sex, site by image name) goes to members that read it."""
         ...
 
 

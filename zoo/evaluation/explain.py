@@ -183,6 +183,7 @@ def explain_target(target, paths: Sequence[Path], *, method: str, class_name: st
     """``(maps, images, frame)``: maps ``(N, H, W)``, the pixels shown under them, and
     ``image, method, class, probability`` per file: the explained class is the target's
     prediction (with its prior correction, without TTA) unless ``class_name`` is given."""
+    from zoo.inference.members import require_image_only
     from zoo.inference.target import decode_files, image_names, load_model
 
     classes = [str(c) for c in target.classes]
@@ -191,6 +192,7 @@ def explain_target(target, paths: Sequence[Path], *, method: str, class_name: st
             f"--class {class_name!r} is not a class of {target.name}; choose one of {', '.join(classes)}."
         )
     wanted = None if class_name is None else classes.index(class_name)
+    require_image_only(target, "zoo explain")
     members = [target.member] if target.kind == "member" else list(target.members)
     weights = (
         [1.0] if target.kind == "member" else [target.weights.get(m.name, 0.0) for m in members]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from zoo.data.metadata import UNKNOWN, age_years, sex_values, text_values
 from zoo.scoring.metrics import argmax_labels, bootstrap_statistics
 from zoo.scoring.operating_points import SERVED_POINT, parse_operating_point
 
@@ -40,8 +41,7 @@ MIN_MELANOMA_LESIONS = 10  # below: no melanoma AUC or sensitivity
 MIN_OTHER_LESIONS = 10  # lesions without melanoma; below: no melanoma AUC or specificity
 RARE_SITE_IMAGES = 30  # a site with fewer images, or fewer lesions, joins "other"
 RARE_SITE_LESIONS = 10
-UNKNOWN, OTHER = "unknown", "other"
-MISSING = frozenset({"", "unknown", "nan", "none", "na", "n/a", "null", "?"})
+OTHER = "other"
 AGE_BANDS = ("<30", "30-49", "50-69", ">=70")
 AGE_EDGES = (-np.inf, 30, 50, 70, np.inf)
 # how a diagnosis was confirmed: HAM10000's dx_type and the ISIC archive's wording
@@ -62,30 +62,20 @@ ORDER = {
 # --- subgroups ------------------------------------------------------------------------------
 
 
-def _text(values: pd.Series) -> pd.Series:
-    """Lower-case, stripped text; missing values read ``unknown``."""
-    text = values.fillna("").astype(str).str.strip().str.lower()
-    return text.where(~text.isin(MISSING), UNKNOWN)
-
-
-def _sex(values: pd.Series) -> pd.Series:
-    return _text(values).replace({"m": "male", "f": "female"})
-
-
 def _age(values: pd.Series) -> pd.Series:
-    years = pd.to_numeric(values, errors="coerce")
+    years = age_years(values)
     bands = pd.cut(years, bins=list(AGE_EDGES), right=False, labels=list(AGE_BANDS))
-    return bands.astype(object).where(years.notna() & (years >= 0), UNKNOWN)
+    return bands.astype(object).where(years.notna(), UNKNOWN)
 
 
 def _confirmation(values: pd.Series) -> pd.Series:
-    return _text(values).map(lambda v: next((n for k, n in CONFIRMATIONS if k in v), v))
+    return text_values(values).map(lambda v: next((n for k, n in CONFIRMATIONS if k in v), v))
 
 
 def _site(values: pd.Series, lesions: pd.Series) -> tuple[pd.Series, dict[str, int]]:
     """Sites with fewer than :data:`RARE_SITE_IMAGES` images or :data:`RARE_SITE_LESIONS`
     lesions become ``other``; returns the sites and ``{rare site: images}``."""
-    site = _text(values)
+    site = text_values(values)
     known = site[site != UNKNOWN]
     images = known.value_counts()
     lesion_counts = lesions.loc[known.index].groupby(known).nunique()
@@ -103,7 +93,7 @@ def subgroup_labels(
     """Each image's subgroup per variable that ``metadata`` (the data set's metadata columns,
     indexed by image id) holds with at least one known value; and the sites grouped as
     ``other`` with their images. ``lesions``: the lesion of each image."""
-    readers = {"sex": _sex, "age": _age, "confirmation": _confirmation}
+    readers = {"sex": sex_values, "age": _age, "confirmation": _confirmation}
     labels, rare = {}, {}
     for column in ("sex", "age", "site", "confirmation"):
         if column not in metadata.columns:

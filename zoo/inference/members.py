@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.metadata import MetadataEncoding
 from zoo.errors import ZooError
 from zoo.store import MEMBER_FILE, MODEL_FILE, Layout, MemberRecord, PredictionCache
 from zoo.store import predictions_file as _predictions_file
@@ -33,8 +34,25 @@ class Member:
 
     @cached_property
     def record(self) -> MemberRecord:
-        """``member.json`` (:class:`zoo.store.MemberRecord`); damaged: a one-line ZooError."""
-        return MemberRecord.load(self.path / MEMBER_FILE)
+        """``member.json`` (:class:`zoo.store.MemberRecord`), its metadata inputs checked too;
+        damaged: a one-line ZooError."""
+        record = MemberRecord.load(self.path / MEMBER_FILE)
+        self._metadata_encoding(record)
+        return record
+
+    def _metadata_encoding(self, record: MemberRecord) -> MetadataEncoding | None:
+        raw = record.metadata_inputs
+        if raw is None:
+            return None
+        try:
+            return MetadataEncoding.from_dict(raw)
+        except ValueError as exc:
+            raise self.damaged(str(exc)) from None
+
+    @property
+    def metadata_encoding(self) -> MetadataEncoding | None:
+        """How the member's head reads per-image metadata, or None when it reads none."""
+        return self._metadata_encoding(self.record)
 
     @cached_property
     def info(self) -> dict:
@@ -98,10 +116,27 @@ class Member:
         problem = model_file_problem(file)
         if problem is None:
             try:
-                return keras.saving.load_model(file, safe_mode=True)
+                model = keras.saving.load_model(file, safe_mode=True)
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 problem = f"Keras cannot load it: {str(exc).splitlines()[0][:200]}"
+            else:
+                problem = self._metadata_mismatch(model)
+                if problem is None:
+                    return model
         raise ZooError(f"{file}: {problem}; retrain the member or restore that file.")
+
+    def _metadata_mismatch(self, model) -> str | None:
+        """Why the model's metadata input does not fit ``member.json``'s, or None."""
+        from zoo.models.build import metadata_width
+
+        encoding = self.metadata_encoding
+        expected, found = (encoding.width if encoding else 0), metadata_width(model)
+        if expected == found:
+            return None
+        return (
+            f"its metadata input has {found} column(s) but member.json's metadata_inputs "
+            f"describes {expected}"
+        )
 
     def predictions_file(self, key: str) -> Path:
         return _predictions_file(self.path, key)
@@ -148,3 +183,17 @@ def _unsafe_part(config) -> str | None:
 def list_members(workspace: Path) -> list[Member]:
     """Every complete member in the workspace, by name."""
     return [Member(p) for p in Layout(workspace).member_folders()]
+
+
+def require_image_only(target, what: str) -> None:
+    """Refuse a target (member or ensemble) with a member that reads per-image metadata,
+    where ``what`` (a command) feeds the network images alone: a one-line ZooError."""
+    members = [target.member] if target.kind == "member" else list(target.members)
+    for member in members:
+        encoding = member.metadata_encoding
+        if encoding is not None:
+            raise ZooError(
+                f"member {member.name} reads {', '.join(encoding.fields)} beside the image, and "
+                f"{what} feeds images only; use zoo predict --metadata FILE.csv or the Python "
+                "API's predict(..., metadata=...)."
+            )

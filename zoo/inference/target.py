@@ -35,6 +35,7 @@ from zoo.inference.members import Member
 from zoo.inference.tta import TTAScheme, parse_tta, predict_tta
 from zoo.scoring.priors import PriorCorrection
 from zoo.store import MODEL_FILE, Layout, file_sha256, predictions_frame
+from zoo.store.hashes import predictions_digest
 
 MODEL_BATCH = 128  # images per model call, views included (never below 64 for n_views <= 64)
 PROGRESS_STEP = 1024  # original images per progress-bar step
@@ -68,9 +69,15 @@ def clear_model_cache() -> None:
 
 
 def run_model(
-    model, pixels: np.ndarray, scheme: TTAScheme, *, batch_size: int = MODEL_BATCH
+    model,
+    pixels: np.ndarray,
+    scheme: TTAScheme,
+    *,
+    batch_size: int = MODEL_BATCH,
+    metadata: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities ``(N, K)`` of decoded ``pixels`` under ``scheme``, with progress.
+    """Class probabilities ``(N, K)`` of decoded ``pixels`` (and their encoded ``metadata``,
+    for a model that reads it) under ``scheme``, with progress.
 
     The model sees about ``batch_size`` images per call: ``batch_size // n_views`` originals,
     each expanded into all of its views.
@@ -85,7 +92,8 @@ def run_model(
         task = bar.add_task(f"predicting ({scheme.spec})", total=n, status="")
         for start in range(0, n, step):
             chunk = pad_rows(pixels[start : start + step], per_call)
-            probs = predict_tta(model, chunk, scheme, batch_size=per_call)
+            rows = None if metadata is None else pad_rows(metadata[start : start + step], per_call)
+            probs = predict_tta(model, chunk, scheme, batch_size=per_call, metadata=rows)
             out.append(probs[: min(step, n - start)])
             bar.advance(task, len(out[-1]))
     return np.concatenate(out, axis=0)
@@ -146,14 +154,23 @@ def cache_key(member: Member, dataset: Dataset, part: str, scheme: TTAScheme) ->
     return base if scheme.kind == "none" else f"{base}.{scheme.name}"
 
 
+def metadata_inputs(member: Member, dataset: Dataset, ids: Sequence[str]) -> np.ndarray | None:
+    """The encoded metadata of ``ids`` for a member that reads it, else None."""
+    encoding = member.metadata_encoding
+    return None if encoding is None else encoding.encode(dataset.metadata(ids))
+
+
 def cached_probabilities(
-    member: Member, key: str, ids: Sequence[str], scheme: TTAScheme
+    member: Member, key: str, ids: Sequence[str], scheme: TTAScheme, metadata=None
 ) -> pd.DataFrame | None:
     """The cached raw probabilities for ``key`` if still valid, else ``None``."""
-    return member.cache.read(key, ids, tta=scheme.name, model_sha256=model_sha256(member))
+    digest = predictions_digest(model_sha256(member), metadata)
+    return member.cache.read(key, ids, tta=scheme.name, model_sha256=digest)
 
 
-def _store(member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme) -> pd.DataFrame:
+def _store(
+    member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme, metadata=None
+) -> pd.DataFrame:
     """Write the cache entry; return the probabilities as cached (see PredictionCache.write)."""
     seconds = frame.attrs.get("inference", {}).get("seconds")
     try:
@@ -161,7 +178,7 @@ def _store(member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme) -> 
             key,
             frame,
             tta=scheme.name,
-            model_sha256=model_sha256(member),
+            model_sha256=predictions_digest(model_sha256(member), metadata),
             seconds=seconds,
             origin="zoo.inference.target",
         )
@@ -171,14 +188,14 @@ def _store(member: Member, key: str, frame: pd.DataFrame, scheme: TTAScheme) -> 
         return frame
 
 
-def _compute(member, dataset, ids, scheme, workspace) -> pd.DataFrame:
+def _compute(member, dataset, ids, scheme, workspace, metadata=None) -> pd.DataFrame:
     from zoo.data.images import load_images
 
     table = load_images(dataset, **image_settings(member), cache_dir=Layout(workspace).image_cache)
     pixels = table.take(ids)
     model = load_model(member)
     start = time.perf_counter()
-    probs = run_model(model, pixels, scheme)
+    probs = run_model(model, pixels, scheme, metadata=metadata)
     seconds = time.perf_counter() - start
     frame = predictions_frame(ids, probs, member.classes)
     frame.attrs["inference"] = {
@@ -214,10 +231,11 @@ def member_probabilities(
         )
     part, part_ids = cache_part(member, dataset, ids)
     key = cache_key(member, dataset, part, scheme)
-    frame = cached_probabilities(member, key, part_ids, scheme)
+    metadata = metadata_inputs(member, dataset, part_ids)
+    frame = cached_probabilities(member, key, part_ids, scheme, metadata)
     if frame is None:
-        computed = _compute(member, dataset, part_ids, scheme, workspace)
-        frame = _store(member, key, computed, scheme)
+        computed = _compute(member, dataset, part_ids, scheme, workspace, metadata)
+        frame = _store(member, key, computed, scheme, metadata)
     attrs = dict(frame.attrs.get("inference") or {"cached": True})
     out = frame.loc[ids]
     out.attrs["inference"] = {**attrs, "key": key, "n_images": len(part_ids)}
@@ -350,13 +368,47 @@ class MemberTarget:
         return self._finish(raw, prior_correction)
 
     def predict_files(
-        self, paths: Sequence, *, tta: str = "none", prior_correction: bool = True
+        self,
+        paths: Sequence,
+        *,
+        tta: str = "none",
+        prior_correction: bool = True,
+        metadata: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Probabilities for image files (index: :func:`image_names`); not cached. Images
-        already in memory (see :func:`decode_files`) are named ``image<position>``."""
+        already in memory (see :func:`decode_files`) are named ``image<position>``.
+        ``metadata``: age, sex and site by image name (:func:`zoo.data.metadata.read_metadata_csv`),
+        for a member that reads them; an image without a row reads as missing."""
         scheme = parse_tta(tta)
         paths = [Path(p) if is_file_path(p) else p for p in paths]
         pixels = decode_files(paths, self.member)
-        probs = run_model(load_model(self.member), pixels, scheme)
-        raw = predictions_frame(source_names(paths), probs, self.classes)
+        names = source_names(paths)
+        rows = self._metadata_rows(names, metadata)
+        probs = run_model(load_model(self.member), pixels, scheme, metadata=rows)
+        raw = predictions_frame(names, probs, self.classes)
         return self._finish(raw, prior_correction)
+
+    def _metadata_rows(self, names: list[str], metadata: pd.DataFrame | None):
+        """The encoded metadata of the images ``names``, for a member that reads it; what is
+        not given reads as missing, and the member says so once."""
+        encoding = self.member.metadata_encoding
+        if encoding is None:
+            return None
+        fields = ", ".join(encoding.fields)
+        if metadata is None:
+            console.warn(
+                f"member {self.name} reads {fields} beside the image; none given "
+                "(--metadata CSV), so they read as missing."
+            )
+            metadata = pd.DataFrame(index=pd.Index([], dtype=str))
+        frame = metadata.reindex([str(n) for n in names])
+        absent = int(frame.isna().all(axis=1).sum()) if len(frame.columns) else len(frame)
+        if absent > 0 and len(metadata):
+            console.warn(f"{absent} image(s) have no metadata row: their {fields} read as missing.")
+        unseen = encoding.unknown_sites(frame.fillna(""))
+        if unseen:
+            console.warn(
+                f"site(s) {', '.join(unseen)} were not in member {self.name}'s training data: "
+                "read as missing."
+            )
+        return encoding.encode(frame.fillna(""))

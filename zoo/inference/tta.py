@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from zoo.data import geometry
+from zoo.data.pipeline import model_inputs
 from zoo.errors import ZooError
 from zoo.store.names import tta_scheme
 
@@ -234,8 +235,17 @@ def parse_tta(spec: str) -> TTAScheme:
     return TTAScheme(kind=kind, n_rotations=n_rotations)
 
 
-def predict_tta(model, images, scheme: TTAScheme | str, *, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``(N, K)`` for ``images`` ``(N, H, W, 3)`` under ``scheme``.
+def predict_tta(
+    model,
+    images,
+    scheme: TTAScheme | str,
+    *,
+    batch_size: int = 64,
+    metadata: np.ndarray | None = None,
+) -> np.ndarray:
+    """Class probabilities ``(N, K)`` for ``images`` ``(N, H, W, 3)`` under ``scheme``; a
+    model that reads per-image metadata gets ``metadata`` (one encoded row per image) beside
+    every view of its image.
 
     At most ``batch_size`` original images are expanded at a time; the model then
     sees ``scheme.n_views * batch_size`` images in one call, so lower
@@ -260,7 +270,10 @@ def predict_tta(model, images, scheme: TTAScheme | str, *, batch_size: int = 64)
     out = []
     for start in range(0, n, batch_size):
         chunk = ops.cast(ops.convert_to_tensor(images[start : start + batch_size]), "float32")
-        probs = model.predict_on_batch(views(chunk))
+        rows = None
+        if metadata is not None:  # the views are view-major: every image, then again
+            rows = np.tile(np.asarray(metadata[start : start + batch_size]), (scheme.n_views, 1))
+        probs = model.predict_on_batch(model_inputs(views(chunk), rows))
         out.append(scheme.combine(np.asarray(probs)))
     return np.concatenate(out, axis=0)
 

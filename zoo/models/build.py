@@ -252,9 +252,19 @@ def load_backbone_weights(backbone: keras.Model, path: str) -> None:
 
 
 def build_model(
-    recipe: Recipe, *, num_classes: int, image_size: int | None = None, weights: str | None = None
+    recipe: Recipe,
+    *,
+    num_classes: int,
+    image_size: int | None = None,
+    weights: str | None = None,
+    metadata_width: int = 0,
 ) -> tuple[keras.Model, str]:
-    """The full network (``features`` then ``head``) and the weights actually used."""
+    """The full network (``features`` then ``head``) and the weights actually used.
+
+    With ``metadata_width`` > 0 the model has two named inputs, ``image`` and ``metadata``
+    (the encoded vector of :class:`zoo.data.metadata.MetadataEncoding`), and the head reads
+    the image features and the metadata side by side (one concatenated vector).
+    """
     size = image_size or recipe.input.size
     backbone, used = build_backbone(
         recipe, image_size=size, weights=weights or recipe.model.weights
@@ -265,9 +275,10 @@ def build_model(
         x = stock.shades_of_gray(x, power=6.0)
     x = stock.preprocess(x, recipe.input.preprocessing)
     features = keras.Model(inputs, backbone(x), name="features")
+    width = features.output_shape[-1] + metadata_width
     head = keras.Sequential(
         [
-            keras.Input(features.output_shape[1:]),
+            keras.Input((width,)),
             keras.layers.Dropout(recipe.model.dropout, name="dropout"),
             keras.layers.Dense(
                 num_classes, activation="softmax", dtype="float32", name="classifier"
@@ -275,8 +286,22 @@ def build_model(
         ],
         name="head",
     )
-    model = keras.Model(inputs, head(features(inputs)), name=recipe.name)
+    if not metadata_width:
+        return keras.Model(inputs, head(features(inputs)), name=recipe.name), used
+    metadata = keras.Input((metadata_width,), name="metadata")
+    joined = keras.layers.Concatenate(name="features_and_metadata", dtype="float32")(
+        [keras.layers.Activation("linear", dtype="float32")(features(inputs)), metadata]
+    )
+    model = keras.Model({"image": inputs, "metadata": metadata}, head(joined), name=recipe.name)
     return model, used
+
+
+def metadata_width(model: keras.Model) -> int:
+    """How wide the ``metadata`` input of a model made by :func:`build_model` is (0: none)."""
+    names = [getattr(t, "name", "") for t in model.inputs]
+    if "metadata" not in [n.split(":")[0] for n in names]:
+        return 0
+    return int(model.get_layer("metadata").output.shape[-1])
 
 
 def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:

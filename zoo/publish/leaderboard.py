@@ -173,8 +173,8 @@ def _class(classes: list[str], wanted: str) -> str | None:
 
 
 def _target_facts(entry: Entry) -> dict:
-    """Parameters and training time of a member, or summed over an ensemble's members; unknown
-    where a record is damaged (warned once): NaN."""
+    """Parameters and training time of a member, or summed over the members an ensemble uses
+    (weight above 0); unknown where a record is damaged (warned once): NaN."""
     facts = {"parameters": np.nan, "train_minutes": np.nan, "images_per_second": None}
     record = entry.target
     if isinstance(record, MemberRecord):
@@ -187,7 +187,7 @@ def _target_facts(entry: Entry) -> dict:
             _load_or_warn(
                 MemberRecord, entry.layout.member(name) / MEMBER_FILE, "left out of its sums"
             )
-            for name in record.member_names
+            for name in record.used_member_names
         ]
     else:
         return facts
@@ -332,14 +332,15 @@ def _ood_columns(metrics: dict) -> dict:
 
 
 def _ensemble_speeds(frame: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
-    """An ensemble runs every member: its images/s is 1 / Σ 1/(member images/s) at its TTA."""
+    """An ensemble runs every member of weight above 0: its images/s is
+    1 / Σ 1/(member images/s) over those, at its TTA."""
     speed = {
         (r.entry, r.tta): r.images_per_second for r in frame.itertuples() if r.kind == "member"
     }
     for i, entry in enumerate(entries):
         if not isinstance(entry.target, EnsembleRecord):
             continue
-        rates = [speed.get((n, entry.metrics["tta"])) for n in entry.target.member_names]
+        rates = [speed.get((n, entry.metrics["tta"])) for n in entry.target.used_member_names]
         if rates and all(r for r in rates):
             frame.loc[i, "images_per_second"] = 1 / sum(1 / r for r in rates)
     return frame

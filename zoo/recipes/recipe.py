@@ -93,7 +93,10 @@ class Recipe:
         """The fully resolved recipe as plain data in the shape of a recipe file, plus its
         ``path`` (``member.json``'s ``config.recipe``)."""
         data = {f.name: as_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {**data.pop("model"), **data}
+        model = data.pop("model")
+        if not model["metadata"]:  # the default: recipes from before the option read the same
+            del model["metadata"]
+        return {**model, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:

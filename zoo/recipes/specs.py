@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.data.images import MAX_IMAGE_SIZE
+from zoo.data.metadata import FIELDS as METADATA_FIELDS
 from zoo.errors import ZooError, close_matches
 from zoo.models.backbones import PREPROCESSING
 from zoo.recipes.schedules import ScheduleSpec
@@ -94,7 +95,10 @@ def _checked(hint: Any, spec: dataclasses.Field, value: Any, key: str) -> Any:
     ok = spec.metadata.get("ok")
     if ok is not None and not ok(value):
         raise ZooError(f"{key} must be {spec.metadata['says']}; got {value!r}.")
-    return tuple(float(v) for v in value) if kind is tuple else value
+    if kind is tuple:
+        item = (typing.get_args(hint) or (float,))[0]
+        return tuple(item(v) for v in value)
+    return value
 
 
 def from_table(cls: type, raw: Any, key: str) -> Any:
@@ -173,15 +177,28 @@ BATCHNORM = ("train", "frozen")
 COLOR_CONSTANCY = ("none", "shades_of_gray")
 
 
+METADATA_SAYS = f"a list of distinct names out of {', '.join(METADATA_FIELDS)} (or [])"
+
+
+def _metadata_fields(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and all(isinstance(v, str) and v in METADATA_FIELDS for v in value)
+        and len(set(value)) == len(value)
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The network: a backbone of the table in ``zoo.models.backbones``, its starting weights
-    (``imagenet``, ``none``, ``auto`` or a file), dropout before the head, builder options."""
+    (``imagenet``, ``none``, ``auto`` or a file), dropout before the head, builder options,
+    and the per-image metadata the head reads beside the image features (none by default)."""
 
     backbone: str = rule()  # a name of zoo.models.backbones.BACKBONES
     weights: str = "imagenet"
     dropout: float = rule(0.0, ok=lambda v: 0 <= v < 1, says="in [0, 1)")
     backbone_options: dict[str, Any] = rule({})
+    metadata: tuple[str, ...] = rule((), ok=_metadata_fields, says=METADATA_SAYS)
 
 
 @dataclass(frozen=True)

@@ -108,3 +108,15 @@ def member_hashes(folder: str | Path) -> dict[str, str]:
             )
         hashes[name] = file_sha256(folder / name)
     return hashes
+
+
+def predictions_digest(model_sha256: str, metadata=None) -> str:
+    """What cached predictions depend on: ``model.keras``'s SHA-256, and for a member that
+    reads per-image metadata, the encoded metadata (a float32 array) it read too."""
+    if metadata is None:
+        return model_sha256
+    import numpy as np
+
+    data = np.ascontiguousarray(metadata, dtype=np.float32)
+    shape = ",".join(map(str, data.shape)).encode()
+    return hashlib.sha256(model_sha256.encode() + b"|" + shape + b"|" + data.tobytes()).hexdigest()

@@ -169,6 +169,7 @@ class MemberRecord(Record):
     training: dict | None = None
     metrics: dict | None = None
     created: str | None = None
+    metadata_inputs: dict | None = None  # checked whole by zoo.data.metadata when read
 
     @classmethod
     def remedy(cls, file: Path) -> str:
@@ -323,6 +324,13 @@ class EnsembleRecord(Record):
     @property
     def member_names(self) -> list[str]:
         return [str(m["name"]) for m in self.members]
+
+    @property
+    def used_member_names(self) -> list[str]:
+        """The members that contribute: all but those of weight 0 (``greedy`` and ``weighted``
+        list every candidate, the dropped ones with weight 0; they are not run). An ensemble's
+        cost and member count are over these."""
+        return [name for name in self.member_names if self.weights.get(name) != 0]
 
     @property
     def spec_hint(self) -> str:

@@ -36,6 +36,8 @@ def recompute_statistics(
     layers = trainable_batchnorms(model)
     if not layers or len(pixels) == 0:
         return 0
+    if len(model.inputs) > 1:  # image and metadata: every batch norm is in the image part
+        model = model.get_layer("features")
     order = np.random.default_rng(seed).permutation(len(pixels))
     momentum = [layer.momentum for layer in layers]
     used = 0

@@ -37,6 +37,7 @@ from zoo.store import (
     predictions_frame,
     sha256_of,
 )
+from zoo.store.hashes import predictions_digest
 from zoo.store.workspace import atomic_directory, atomic_write_text, ensure_free_space
 from zoo.training.card import library_versions, machine, model_card, source_commit
 from zoo.training.partition import summed_model, summed_priors
@@ -44,11 +45,15 @@ from zoo.training.run import ClassBalance, ResolvedRun, Run
 from zoo.training.runtime import is_chief
 
 
-def predict_probabilities(model, pixels: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
-    """Softmax outputs for decoded pixels, batched and prefetched."""
+def predict_probabilities(
+    model, pixels: np.ndarray, *, batch_size: int = 128, metadata: np.ndarray | None = None
+) -> np.ndarray:
+    """Softmax outputs for decoded pixels (and their encoded ``metadata``, for a model that
+    reads it), batched and prefetched."""
     if len(pixels) == 0:
         return np.zeros((0, model.output_shape[-1]))
-    return model.predict(inference_dataset(pixels, batch_size=batch_size), verbose=0)
+    batches = inference_dataset(pixels, batch_size=batch_size, metadata=metadata)
+    return model.predict(batches, verbose=0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,9 @@ def _predict(setup: ResolvedRun, answering: _Answering) -> _Predictions:
     for part in ("val", "test"):
         ids = setup.split.ids(part)
         start = time.perf_counter()
-        probs = predict_probabilities(answering.model, setup.pixels.take(ids))
+        probs = predict_probabilities(
+            answering.model, setup.pixels.take(ids), metadata=setup.metadata_inputs(ids)
+        )
         seconds[part] = time.perf_counter() - start
         rate = len(ids) / max(seconds[part], 1e-9)
         frames[part] = predictions_frame(ids, probs, answering.classes)
@@ -158,6 +165,8 @@ def _member_info(
     }
     if answering.partition is not None:
         info["partition"] = answering.partition
+    if setup.metadata is not None:
+        info["metadata_inputs"] = setup.metadata.to_dict()
     info.update(provenance)
     return info
 
@@ -242,11 +251,12 @@ def _write_files(
             tmp / TRAIN_HASHES_FILE, setup.hashes.hashes[[order[i] for i in setup.split.train]]
         )
     for part, frame in predictions.frames.items():
+        metadata = setup.metadata_inputs(setup.split.ids(part))
         cache.write(
             part,
             frame,
             tta="none",
-            model_sha256=model_sha256,
+            model_sha256=predictions_digest(model_sha256, metadata),
             seconds=predictions.seconds[part],
             origin="trainer",
         )

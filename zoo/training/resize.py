@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from zoo.errors import ZooError
-from zoo.models.build import build_model
+from zoo.models.build import build_model, metadata_width
 from zoo.recipes.recipe import Recipe
 
 
@@ -23,7 +23,13 @@ def resized_network(
     model: keras.Model, recipe: Recipe, *, size: int, num_classes: int
 ) -> keras.Model:
     """``model``'s network built for ``size`` px inputs, with ``model``'s weights."""
-    network, _ = build_model(recipe, num_classes=num_classes, image_size=size, weights="none")
+    network, _ = build_model(
+        recipe,
+        num_classes=num_classes,
+        image_size=size,
+        weights="none",
+        metadata_width=metadata_width(model),
+    )
     try:
         copy_weights(model, network)
     except ValueError as exc:

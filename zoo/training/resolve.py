@@ -22,6 +22,7 @@ from zoo import console
 from zoo.data import Dataset, load_dataset
 from zoo.data.duplicates import ImageHashes, duplicate_report, image_hashes, merge_duplicates
 from zoo.data.images import ImageTable, load_images
+from zoo.data.metadata import MetadataEncoding
 from zoo.data.splits import Split, check_split_options, keep_together, make_split
 from zoo.errors import DataProblems, ZooError
 from zoo.models.build import check_weights
@@ -81,10 +82,12 @@ def resolve_run(options: TrainOptions, stack: contextlib.ExitStack | None = None
     _reserve_extra_members(stack, Layout(options.workspace), recipe, name, resume=state is not None)
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
+    check_metadata_columns(recipe, dataset)
     hashes, duplicates = _find_duplicates(dataset, options)
     together = merge_duplicates(dataset, duplicates).records["group"]
     pixels, split = check_data(dataset, recipe, options, split, together=together)
     return ResolvedRun(
+        metadata=metadata_encoding(recipe, dataset, split.train),
         options=options,
         recipe=recipe,
         dataset=dataset,
@@ -99,6 +102,40 @@ def resolve_run(options: TrainOptions, stack: contextlib.ExitStack | None = None
         source=source,
         state=state,
     )
+
+
+def check_metadata_columns(recipe: Recipe, dataset: Dataset) -> None:
+    """Before any image is decoded: data without any of the metadata columns the recipe's
+    head reads is an error; a missing one is read as missing, with a warning."""
+    fields = recipe.model.metadata
+    columns = dataset.metadata().columns
+    present = [f for f in fields if f in columns]
+    if fields and not present:
+        raise ZooError(
+            f"recipe {recipe.name} reads metadata ({', '.join(fields)}) but data {dataset.spec} "
+            "has none of those columns; use data with them (HAM10000, ISIC metadata CSVs) or "
+            "--set metadata=[]."
+        )
+    missing = [f for f in fields if f not in present]
+    if missing:
+        console.warn(f"data {dataset.spec} has no {', '.join(missing)} column: read as missing.")
+
+
+def metadata_encoding(recipe: Recipe, dataset: Dataset, train_ids) -> MetadataEncoding | None:
+    """The encoding of the metadata the recipe's head reads (``metadata``), fitted on the
+    training split; None when it reads none. Data without any of those columns is an error."""
+    fields = recipe.model.metadata
+    if not fields:
+        return None
+    check_metadata_columns(recipe, dataset)
+    encoding = MetadataEncoding.fit(fields, dataset.metadata(train_ids))
+    if encoding.width == 0:  # only site, and no training image has a known one
+        raise ZooError(
+            f"recipe {recipe.name} reads only site, but no training image of data {dataset.spec} "
+            "has a known site; use data with sites or --set metadata=[] (or add age, sex)."
+        )
+    console.info(f"  metadata inputs: {', '.join(encoding.column_names())}")
+    return encoding
 
 
 def _training_data(

@@ -18,6 +18,7 @@ from zoo.data import Dataset
 from zoo.data.combined import source_weights
 from zoo.data.duplicates import ImageHashes
 from zoo.data.images import ImageTable
+from zoo.data.metadata import MetadataEncoding
 from zoo.data.splits import Split
 from zoo.recipes.recipe import Recipe
 from zoo.training.extra_members import ExtraMembers
@@ -74,6 +75,7 @@ class ResolvedRun:
     plan: Plan | None = None  # --partition: training classes of a taxonomy
     source: Dataset | None = None  # the data as read (fine labels), when ``plan`` relabels it
     state: dict | None = None  # state.json of the interrupted run that --resume continues
+    metadata: MetadataEncoding | None = None  # the metadata the head reads, when it reads any
 
     @property
     def state_file(self) -> Path:
@@ -81,6 +83,12 @@ class ResolvedRun:
 
     def labels(self, part: str) -> np.ndarray:
         return self.dataset.subset(self.split.ids(part)).labels
+
+    def metadata_inputs(self, ids) -> np.ndarray | None:
+        """The encoded metadata of ``ids`` (the model's ``metadata`` input), or None."""
+        if self.metadata is None:
+            return None
+        return self.metadata.encode(self.dataset.metadata(ids))
 
     def source_weights(self) -> np.ndarray | None:
         """Each training image's source weight (data TOML ``weight``), or None when all are 1."""

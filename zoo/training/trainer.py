@@ -119,7 +119,10 @@ def _model(setup: ResolvedRun, strategy) -> tuple[keras.Model, str]:
             model, weights = load_checkpoint(setup.directory / "checkpoint.keras"), setup.weights
         else:
             model, weights = build_model(
-                setup.recipe, num_classes=len(setup.dataset.classes), weights=setup.weights
+                setup.recipe,
+                num_classes=len(setup.dataset.classes),
+                weights=setup.weights,
+                metadata_width=setup.metadata.width if setup.metadata else 0,
             )
     console.info(f"  weights: {weights}; {model.count_params():,} parameters")
     return model, weights
@@ -199,9 +202,7 @@ def _fit_stage(
     setup = run.setup
     label = f"stage {index + 1}/{len(setup.recipe.stages)} ({stage.name})"
     trainee = _trainee(run, model, stage, label=label, strategy=strategy)
-    dataset, steps = _stage_dataset(
-        setup, stage, trainee.train_x, index=index, balance=balance, cached=trainee.cached
-    )
+    dataset, steps = _stage_dataset(setup, stage, trainee, index=index, balance=balance)
     loss = _compile(trainee, setup.recipe, stage, start_in_stage, jit=jit, strategy=strategy)
     monitor = _stage_monitor(
         run, model, stage, trainee, steps=steps, label=label, first_epoch=first_epoch
@@ -234,6 +235,10 @@ class _Trainee:
     val_x: np.ndarray
     judged: keras.Model  # what validation scores
     before_validation: Callable[[], object]  # precise batch-norm statistics (and weights) first
+    # the encoded metadata beside train_x / val_x, for a network that reads it (None when
+    # there is none, or when it is already joined to cached features)
+    train_metadata: np.ndarray | None = None
+    val_metadata: np.ndarray | None = None
 
 
 def _trainee(run: Run, model, stage: StageSpec, *, label: str, strategy) -> _Trainee:
@@ -246,10 +251,12 @@ def _trainee(run: Run, model, stage: StageSpec, *, label: str, strategy) -> _Tra
     multipliers = prepare_backbone(features, stage)
     cached = stage.trainable == "head" and not stage.augment and setup.options.feature_cache
     console.info(_stage_line(label, stage, cached=cached, resized=resized), markup=True)
-    train_x, val_x = _stage_inputs(run, stage, features if cached else None, resized=resized)
+    inputs = _stage_inputs(run, stage, features if cached else None, resized=resized)
     trained = head if cached else network
-    judged, before_validation = _validation(setup, model, network, trained, train_x)
-    return _Trainee(trained, multipliers, cached, train_x, val_x, judged, before_validation)
+    judged, before_validation = _validation(setup, model, network, trained, inputs[0])
+    return _Trainee(
+        trained, multipliers, cached, *inputs[:2], judged, before_validation, *inputs[2:]
+    )
 
 
 def _stage_line(label: str, stage: StageSpec, *, cached: bool, resized: bool) -> str:
@@ -288,17 +295,33 @@ def _stage_network(setup: ResolvedRun, model, stage: StageSpec, strategy):
 
 
 def _stage_inputs(run: Run, stage: StageSpec, features, *, resized: bool):
-    """The training and validation inputs of a stage: pixels, or, given the frozen backbone's
-    ``features``, what it computes from them (once). A resized stage is validated by the
-    member's network, on pixels at the member's size."""
+    """The training and validation inputs of a stage, and the metadata beside each: pixels,
+    or, given the frozen backbone's ``features``, what it computes from them (once), joined
+    to the metadata as the head reads them. A resized stage is validated by the member's
+    network, on pixels at the member's size."""
     setup = run.setup
     train_x = _pixels_at(run, stage).take(setup.split.train)
     val_x = setup.pixels.take(setup.split.val)
+    train_meta = setup.metadata_inputs(setup.split.train)
+    val_meta = setup.metadata_inputs(setup.split.val)
     if features is not None:
-        train_x = features.predict(inference_dataset(train_x, batch_size=128), verbose=0)
+        train_x = _joined(
+            features.predict(inference_dataset(train_x, batch_size=128), verbose=0), train_meta
+        )
+        train_meta = None
         if not resized:
-            val_x = features.predict(inference_dataset(val_x, batch_size=128), verbose=0)
-    return train_x, val_x
+            val_x = _joined(
+                features.predict(inference_dataset(val_x, batch_size=128), verbose=0), val_meta
+            )
+            val_meta = None
+    return train_x, val_x, train_meta, val_meta
+
+
+def _joined(features: np.ndarray, metadata: np.ndarray | None) -> np.ndarray:
+    """Cached features as the head reads them: followed by the metadata, when there is any."""
+    if metadata is None:
+        return features
+    return np.concatenate([np.asarray(features, np.float32), metadata], axis=1)
 
 
 def _pixels_at(run: Run, stage: StageSpec) -> ImageTable:
@@ -336,26 +359,20 @@ def _validation(setup: ResolvedRun, model, network, trained, train_x):
 
 
 def _stage_dataset(
-    setup: ResolvedRun,
-    stage: StageSpec,
-    train_x,
-    *,
-    index: int,
-    balance: ClassBalance,
-    cached: bool,
+    setup: ResolvedRun, stage: StageSpec, trainee: _Trainee, *, index: int, balance: ClassBalance
 ):
     """The stage's tf.data pipeline and its steps per epoch: class- and source-weighted (or
     class-balanced) batches, augmented in the graph unless the stage trains on features."""
     recipe = setup.recipe
     augmenter = None
-    if stage.augment and recipe.augment.active and not cached:
+    if stage.augment and recipe.augment.active and not trainee.cached:
         from zoo.training.augment import build_augmenter
 
         augmenter = build_augmenter(recipe.augment, seed=setup.options.seed)
     y_train = setup.labels("train")
     image_weights = 1.0 if balance.image_weights is None else balance.image_weights
     return training_dataset(
-        train_x,
+        trainee.train_x,
         y_train,
         num_classes=len(setup.dataset.classes),
         batch_size=recipe.batch_size,
@@ -363,6 +380,7 @@ def _stage_dataset(
         augmenter=augmenter,
         balanced=recipe.sampling == "balanced",
         seed=setup.options.seed + index,
+        metadata=trainee.train_metadata,
     )
 
 
@@ -424,7 +442,9 @@ def _stage_monitor(
     so far, and ends each epoch with :func:`_end_of_epoch`."""
     setup = run.setup
     return TrainingMonitor(
-        predict_val=lambda: predict_probabilities(trainee.judged, trainee.val_x),
+        predict_val=lambda: predict_probabilities(
+            trainee.judged, trainee.val_x, metadata=trainee.val_metadata
+        ),
         val_labels=setup.labels("val"),
         steps=steps,
         batch_size=setup.recipe.batch_size,

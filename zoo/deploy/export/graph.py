@@ -22,7 +22,7 @@ from zoo.data import geometry
 from zoo.deploy.export import resample
 from zoo.ensembles.combine import COMBINE_RULES, combiner_class
 from zoo.errors import ZooError
-from zoo.inference.members import Member
+from zoo.inference.members import Member, require_image_only
 from zoo.inference.tta import TTAScheme
 from zoo.models.stock import rewrapped, with_stock_layers
 
@@ -191,6 +191,7 @@ def _model_name(name: str) -> str:
 
 def member_parts(target, *, prior_correction: bool) -> list[MemberPart]:
     """The members of a target with their weights and priors; a rank ensemble is refused."""
+    require_image_only(target, "zoo export")
     if target.kind == "member":
         members, weights = [target.member], [1.0]
     else:

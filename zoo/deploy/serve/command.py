@@ -88,12 +88,14 @@ def serve_command(
 
     from zoo.deploy.model import load
     from zoo.deploy.serve.app import create_app
+    from zoo.inference.members import require_image_only
 
     if not 0 < max_upload_mb <= 1024:
         raise ZooError(
             f"--max-upload-mb must be a number of megabytes in (0, 1024]; got {max_upload_mb}."
         )
     model = load(target, workspace)
+    require_image_only(model.target, "zoo serve")
     # loads and traces the model (a damaged one fails here) and fits the OOD score once
     model.predict(blank_png(), ood_scores=True, calibrated=calibrated)
     app = create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), calibrated=calibrated)
