@@ -167,7 +167,7 @@ def ws(tmp_path):
 def fake_inference(monkeypatch):
     """A stand-in ``zoo.inference.target`` that records calls; register outputs in ``outputs``."""
     module = types.ModuleType("zoo.inference.target")
-    module.calls = []
+    module.calls, module.metadata_given = [], []
     module.outputs = {}  # (member name, tta) -> DataFrame over all ids it may be asked for
 
     def member_probabilities(member, dataset, ids, *, tta, workspace):
@@ -182,8 +182,9 @@ def fake_inference(monkeypatch):
         def from_path(cls, path):
             return cls(Path(path))
 
-        def predict_files(self, paths, *, tta, prior_correction):
+        def predict_files(self, paths, *, tta, prior_correction, metadata=None):
             module.calls.append((self.path.name, tuple(map(str, paths)), tta, prior_correction))
+            module.metadata_given.append(metadata)
             return module.outputs[(self.path.name, tta)]
 
     module.member_probabilities = member_probabilities
@@ -506,8 +507,10 @@ def test_target_predict_files_corrects_each_member_then_combines(ws, built, fake
     files = [Path("x/one.jpg"), Path("x/two.jpg")]
     for name, values in (("m1", M1_TEST[:2]), ("m2", M2_TEST[:2])):
         fake_inference.outputs[(name, "steppan")] = frame(values, ["one", "two"])
-    got = target.predict_files(files, tta="steppan", prior_correction=True)
+    metadata = pd.DataFrame({"age": ["60", ""]}, index=["one", "two"])
+    got = target.predict_files(files, tta="steppan", prior_correction=True, metadata=metadata)
     assert [c[3] for c in fake_inference.calls] == [False, False]  # raw from each member
+    assert all(m is metadata for m in fake_inference.metadata_given)  # each member gets it
     expected = (corrected(M1_TEST[:2], M1_PRIORS) + corrected(M2_TEST[:2], M2_PRIORS)) / 2
     assert list(got.index) == ["one", "two"]
     np.testing.assert_allclose(got.to_numpy(), expected)

@@ -37,7 +37,8 @@ def add_options(sub) -> None:
         "--metadata",
         metavar="FILE.csv",
         help="age, sex and anatomical site per image (columns image, age, sex, site; HAM10000 "
-        "and ISIC names too), for members that read them; missing values are allowed",
+        "and ISIC names too), for members that read them; missing values are allowed (default: "
+        "none: such members read every value as missing)",
     )
     p.add_argument(
         "--no-calibration",
