@@ -118,7 +118,7 @@ def main() -> None:
         run = runner(folder, fmt)
         row = {
             "format": name,
-            "bytes": size_of(folder / FORMATS[fmt]),
+            "bytes": size_of(folder / FORMATS[fmt].file),
             "latency_ms": round(latency_ms(run, pixels[:1], args.runs), 2),
             "export_seconds": round(seconds, 1),
         }

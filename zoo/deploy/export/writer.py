@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,6 @@ from zoo.inference.tta import TTAScheme, parse_tta
 from zoo.store.outputs import claim_output_folder, output_folder
 from zoo.store.workspace import atomic_write_json, atomic_write_text
 
-FORMATS = {
-    "keras": "model.keras",
-    "saved_model": "saved_model",
-    "litert": "model.tflite",
-    "onnx": "model.onnx",
-}
 ONNX_OPSET = 17
 # int8 keeps a plain resize from the largest member's size, and no crop: TensorFlow's quantiser
 # rounds the exact crop and resize to int8 even where they are kept out of quantisation
@@ -38,8 +34,6 @@ PLAIN_RESIZE_QUANTIZE = ("int8",)
 QUANTIZE = ("float16", "int8")
 CALIBRATION_IMAGES = 200  # training images that calibrate int8 quantisation
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
-# what an export folder held before zoo marked its folders (accepted inside the workspace)
-EXPORT_FILES = frozenset({*FORMATS.values(), "signature.json", "card.md"})
 
 
 def check_options(fmt: str, quantize: str | None) -> None:
@@ -97,7 +91,7 @@ def export_target(
             workspace=workspace,
             legacy=EXPORT_FILES,
         ) as tmp:
-            artifact = tmp / FORMATS[fmt]
+            artifact = tmp / FORMATS[fmt].file
             runtime = write_artifact(
                 model,
                 artifact,
@@ -109,7 +103,7 @@ def export_target(
                 target, parts, scheme, fmt=fmt, quantize=quantize, prior_correction=prior_correction
             )
             signature.update(_served(target, stored))
-            signature["artifact"] = {"file": FORMATS[fmt], "bytes": _size(artifact), **runtime}
+            signature["artifact"] = {"file": FORMATS[fmt].file, "bytes": _size(artifact), **runtime}
             if calibration is not None:
                 signature["quantization"] = {
                     "mode": "int8",
@@ -138,20 +132,30 @@ def _size(path: Path) -> int:
 
 
 def write_artifact(model, path: Path, fmt: str, *, quantize=None, calibration=None) -> dict:
-    """``model.keras``, a TensorFlow SavedModel (endpoint ``serve``), or a LiteRT flatbuffer;
-    returns what ``signature.json`` records about the runtime it needs."""
-    if fmt == "keras":
-        model.save(path)
-        return {"load": "keras.saving.load_model(path, safe_mode=True)"}
-    if fmt == "saved_model":
-        model.export(str(path), format="tf_saved_model", verbose=False)
-        return {"load": "tf.saved_model.load(path).serve(images)", "endpoint": "serve"}
-    if fmt == "onnx":
-        path.write_bytes(onnx_bytes(model))
-        return {
-            "load": "onnxruntime.InferenceSession(path).run(None, {'image': images})",
-            "opset": ONNX_OPSET,
-        }
+    """Write ``fmt``'s artifact of ``model`` at ``path`` (see :data:`FORMATS`); returns what
+    ``signature.json`` records about the runtime it needs."""
+    return FORMATS[fmt].write(model, path, quantize=quantize, calibration=calibration)
+
+
+def _write_keras(model, path: Path, **_) -> dict:
+    model.save(path)
+    return {"load": "keras.saving.load_model(path, safe_mode=True)"}
+
+
+def _write_saved_model(model, path: Path, **_) -> dict:
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return {"load": "tf.saved_model.load(path).serve(images)", "endpoint": "serve"}
+
+
+def _write_onnx(model, path: Path, **_) -> dict:
+    path.write_bytes(onnx_bytes(model))
+    return {
+        "load": "onnxruntime.InferenceSession(path).run(None, {'image': images})",
+        "opset": ONNX_OPSET,
+    }
+
+
+def _write_litert(model, path: Path, *, quantize=None, calibration=None) -> dict:
     flatbuffer, select_ops = litert_bytes(
         model, quantize=quantize, calibration=calibration, work=path.parent
     )
@@ -167,6 +171,26 @@ def write_artifact(model, path: Path, fmt: str, *, quantize=None, calibration=No
             else "LiteRT builtin ops only"
         ),
     }
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its artifact's file (or folder) name and the function that writes
+    it — ``write(model, path, *, quantize, calibration)`` → the runtime record. Adding a format
+    is one entry of :data:`FORMATS`."""
+
+    file: str
+    write: Callable[..., dict]
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "keras": ExportFormat("model.keras", _write_keras),
+    "saved_model": ExportFormat("saved_model", _write_saved_model),
+    "litert": ExportFormat("model.tflite", _write_litert),
+    "onnx": ExportFormat("model.onnx", _write_onnx),
+}
+# what an export folder held before zoo marked its folders (accepted inside the workspace)
+EXPORT_FILES = frozenset({*(f.file for f in FORMATS.values()), "signature.json", "card.md"})
 
 
 def litert_bytes(model, *, quantize, calibration, work: Path) -> tuple[bytes, bool]:
