@@ -16,7 +16,12 @@ member's own log-probabilities (a stacked head, which keeps what the fine-tuned 
 - **test**: a head fitted on the whole validation split, scored on the test split.
 
 It prints, per member and inputs, balanced accuracy and melanoma AUC, and the metadata's
-gain with a lesion-bootstrap 95 % interval. The fine-tuned member's own head (trained on the
+gain with a lesion-bootstrap 95 % interval.
+
+With ``--end-to-end DIR`` it also compares the first MEMBER with the member in DIR — the same
+recipe, seed and split trained with ``metadata = ["age", "sex", "site"]`` (``--set``) — on
+their saved validation and test predictions, raw and prior-corrected: what the recipe option
+itself does. The fine-tuned member's own head (trained on the
 training split with the backbone) is printed for reference. The head is refitted because the
 backbone's features of its own training images are nearly separable, so a head trained there
 learns to ignore anything else.
@@ -45,6 +50,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--C", type=float, default=0.05, help="inverse L2 strength of the head")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--end-to-end", type=Path, metavar="DIR", help="a member with metadata")
     args = parser.parse_args()
 
     from zoo.data.loading import load_dataset
@@ -52,10 +58,42 @@ def main() -> None:
     dataset = load_dataset(args.data, workspace=args.workspace)
     print(f"data {args.data}: {len(dataset)} images; head C={args.C}, {args.folds} folds")
     print(
-        f"{'member':42} {'inputs':18} {'val BA':>7} {'val melAUC':>10} {'test BA':>8} {'test melAUC':>11}"
+        f"{'member':42} {'inputs':22} {'val BA':>7} {'val melAUC':>10} {'test BA':>8} {'test melAUC':>11}"
     )
     for name in args.members:
         measure(name, dataset, args)
+    if args.end_to_end is not None:
+        end_to_end(args.members[0], args.end_to_end, dataset, args)
+
+
+def end_to_end(name: str, folder: Path, dataset, args) -> None:
+    """The member ``name`` against the same recipe trained with metadata (``folder``)."""
+    from zoo.inference.members import Member
+    from zoo.inference.target import MemberTarget
+    from zoo.store import Layout
+
+    base = MemberTarget(Member(Layout(args.workspace).member(name)))
+    other = MemberTarget(Member(folder.resolve()))
+    mel = list(base.classes).index("mel")
+    print(f"\n{'end to end: ' + other.name:42} {'outputs':22} {'BA':>7} {'melAUC':>10}")
+    for part in ("val", "test"):
+        ids = base.split_ids(part)
+        if other.split_ids(part) != ids:
+            raise SystemExit(f"{other.name} has another {part} split than {name}")
+        y = dataset.subset(ids).labels
+        lesions = dataset.records.loc[ids, "group"].astype(str).to_numpy()
+        for corrected in (False, True):
+            frames = [
+                t.probabilities(dataset, ids, prior_correction=corrected, workspace=args.workspace)
+                for t in (base, other)
+            ]
+            probs = [f.to_numpy() for f in frames]
+            label = f"{part}, {'prior-corrected' if corrected else 'raw'}"
+            for who, p in zip((name, other.name), probs, strict=True):
+                ba, auc = scores(p, y, mel)
+                print(f"{who:42} {label:22} {ba:7.3f} {auc:10.3f}")
+            gain = bootstrap_gain(probs[0], probs[1], y, lesions, args.resamples)
+            print(f"{'':42} {'  gain':22} BA {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]")
 
 
 def measure(name: str, dataset, args) -> None:
@@ -99,7 +137,7 @@ def measure(name: str, dataset, args) -> None:
                 args.resamples,
             )
             print(
-                f"{'':42} {'  gain on ' + part:18} BA {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+                f"{'':42} {'  gain on ' + part:22} BA {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
             )
 
 
@@ -151,7 +189,7 @@ def scores(probs: np.ndarray, y: np.ndarray, mel: int) -> tuple[float, float]:
 
 def row(name: str, label: str, probs: dict, labels: dict, mel: int) -> None:
     val, test = scores(probs["val"], labels["val"], mel), scores(probs["test"], labels["test"], mel)
-    print(f"{name:42} {label:18} {val[0]:7.3f} {val[1]:10.3f} {test[0]:8.3f} {test[1]:11.3f}")
+    print(f"{name:42} {label:22} {val[0]:7.3f} {val[1]:10.3f} {test[0]:8.3f} {test[1]:11.3f}")
 
 
 def bootstrap_gain(base, other, y, lesions, resamples: int) -> tuple[float, float, float]:
