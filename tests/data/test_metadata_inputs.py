@@ -18,6 +18,7 @@ from zoo.data.metadata import (
     age_years,
     check_fields,
     read_metadata_csv,
+    rows_for,
     sex_values,
 )
 from zoo.errors import ZooError
@@ -201,12 +202,14 @@ def test_read_metadata_csv_reads_the_id_and_column_aliases(tmp_path):
         " ISIC_3 ,NA,female,upper extremity,z\n"
     )
     frame = read_metadata_csv(path)
-    assert frame.index.tolist() == ["ISIC_1", "ISIC_2", "ISIC_3"]
+    assert frame.index.tolist() == ["ISIC_1", "sub/ISIC_2", "ISIC_3"]  # extensions removed
     assert list(frame.columns) == ALL  # the id and other columns are left out
-    assert frame.loc["ISIC_2"].tolist() == ["", "", ""]  # text kept; "NA" is not NaN yet
+    assert frame.loc["sub/ISIC_2"].tolist() == ["", "", ""]  # text kept; "NA" is not NaN yet
     assert frame.loc["ISIC_3", "age"] == "NA"
     np.testing.assert_array_equal(
-        MetadataEncoding.fit(ALL, pd.DataFrame({"site": ["back"]})).encode(frame),
+        MetadataEncoding.fit(ALL, pd.DataFrame({"site": ["back"]})).encode(
+            rows_for(frame, ["ISIC_1", "ISIC_2", "ISIC_3"])  # by name, else by file stem
+        ),
         np.float32([[0.4, 0, 0, 1, 1], [0, 1, 0, 0, 0], [0, 1, 1, 0, 0]]),
     )
     # HAM10000's own names: image_id and localization
@@ -306,3 +309,17 @@ def test_recipe_file_metadata(tmp_path):
     with pytest.raises(ZooError, match=r"metadata must be a list of distinct names") as info:
         parse_recipe(path)
     assert str(info.value).startswith(f"recipe file {path}: ") and "\n" not in str(info.value)
+
+
+def test_rows_for_finds_a_row_by_name_else_by_its_one_file_stem(tmp_path):
+    path = tmp_path / "meta.csv"
+    path.write_text(
+        "image,age\na/ISIC_1.jpg,10\nb/ISIC_1.jpg,20\n/data/lesions/ISIC_2.JPG,30\nISIC_3,40\n"
+    )
+    table = read_metadata_csv(path)
+    # zoo predict names clashing stems folder/stem, the others by stem
+    names = ["a/ISIC_1", "b/ISIC_1", "ISIC_2", "ISIC_3", "ISIC_1", "ISIC_9"]
+    rows = rows_for(table, names)
+    assert rows.index.tolist() == names
+    assert rows["age"].tolist()[:4] == ["10", "20", "30", "40"]
+    assert rows["age"].iloc[4:].isna().all()  # ISIC_1 is two rows' stem: none chosen; ISIC_9 none

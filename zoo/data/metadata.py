@@ -13,11 +13,12 @@ answer. The encoding is fitted on the training split and stored in ``member.json
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
+from zoo.data.sources import IMAGE_EXTENSIONS
 from zoo.errors import ZooError
 
 UNKNOWN = "unknown"
@@ -167,11 +168,31 @@ def check_fields(fields, option: str) -> tuple[str, ...]:
 ID_COLUMNS = ("image", "image_id", "isic_id", "file")
 
 
+def _without_extension(image_id) -> str:
+    """An image id as rows are named: ``/`` between folders, no extension."""
+    path = PurePosixPath(str(image_id).strip().replace("\\", "/"))
+    return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_EXTENSIONS else str(path)
+
+
+def rows_for(table: pd.DataFrame, names) -> pd.DataFrame:
+    """The rows of ``table`` (:func:`read_metadata_csv`) for the images ``names`` (as zoo
+    names them: the file stem, or ``folder/stem`` where stems clash): the row of that name,
+    else the one row whose id has that file stem; all-missing where there is none."""
+    ids = [str(i) for i in table.index]
+    stems = pd.Series([PurePosixPath(i).name for i in ids])
+    unique = {stems[k]: ids[k] for k in np.flatnonzero(~stems.duplicated(keep=False).to_numpy())}
+    known = set(ids)
+    keys = [n if n in known else unique.get(PurePosixPath(n).name, n) for n in map(str, names)]
+    rows = table.set_axis(ids).reindex(keys)
+    return rows.set_axis([str(n) for n in names])
+
+
 def read_metadata_csv(path: str | Path) -> pd.DataFrame:
     """A metadata CSV for ``zoo predict --metadata``: one row per image, an id column
     (``image``, ``image_id``, ``isic_id`` or ``file``: the image's file name, with or without
-    its extension) and any of ``age`` (``age_approx``), ``sex``, ``site`` (``localization``,
-    ``anatom_site_general``); indexed by the id without extension."""
+    its extension, or its path) and any of ``age`` (``age_approx``), ``sex``, ``site``
+    (``localization``, ``anatom_site_general``); indexed by the id without extension (a path
+    keeps its folders: :func:`rows_for` finds a row by name, else by file stem)."""
     file = Path(path)
     try:
         frame = pd.read_csv(file, dtype=str, keep_default_na=False)
@@ -195,7 +216,7 @@ def read_metadata_csv(path: str | Path) -> pd.DataFrame:
         )
     aliases = {"age": ("age", "age_approx"), "sex": ("sex",)}
     aliases["site"] = ("site", "localization", "anatom_site_general")
-    out = pd.DataFrame(index=frame[id_column].map(lambda v: Path(str(v).strip()).stem))
+    out = pd.DataFrame(index=frame[id_column].map(_without_extension))
     for name, candidates in aliases.items():
         found = next((c for c in candidates if c in frame.columns), None)
         if found is not None:

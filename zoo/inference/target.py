@@ -30,6 +30,7 @@ import pandas as pd
 from zoo import console
 from zoo.data import Dataset
 from zoo.data.dataset import safe_name
+from zoo.data.metadata import rows_for
 from zoo.errors import ZooError
 from zoo.inference.members import Member
 from zoo.inference.tta import TTAScheme, parse_tta, predict_tta
@@ -401,7 +402,7 @@ class MemberTarget:
                 "(--metadata CSV), so they read as missing."
             )
             metadata = pd.DataFrame(index=pd.Index([], dtype=str))
-        frame = metadata.reindex([str(n) for n in names])
+        frame = rows_for(metadata, names)
         absent = int(frame.isna().all(axis=1).sum()) if len(frame.columns) else len(frame)
         if absent > 0 and len(metadata):
             console.warn(f"{absent} image(s) have no metadata row: their {fields} read as missing.")
