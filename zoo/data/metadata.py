@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from zoo.data.sources import IMAGE_EXTENSIONS
+from zoo.data.sources import IMAGE_EXTENSIONS, METADATA_ALIASES
 from zoo.errors import ZooError
 
 UNKNOWN = "unknown"
@@ -151,13 +151,18 @@ def _one_hot(values: pd.Series, names: tuple[str, ...]) -> np.ndarray:
     return np.stack(columns, axis=1) if columns else np.zeros((len(values), 0))
 
 
+def are_fields(fields) -> bool:
+    """Whether ``fields`` is a list of distinct names out of :data:`FIELDS`."""
+    return (
+        isinstance(fields, list | tuple)
+        and all(isinstance(f, str) and f in FIELDS for f in fields)
+        and len(set(fields)) == len(fields)
+    )
+
+
 def check_fields(fields, option: str) -> tuple[str, ...]:
     """A list of distinct :data:`FIELDS`, in the encoding order; else a one-line ZooError."""
-    if (
-        not isinstance(fields, list | tuple)
-        or not all(isinstance(f, str) and f in FIELDS for f in fields)
-        or len(set(fields)) != len(fields)
-    ):
+    if not are_fields(fields):
         raise ZooError(
             f"{option}: expected a list of distinct names out of {', '.join(FIELDS)}; got "
             f"{fields!r:.60}."
@@ -190,8 +195,9 @@ def rows_for(table: pd.DataFrame, names) -> pd.DataFrame:
 def read_metadata_csv(path: str | Path) -> pd.DataFrame:
     """A metadata CSV for ``zoo predict --metadata``: one row per image, an id column
     (``image``, ``image_id``, ``isic_id`` or ``file``: the image's file name, with or without
-    its extension, or its path) and any of ``age`` (``age_approx``), ``sex``, ``site``
-    (``localization``, ``anatom_site_general``); indexed by the id without extension (a path
+    its extension, or its path) and any of ``age``, ``sex``, ``site`` under the names the data
+    readers take (:data:`zoo.data.sources.METADATA_ALIASES`: ``age_approx``, ``localization``,
+    ``anatom_site_general``, …); indexed by the id without extension (a path
     keeps its folders: :func:`rows_for` finds a row by name, else by file stem)."""
     file = Path(path)
     try:
@@ -214,11 +220,9 @@ def read_metadata_csv(path: str | Path) -> pd.DataFrame:
             f"--metadata {path}: no image id column (one of {', '.join(ID_COLUMNS)}); it has "
             f"{', '.join(map(str, frame.columns[:8])) or 'no columns'}."
         )
-    aliases = {"age": ("age", "age_approx"), "sex": ("sex",)}
-    aliases["site"] = ("site", "localization", "anatom_site_general")
     out = pd.DataFrame(index=frame[id_column].map(_without_extension))
-    for name, candidates in aliases.items():
-        found = next((c for c in candidates if c in frame.columns), None)
+    for name in FIELDS:  # the columns the data readers take them from
+        found = next((c for c in METADATA_ALIASES[name] if c in frame.columns), None)
         if found is not None:
             out[name] = frame[found].to_numpy()
     twice = out.index[out.index.duplicated()]

@@ -49,7 +49,7 @@ class Member:
         except ValueError as exc:
             raise self.damaged(str(exc)) from None
 
-    @property
+    @cached_property
     def metadata_encoding(self) -> MetadataEncoding | None:
         """How the member's head reads per-image metadata, or None when it reads none."""
         return self._metadata_encoding(self.record)

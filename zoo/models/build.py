@@ -289,8 +289,9 @@ def build_model(
     if not metadata_width:
         return keras.Model(inputs, head(features(inputs)), name=recipe.name), used
     metadata = keras.Input((metadata_width,), name="metadata")
+    # float32, as the classifier: under mixed precision the features arrive in bfloat16
     joined = keras.layers.Concatenate(name="features_and_metadata", dtype="float32")(
-        [keras.layers.Activation("linear", dtype="float32")(features(inputs)), metadata]
+        [features(inputs), metadata]
     )
     model = keras.Model({"image": inputs, "metadata": metadata}, head(joined), name=recipe.name)
     return model, used

@@ -17,6 +17,7 @@ from typing import Any
 
 from zoo.data.images import MAX_IMAGE_SIZE
 from zoo.data.metadata import FIELDS as METADATA_FIELDS
+from zoo.data.metadata import are_fields as are_metadata_fields
 from zoo.errors import ZooError, close_matches
 from zoo.models.backbones import PREPROCESSING
 from zoo.recipes.schedules import ScheduleSpec
@@ -180,14 +181,6 @@ COLOR_CONSTANCY = ("none", "shades_of_gray")
 METADATA_SAYS = f"a list of distinct names out of {', '.join(METADATA_FIELDS)} (or [])"
 
 
-def _metadata_fields(value: Any) -> bool:
-    return (
-        isinstance(value, list | tuple)
-        and all(isinstance(v, str) and v in METADATA_FIELDS for v in value)
-        and len(set(value)) == len(value)
-    )
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """The network: a backbone of the table in ``zoo.models.backbones``, its starting weights
@@ -198,7 +191,7 @@ class ModelSpec:
     weights: str = "imagenet"
     dropout: float = rule(0.0, ok=lambda v: 0 <= v < 1, says="in [0, 1)")
     backbone_options: dict[str, Any] = rule({})
-    metadata: tuple[str, ...] = rule((), ok=_metadata_fields, says=METADATA_SAYS)
+    metadata: tuple[str, ...] = rule((), ok=are_metadata_fields, says=METADATA_SAYS)
 
 
 @dataclass(frozen=True)

@@ -82,12 +82,12 @@ def resolve_run(options: TrainOptions, stack: contextlib.ExitStack | None = None
     _reserve_extra_members(stack, Layout(options.workspace), recipe, name, resume=state is not None)
     if state is None:
         check_weights(recipe, image_size=recipe.input.size, weights=weights)
-    check_metadata_columns(recipe, dataset)
+    missing_metadata = check_metadata_columns(recipe, dataset)
     hashes, duplicates = _find_duplicates(dataset, options)
     together = merge_duplicates(dataset, duplicates).records["group"]
     pixels, split = check_data(dataset, recipe, options, split, together=together)
     return ResolvedRun(
-        metadata=metadata_encoding(recipe, dataset, split.train),
+        metadata=metadata_encoding(recipe, dataset, split.train, missing=missing_metadata),
         options=options,
         recipe=recipe,
         dataset=dataset,
@@ -104,30 +104,35 @@ def resolve_run(options: TrainOptions, stack: contextlib.ExitStack | None = None
     )
 
 
-def check_metadata_columns(recipe: Recipe, dataset: Dataset) -> None:
+def check_metadata_columns(recipe: Recipe, dataset: Dataset) -> list[str]:
     """Before any image is decoded: data without any of the metadata columns the recipe's
-    head reads is an error; a missing one is read as missing, with a warning."""
+    head reads is an error. Returns the ones it lacks (read as missing)."""
     fields = recipe.model.metadata
     columns = dataset.metadata().columns
-    present = [f for f in fields if f in columns]
-    if fields and not present:
+    missing = [f for f in fields if f not in columns]
+    if fields and len(missing) == len(fields):
         raise ZooError(
             f"recipe {recipe.name} reads metadata ({', '.join(fields)}) but data {dataset.spec} "
             "has none of those columns; use data with them (HAM10000, ISIC metadata CSVs) or "
             "--set metadata=[]."
         )
-    missing = [f for f in fields if f not in present]
-    if missing:
-        console.warn(f"data {dataset.spec} has no {', '.join(missing)} column: read as missing.")
+    return missing
 
 
-def metadata_encoding(recipe: Recipe, dataset: Dataset, train_ids) -> MetadataEncoding | None:
+def metadata_encoding(
+    recipe: Recipe, dataset: Dataset, train_ids, *, missing: list[str] | None = None
+) -> MetadataEncoding | None:
     """The encoding of the metadata the recipe's head reads (``metadata``), fitted on the
-    training split; None when it reads none. Data without any of those columns is an error."""
+    training split; None when it reads none. Data without any of those columns is an error;
+    a column it lacks (``missing``, when :func:`check_metadata_columns` already ran) is read
+    as missing, with a warning."""
     fields = recipe.model.metadata
     if not fields:
         return None
-    check_metadata_columns(recipe, dataset)
+    if missing is None:
+        missing = check_metadata_columns(recipe, dataset)
+    if missing:
+        console.warn(f"data {dataset.spec} has no {', '.join(missing)} column: read as missing.")
     encoding = MetadataEncoding.fit(fields, dataset.metadata(train_ids))
     if encoding.width == 0:  # only site, and no training image has a known one
         raise ZooError(

@@ -251,11 +251,21 @@ def _trainee(run: Run, model, stage: StageSpec, *, label: str, strategy) -> _Tra
     multipliers = prepare_backbone(features, stage)
     cached = stage.trainable == "head" and not stage.augment and setup.options.feature_cache
     console.info(_stage_line(label, stage, cached=cached, resized=resized), markup=True)
-    inputs = _stage_inputs(run, stage, features if cached else None, resized=resized)
+    train_x, val_x, train_meta, val_meta = _stage_inputs(
+        run, stage, features if cached else None, resized=resized
+    )
     trained = head if cached else network
-    judged, before_validation = _validation(setup, model, network, trained, inputs[0])
+    judged, before_validation = _validation(setup, model, network, trained, train_x)
     return _Trainee(
-        trained, multipliers, cached, *inputs[:2], judged, before_validation, *inputs[2:]
+        trained,
+        multipliers,
+        cached,
+        train_x,
+        val_x,
+        judged,
+        before_validation,
+        train_metadata=train_meta,
+        val_metadata=val_meta,
     )
 
 
