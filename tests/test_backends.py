@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from zoo.cli.main import main
 from zoo.data import load_dataset
@@ -33,9 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # the largest value over saliency and Grad-CAM maps. Asserted with a margin of ten.
 PROBABILITY_TOLERANCE = 1e-5
 MAP_TOLERANCE = 2e-5  # relative to the largest value of the maps
-# share of map pixels allowed beyond it: where round-off picks the other branch of a tie (one
-# demo member had 1 pixel of a 32 x 32 saliency map 1 % apart; others none)
-MAX_TIED_PIXELS = 0.005
+# share of map pixels allowed beyond it: where round-off picks the other branch of a near tie
+# in a max-pool, the gradient of that unit's whole receptive field moves (a block of 3 x 3 to
+# 6 x 6 pixels). Measured over repeated trainings of the demo member, on noisy inputs: up to
+# 3 % of a 32 x 32 saliency map, those pixels at most 0.7 % of the map's largest value apart
+MAX_TIED_PIXELS = 0.05
+MAX_TIED_DIFFERENCE = 0.02  # relative to the largest value of the map
 
 needs_jax = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
@@ -103,8 +107,14 @@ def test_evaluate_ensemble_predict_and_explain_on_jax_match_tensorflow(trained_w
     images = tmp_path / "images"
     images.mkdir()
     demo = load_dataset("demo", workspace=trained_workspace)
+    rng = np.random.default_rng(0)
     for image_id in member.split_ids("test")[:6]:
-        shutil.copy(demo.records.loc[image_id, "path"], images / f"{image_id}.jpg")
+        # the demo's flat colour regions give exactly equal activations, whose max-pool ties
+        # round-off breaks one way on TensorFlow and the other on JAX (up to 12 % of a
+        # saliency map apart without it); a little noise, saved losslessly, leaves no exact ties
+        pixels = np.asarray(Image.open(demo.records.loc[image_id, "path"]).convert("RGB"), int)
+        noisy = np.clip(pixels + rng.integers(-2, 3, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(images / f"{image_id}.png")
 
     spec = tmp_path / "one.toml"
     spec.write_text(f'name = "one"\nmembers = ["{NAME}"]\ncombine = "mean"\n')
@@ -158,6 +168,8 @@ def test_evaluate_ensemble_predict_and_explain_on_jax_match_tensorflow(trained_w
             # round-off can send a gradient down the other branch of a max-pool or ReLU tie
             # on a few pixels; everywhere else the maps agree to round-off
             assert apart.mean() <= MAX_TIED_PIXELS, (method, file.name, apart.mean())
+            largest = float(np.abs(tf_map - jax_map).max()) / scale
+            assert largest <= MAX_TIED_DIFFERENCE, (method, file.name, largest)
             assert np.corrcoef(tf_map.ravel(), jax_map.ravel())[0, 1] >= 0.999, (method, file)
 
 
